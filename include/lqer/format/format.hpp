@@ -1,0 +1,52 @@
+// lqer — what every quantization format type provides (the concept), and the
+// per-row group sentinel.
+//
+// A format is a stateless type that owns one encoding rule. Every format maps a
+// block of reals along the reduction axis to small signed integer codes and one
+// per-block scale record, and back:
+//
+//     value = (code − zero_point(scale)) · scale_value(scale)
+//
+// Codes are held in int8 in [kQmin, kQmax] whatever the format; packing two
+// 4-bit codes into a byte is the container's business, not the format's.
+#pragma once
+
+#include <concepts>
+#include <cstdint>
+#include <string>
+
+#include "lqer/config.hpp"
+
+namespace lqer {
+
+/// Block / group length meaning "the whole reduction axis is one group"
+/// (per-channel weights, per-token activations).
+inline constexpr int kPerRow = 0;
+
+// clang-format off
+/// A quantization format: see the file comment for the contract.
+template <class F>
+concept quantization_format = requires(const float* x, index_t n, index_t stride, std::int8_t* q,
+                                       const typename F::block_scale& s, std::int8_t code) {
+  typename F::block_scale;
+  { F::kBits } -> std::convertible_to<int>;
+  { F::kBlock } -> std::convertible_to<int>;   // elements per block, or kPerRow
+  { F::kQmin } -> std::convertible_to<int>;
+  { F::kQmax } -> std::convertible_to<int>;
+  { F::kHasZeroPoint } -> std::convertible_to<bool>;
+  { F::kScaleBits } -> std::convertible_to<int>;  // storage bits of one block_scale record
+  /// Encodes n ≤ block elements x[0], x[stride], …; writes n codes; returns the block's scale.
+  { F::quantize_block(x, n, stride, q) } -> std::same_as<typename F::block_scale>;
+  { F::scale_value(s) } -> std::same_as<float>;
+  { F::zero_point(s) } -> std::same_as<int>;
+  { F::decode(code, s) } -> std::same_as<float>;
+  { F::name() } -> std::convertible_to<std::string>;
+};
+// clang-format on
+
+/// Storage bits per code when packed: formats of 4 bits or fewer pack two codes
+/// per byte (nibbles, element 2j in the low nibble); wider ones take a byte.
+template <quantization_format F>
+inline constexpr int kStorageBitsPerCode = F::kBits <= 4 ? 4 : 8;
+
+}  // namespace lqer

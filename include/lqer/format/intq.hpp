@@ -1,0 +1,169 @@
+// lqer — scaled integers: `intq<Bits, Group, Scheme, Scale>`, one real scale
+// (fp32 or fp16) per group of `Group` elements along the reduction axis, or
+// one per row with Group = kPerRow (per-channel weights, per-token INT8).
+//
+// Schemes (q are the integer codes, d the group's scale):
+//
+//  * symmetric:  amax = max|x|, d = amax / qmax (qmax = 2^(Bits−1) − 1),
+//                q = clamp(round_half_away(x · (1/d)), −qmax, qmax), value = q·d.
+//                With Bits = 8, Group = 32, fp16 scale this is llama.cpp's Q8_0
+//                bit for bit: it too multiplies by the reciprocal (not divides),
+//                quantizes with the fp32 d and stores d rounded to fp16.
+//  * signed_extreme (llama.cpp's Q4_0 rule, any Bits): m = the element of largest
+//                magnitude with its sign (the first one on ties), d = m / −2^(Bits−1),
+//                u = min(2^Bits − 1, trunc(x·(1/d) + 2^(Bits−1) + 0.5)), q = u − 2^(Bits−1),
+//                value = q·d. The extreme element maps to −2^(Bits−1) exactly, so
+//                the full two's-complement range [−2^(Bits−1), 2^(Bits−1)−1] is used.
+//  * asymmetric: lo = min(min x, 0), hi = max(max x, 0), d = (hi − lo)/(2^Bits − 1),
+//                z = clamp(round_half_away(−lo·(1/d)), 0, 2^Bits − 1),
+//                u = clamp(round_half_away(x·(1/d)) + z, 0, 2^Bits − 1), value = (u − z)·d.
+//                (GPTQ / AWQ style with the zero in range, so 0 is exact.) Codes and
+//                the zero point are held shifted by −2^(Bits−1) to fit int8.
+//
+// A group whose scale is 0 (all zeros) encodes to code 0 / zero point and
+// decodes to 0. With an fp16 scale, d is rounded to fp16 only when stored, as
+// ggml does: the codes are chosen with the fp32 d. A d beyond fp16's range
+// becomes ±Inf when stored: use an fp32 scale for such data (the matrix
+// quantizer rejects that case with a value_error rather than storing Inf).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "lqer/config.hpp"
+#include "lqer/format/format.hpp"
+#include "lqer/format/fp16.hpp"
+#include "lqer/format/rounding.hpp"
+
+namespace lqer {
+
+enum class int_scheme { symmetric, signed_extreme, asymmetric };
+enum class scale_dtype { f32, f16 };
+
+inline const char* to_string(int_scheme s) noexcept {
+  switch (s) {
+    case int_scheme::symmetric: return "sym";
+    case int_scheme::signed_extreme: return "sext";
+    case int_scheme::asymmetric: return "asym";
+  }
+  return "?";
+}
+
+namespace detail {
+template <scale_dtype S>
+struct scale_storage;
+template <>
+struct scale_storage<scale_dtype::f32> {
+  using type = float;
+  static float store(float d) noexcept { return d; }
+  static float load(float d) noexcept { return d; }
+};
+template <>
+struct scale_storage<scale_dtype::f16> {
+  using type = half_bits;
+  static half_bits store(float d) noexcept { return float_to_half(d); }
+  static float load(half_bits d) noexcept { return half_to_float(d); }
+};
+}  // namespace detail
+
+template <int Bits, int Group, int_scheme Scheme = int_scheme::symmetric, scale_dtype Scale = scale_dtype::f32>
+struct intq {
+  static_assert(Bits >= 2 && Bits <= 8, "intq: Bits must be in [2, 8]: codes are held in int8");
+  static_assert(Group == kPerRow || (Group >= 2 && Group <= 4096 && Group % 2 == 0),
+                "intq: Group must be kPerRow (whole row) or an even length in [2, 4096] (two 4-bit codes "
+                "share a byte, so a group must start on a byte boundary)");
+
+  using scale_type = typename detail::scale_storage<Scale>::type;
+  /// Per-group record: the stored scale and, for the asymmetric scheme, the zero point (shifted).
+  struct block_scale {
+    scale_type d{};
+    std::int8_t zero = 0;
+    friend bool operator==(const block_scale&, const block_scale&) = default;
+  };
+
+  static constexpr int kBits = Bits;
+  static constexpr int kBlock = Group;
+  static constexpr int_scheme kScheme = Scheme;
+  static constexpr scale_dtype kScaleDtype = Scale;
+  static constexpr int kOffset = 1 << (Bits - 1);  // unsigned code u = q + kOffset
+  static constexpr int kQmax = kOffset - 1;
+  static constexpr int kQmin = Scheme == int_scheme::symmetric ? -(kOffset - 1) : -kOffset;
+  static constexpr bool kHasZeroPoint = Scheme == int_scheme::asymmetric;
+  static constexpr int kScaleBits = (Scale == scale_dtype::f32 ? 32 : 16) + (kHasZeroPoint ? 8 : 0);
+
+  static std::string name() {
+    return "int" + std::to_string(Bits) + "_" + (Group == kPerRow ? std::string("row") : "g" + std::to_string(Group)) +
+           "_" + to_string(Scheme) + (Scale == scale_dtype::f16 ? "_f16" : "_f32");
+  }
+
+  static float scale_value(const block_scale& s) noexcept { return detail::scale_storage<Scale>::load(s.d); }
+  static int zero_point(const block_scale& s) noexcept { return s.zero; }
+  static float decode(std::int8_t q, const block_scale& s) noexcept {
+    return static_cast<float>(static_cast<int>(q) - s.zero) * scale_value(s);
+  }
+
+  static block_scale quantize_block(const float* x, index_t n, index_t stride, std::int8_t* q) noexcept {
+    block_scale s{};
+    if constexpr (Scheme == int_scheme::symmetric) {
+      float amax = 0.0f;
+      for (index_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i * stride]));
+      const float d = amax / float(kQmax);
+      const float id = d != 0.0f ? 1.0f / d : 0.0f;
+      for (index_t i = 0; i < n; ++i)
+        q[i] = static_cast<std::int8_t>(std::clamp(round_half_away(x[i * stride] * id), float(kQmin), float(kQmax)));
+      s.d = detail::scale_storage<Scale>::store(d);
+    } else if constexpr (Scheme == int_scheme::signed_extreme) {
+      float amax = 0.0f, extreme = 0.0f;
+      for (index_t i = 0; i < n; ++i) {
+        const float v = x[i * stride];
+        if (amax < std::fabs(v)) {  // strict: the first of equal magnitudes wins, as in ggml
+          amax = std::fabs(v);
+          extreme = v;
+        }
+      }
+      const float d = extreme / -float(kOffset);
+      const float id = d != 0.0f ? 1.0f / d : 0.0f;
+      for (index_t i = 0; i < n; ++i) {
+        // Two separately rounded operations, as written in ggml's C: `volatile`
+        // keeps a compiler from contracting them into one FMA (GCC does so by
+        // default in GNU mode), which would change codes at near-ties.
+        volatile float t = x[i * stride] * id;
+        const float u = std::min(float((1 << Bits) - 1), std::trunc(t + (float(kOffset) + 0.5f)));
+        q[i] = static_cast<std::int8_t>(static_cast<int>(u) - kOffset);
+      }
+      s.d = detail::scale_storage<Scale>::store(d);
+    } else {
+      float lo = 0.0f, hi = 0.0f;
+      for (index_t i = 0; i < n; ++i) {
+        lo = std::min(lo, x[i * stride]);
+        hi = std::max(hi, x[i * stride]);
+      }
+      constexpr float umax = float((1 << Bits) - 1);
+      const float d = (hi - lo) / umax;
+      const float id = d != 0.0f ? 1.0f / d : 0.0f;
+      const float z = std::clamp(round_half_away(-lo * id), 0.0f, umax);
+      for (index_t i = 0; i < n; ++i) {
+        const float u = std::clamp(round_half_away(x[i * stride] * id) + z, 0.0f, umax);
+        q[i] = static_cast<std::int8_t>(static_cast<int>(u) - kOffset);
+      }
+      s.d = detail::scale_storage<Scale>::store(d);
+      s.zero = static_cast<std::int8_t>(static_cast<int>(z) - kOffset);
+    }
+    return s;
+  }
+};
+
+/// llama.cpp's Q4_0 encoding (block 32, fp16 scale, signed-extreme rule).
+/// For its exact 18-byte block layout (nibble order: element j in the low
+/// nibble of byte j, element j+16 in the high nibble) see ggml_blocks.hpp.
+using q4_0 = intq<4, 32, int_scheme::signed_extreme, scale_dtype::f16>;
+/// llama.cpp's Q8_0 encoding (block 32, fp16 scale, symmetric, round half away).
+using q8_0 = intq<8, 32, int_scheme::symmetric, scale_dtype::f16>;
+/// Per-channel / per-token symmetric INT8 with an fp32 scale.
+using int8_per_row = intq<8, kPerRow>;
+/// GPTQ/AWQ-style INT4, group 128, asymmetric, fp16 scale.
+using int4_g128_asym = intq<4, 128, int_scheme::asymmetric, scale_dtype::f16>;
+
+}  // namespace lqer

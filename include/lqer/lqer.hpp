@@ -1,0 +1,15 @@
+// lqer — the whole public API. Include this one header.
+#pragma once
+
+#include "lqer/config.hpp"
+#include "lqer/error.hpp"
+#include "lqer/format/e8m0.hpp"
+#include "lqer/format/format.hpp"
+#include "lqer/format/fp16.hpp"
+#include "lqer/format/ggml_blocks.hpp"
+#include "lqer/format/intq.hpp"
+#include "lqer/format/mxint.hpp"
+#include "lqer/format/rounding.hpp"
+#include "lqer/tensor/eigen.hpp"
+#include "lqer/tensor/quantized_matrix.hpp"
+#include "lqer/tensor/view.hpp"

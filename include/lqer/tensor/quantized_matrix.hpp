@@ -1,0 +1,211 @@
+// lqer — quantized_matrix<Format>: a logical rows × cols matrix stored as
+// packed integer codes plus one scale record per block, blocks running along
+// the reduction axis.
+//
+// Layout. The matrix is a set of `lanes`, each a run of `depth` elements along
+// the reduction axis, cut into blocks of `block_len` (the format's block, or
+// the whole depth for kPerRow formats):
+//   block_axis::cols — blocks run along each row (lanes = rows, depth = cols);
+//                      an nn.Linear weight [out, in] reduces over `in` this way.
+//   block_axis::rows — blocks run down each column (lanes = cols, depth = rows);
+//                      LQER's A [in, k] reduces over `in`, its rows.
+// Each lane owns blocks_per_lane · block_len code slots: a depth that is not a
+// multiple of the block is padded with zero codes inside the last block only,
+// and those padding codes are never decoded back into the logical shape.
+// Codes of ≤ 4-bit formats are packed two per byte (element 2j of a lane in the
+// low nibble, 2j+1 in the high nibble, two's complement); wider codes take a
+// byte each. 2- and 3-bit codes also take a nibble: simpler kernels, and a
+// 3-bit format is a research format here, not a storage one.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "lqer/config.hpp"
+#include "lqer/error.hpp"
+#include "lqer/format/format.hpp"
+#include "lqer/tensor/view.hpp"
+
+namespace lqer {
+
+/// Which axis the blocks run along (see quantized_matrix).
+enum class block_axis {
+  cols,  ///< blocks along each row: reduction over columns (weights [out, in])
+  rows,  ///< blocks down each column: reduction over rows (LQER's A [in, k])
+};
+
+namespace detail {
+/// Throws value_error naming the first non-finite element of `src` ("what: element (r, c) is NaN").
+inline void require_finite_view(matrix_view<const float> src, const char* what) {
+  for (index_t r = 0; r < src.rows; ++r)
+    for (index_t c = 0; c < src.cols; ++c) {
+      const float v = src(r, c);
+      if (!std::isfinite(v))
+        throw value_error(std::string(what) + ": element (" + std::to_string(r) + ", " + std::to_string(c) +
+                          ") is " + (std::isnan(v) ? "NaN" : (v > 0 ? "+Inf" : "-Inf")));
+    }
+}
+}  // namespace detail
+
+template <quantization_format Format>
+class quantized_matrix {
+ public:
+  using format = Format;
+  using block_scale = typename Format::block_scale;
+  static constexpr bool kNibblePacked = Format::kBits <= 4;
+
+  quantized_matrix() = default;
+
+  /// Quantizes `src` (validated: non-empty, stride ≥ cols, every element finite;
+  /// value_error names the first NaN/Inf by row and column).
+  static quantized_matrix quantize(matrix_view<const float> src, block_axis axis = block_axis::cols) {
+    src.validate("quantize");
+    detail::require_finite_view(src, "quantize");
+    quantized_matrix m(src.rows, src.cols, axis);
+    for (index_t lane = 0; lane < m.lanes_; ++lane) m.quantize_lane(src, lane);
+    return m;
+  }
+
+  index_t rows() const noexcept { return rows_; }
+  index_t cols() const noexcept { return cols_; }
+  block_axis axis() const noexcept { return axis_; }
+  /// Number of independent runs along the reduction axis (rows for block_axis::cols).
+  index_t lanes() const noexcept { return lanes_; }
+  /// Logical length of each lane (cols for block_axis::cols).
+  index_t depth() const noexcept { return depth_; }
+  index_t block_len() const noexcept { return block_len_; }
+  index_t blocks_per_lane() const noexcept { return blocks_per_lane_; }
+  /// Bytes of packed codes per lane (padding included).
+  index_t lane_code_bytes() const noexcept { return lane_code_bytes_; }
+  bool empty() const noexcept { return lanes_ == 0; }
+
+  /// Packed code bytes of one lane.
+  std::span<const std::uint8_t> lane_codes(index_t lane) const noexcept {
+    return {codes_.data() + lane * lane_code_bytes_, static_cast<std::size_t>(lane_code_bytes_)};
+  }
+  /// Scale records of one lane's blocks.
+  std::span<const block_scale> lane_scales(index_t lane) const noexcept {
+    return {scales_.data() + lane * blocks_per_lane_, static_cast<std::size_t>(blocks_per_lane_)};
+  }
+
+  /// Code of element `i` (0 ≤ i < blocks_per_lane·block_len, padding included) of a lane.
+  std::int8_t lane_code(index_t lane, index_t i) const noexcept {
+    const std::uint8_t* p = codes_.data() + lane * lane_code_bytes_;
+    if constexpr (kNibblePacked) {
+      const std::uint8_t byte = p[i >> 1];
+      const std::uint8_t nib = (i & 1) ? (byte >> 4) : (byte & 0x0f);
+      return static_cast<std::int8_t>(static_cast<std::int8_t>(nib << 4) >> 4);  // sign-extend 4 bits
+    } else {
+      return static_cast<std::int8_t>(p[i]);
+    }
+  }
+
+  /// Code and scale of logical element (r, c).
+  std::int8_t code(index_t r, index_t c) const noexcept {
+    return axis_ == block_axis::cols ? lane_code(r, c) : lane_code(c, r);
+  }
+  const block_scale& scale(index_t r, index_t c) const noexcept {
+    return axis_ == block_axis::cols ? scales_[r * blocks_per_lane_ + c / block_len_]
+                                     : scales_[c * blocks_per_lane_ + r / block_len_];
+  }
+  /// Dequantized value of logical element (r, c), as Format::decode gives it.
+  float value(index_t r, index_t c) const noexcept { return Format::decode(code(r, c), scale(r, c)); }
+
+  /// Writes the dequantized rows × cols matrix into `dst` (same shape required;
+  /// nothing outside dst's logical shape is touched).
+  void dequantize(matrix_view<float> dst) const {
+    dst.validate("dequantize");
+    if (dst.rows != rows_ || dst.cols != cols_)
+      throw shape_error("dequantize: destination is " + std::to_string(dst.rows) + "x" + std::to_string(dst.cols) +
+                        " but the quantized matrix is " + std::to_string(rows_) + "x" + std::to_string(cols_));
+    for (index_t r = 0; r < rows_; ++r)
+      for (index_t c = 0; c < cols_; ++c) dst(r, c) = value(r, c);
+  }
+  std::vector<float> dequantize() const {
+    std::vector<float> out(static_cast<std::size_t>(rows_ * cols_));
+    dequantize(matrix_view<float>(out.data(), rows_, cols_));
+    return out;
+  }
+
+  /// Storage in bytes: packed codes (padding included) plus scale records at their
+  /// format's size (kScaleBits), as a file or a packed kernel stream would hold them.
+  std::size_t storage_bytes() const noexcept {
+    return codes_.size() + static_cast<std::size_t>(lanes_ * blocks_per_lane_ * Format::kScaleBits / 8);
+  }
+  /// Average storage bits per logical element.
+  double bits_per_element() const noexcept { return 8.0 * double(storage_bytes()) / double(rows_ * cols_); }
+
+ private:
+  quantized_matrix(index_t rows, index_t cols, block_axis axis)
+      : rows_(rows), cols_(cols), axis_(axis) {
+    lanes_ = axis == block_axis::cols ? rows : cols;
+    depth_ = axis == block_axis::cols ? cols : rows;
+    block_len_ = Format::kBlock == kPerRow ? depth_ + (depth_ & 1) : Format::kBlock;  // even, for nibble pairs
+    blocks_per_lane_ = (depth_ + block_len_ - 1) / block_len_;
+    const index_t slots = blocks_per_lane_ * block_len_;
+    lane_code_bytes_ = kNibblePacked ? slots / 2 : slots;
+    codes_.assign(static_cast<std::size_t>(lanes_ * lane_code_bytes_), 0);
+    scales_.resize(static_cast<std::size_t>(lanes_ * blocks_per_lane_));
+  }
+
+  void quantize_lane(matrix_view<const float> src, index_t lane) {
+    // Element i of this lane sits at base[i * step] in the source.
+    const float* base = axis_ == block_axis::cols ? src.row(lane) : src.data + lane;
+    const index_t step = axis_ == block_axis::cols ? 1 : src.row_stride;
+    std::int8_t q[Format::kBlock == kPerRow ? 1 : Format::kBlock];
+    std::vector<std::int8_t> row_codes;  // kPerRow formats: one block of `depth` codes
+    std::int8_t* qbuf = q;
+    if constexpr (Format::kBlock == kPerRow) {
+      row_codes.resize(static_cast<std::size_t>(block_len_));
+      qbuf = row_codes.data();
+    }
+    std::uint8_t* out = codes_.data() + lane * lane_code_bytes_;
+    for (index_t b = 0; b < blocks_per_lane_; ++b) {
+      const index_t start = b * block_len_;
+      const index_t n = std::min(block_len_, depth_ - start);
+      scales_[lane * blocks_per_lane_ + b] = Format::quantize_block(base + start * step, n, step, qbuf);
+      check_scale(scales_[lane * blocks_per_lane_ + b], lane, b);
+      for (index_t i = 0; i < n; ++i) put_code(out, start + i, qbuf[i]);  // padding stays 0
+    }
+  }
+
+  void check_scale(const block_scale& s, index_t lane, index_t b) const {
+    // An fp16 scale can overflow to Inf for data beyond ~65504·qmax; refuse to store it.
+    if (!std::isfinite(Format::scale_value(s)))
+      throw value_error("quantize: block " + std::to_string(b) + " of " +
+                        (axis_ == block_axis::cols ? "row " : "column ") + std::to_string(lane) +
+                        " needs a scale beyond the range of " + Format::name() + "'s scale type");
+  }
+
+  static void put_code(std::uint8_t* lane_bytes, index_t i, std::int8_t q) noexcept {
+    if constexpr (kNibblePacked) {
+      std::uint8_t& byte = lane_bytes[i >> 1];
+      const std::uint8_t nib = static_cast<std::uint8_t>(q) & 0x0f;
+      byte = (i & 1) ? static_cast<std::uint8_t>((byte & 0x0f) | (nib << 4)) : static_cast<std::uint8_t>((byte & 0xf0) | nib);
+    } else {
+      lane_bytes[i] = static_cast<std::uint8_t>(q);
+    }
+  }
+
+  index_t rows_ = 0, cols_ = 0;
+  block_axis axis_ = block_axis::cols;
+  index_t lanes_ = 0, depth_ = 0, block_len_ = 0, blocks_per_lane_ = 0, lane_code_bytes_ = 0;
+  std::vector<std::uint8_t> codes_;
+  std::vector<block_scale> scales_;
+};
+
+/// Quantize-then-dequantize `src` into `dst` (same shape; may alias `src`
+/// exactly). On any error nothing is written.
+template <quantization_format Format>
+void fake_quantize(matrix_view<const float> src, matrix_view<float> dst, block_axis axis = block_axis::cols) {
+  dst.validate("fake_quantize");
+  if (dst.rows != src.rows || dst.cols != src.cols)
+    throw shape_error("fake_quantize: destination is " + std::to_string(dst.rows) + "x" + std::to_string(dst.cols) +
+                      " but the source is " + std::to_string(src.rows) + "x" + std::to_string(src.cols));
+  quantized_matrix<Format>::quantize(src, axis).dequantize(dst);
+}
+
+}  // namespace lqer

@@ -1,0 +1,136 @@
+// Scaled integers: hand-computed cases of each scheme, llama.cpp Q4_0 / Q8_0
+// byte layouts, per-row groups, and the round-trip bound of each scheme.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "lqer/format/ggml_blocks.hpp"
+#include "lqer/format/intq.hpp"
+
+using namespace lqer;
+
+TEST_CASE("intq symmetric: d = amax/qmax, codes round(x·(1/d)) half away") {
+  using F = intq<8, 4, int_scheme::symmetric, scale_dtype::f32>;
+  const float x[4] = {127.0f, 2.5f, -2.5f, -0.49f};
+  std::int8_t q[4];
+  const auto s = F::quantize_block(x, 4, 1, q);
+  CHECK(F::scale_value(s) == 1.0f);
+  CHECK(q[0] == 127);
+  CHECK(q[1] == 3);
+  CHECK(q[2] == -3);
+  CHECK(q[3] == 0);
+  CHECK(F::decode(q[1], s) == 3.0f);
+  // all-zero group: scale 0, codes 0, decodes to 0.
+  const float z[4] = {0, 0, 0, 0};
+  const auto sz = F::quantize_block(z, 4, 1, q);
+  CHECK(F::scale_value(sz) == 0.0f);
+  CHECK(F::decode(q[0], sz) == 0.0f);
+}
+
+TEST_CASE("intq signed_extreme (Q4_0 rule): d = m/-8, u = min(15, trunc(x/d + 8.5))") {
+  // extreme element -16 (first of the largest magnitude): d = 2, 1/d = 0.5.
+  const float x[6] = {-16.0f, 16.0f, 1.0f, 0.9f, -1.1f, 3.0f};
+  std::int8_t q[6];
+  const auto s = q4_0::quantize_block(x, 6, 1, q);
+  CHECK(q4_0::scale_value(s) == 2.0f);
+  CHECK(q[0] == -8);  // -8 + 8.5 = 0.5 -> 0 -> -8
+  CHECK(q[1] == 7);   // 8 + 8.5 = 16.5 -> 16 -> min 15 -> 7
+  CHECK(q[2] == 1);   // 0.5 + 8.5 = 9 -> 1
+  CHECK(q[3] == 0);   // 0.45 + 8.5 = 8.95 -> trunc 8 -> 0
+  CHECK(q[4] == -1);  // -0.55 + 8.5 = 7.95 -> trunc 7 -> -1
+  CHECK(q[5] == 2);   // 1.5 + 8.5 = 10 -> 2 (the +0.5 makes ties round up)
+  CHECK(q4_0::decode(q[0], s) == -16.0f);
+  CHECK(q4_0::decode(q[1], s) == 14.0f);
+  // Ties of magnitude: the first one fixes the sign of d.
+  const float t[2] = {4.0f, -4.0f};
+  const auto st = q4_0::quantize_block(t, 2, 1, q);
+  CHECK(q4_0::scale_value(st) == -0.5f);
+  CHECK(q[0] == -8);
+  CHECK(q[1] == 7);  // 8 + 8.5 -> 16 -> 15 -> 7: value -3.5
+}
+
+TEST_CASE("intq asymmetric: zero point in range, 0 exact") {
+  using F = intq<4, 8, int_scheme::asymmetric, scale_dtype::f32>;
+  // lo = -1, hi = 14 -> d = 1, z = 1; u = round(x) + 1.
+  const float x[5] = {-1.0f, 14.0f, 0.0f, 2.4f, 7.5f};
+  std::int8_t q[5];
+  const auto s = F::quantize_block(x, 5, 1, q);
+  CHECK(F::scale_value(s) == 1.0f);
+  CHECK(F::zero_point(s) == 1 - 8);
+  CHECK(F::decode(q[0], s) == -1.0f);
+  CHECK(F::decode(q[1], s) == 14.0f);
+  CHECK(F::decode(q[2], s) == 0.0f);
+  CHECK(F::decode(q[3], s) == 2.0f);
+  CHECK(F::decode(q[4], s) == 8.0f);  // 7.5 -> 8 (half away)
+  // all-positive data: lo is clamped to 0, so z = 0 and 0 stays exact.
+  const float p[3] = {1.0f, 2.0f, 15.0f};
+  const auto sp = F::quantize_block(p, 3, 1, q);
+  CHECK(F::zero_point(sp) == -8);
+  CHECK(F::decode(q[2], sp) == 15.0f);
+}
+
+TEST_CASE("intq: round-trip bound of each scheme") {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  auto run = [&]<class F>(F, int n) {
+    for (int trial = 0; trial < 500; ++trial) {
+      std::vector<float> x(n);
+      const float mag = std::ldexp(1.0f, static_cast<int>(rng() % 20) - 10);
+      for (auto& v : x) v = nd(rng) * mag + (F::kHasZeroPoint ? mag : 0.0f);
+      std::vector<std::int8_t> q(n);
+      const auto s = F::quantize_block(x.data(), n, 1, q.data());
+      const float d = std::fabs(F::scale_value(s));
+      for (int i = 0; i < n; ++i) {
+        REQUIRE(q[i] >= F::kQmin);
+        REQUIRE(q[i] <= F::kQmax);
+        // Half a step from rounding, plus — with an fp16 scale — the stored scale's own
+        // rounding error (half an fp16 ulp: ≤ d·2^-11 for a normal half, ≤ 2^-25 for a
+        // subnormal one) times the largest |code − zero| there can be (< 2^Bits).
+        const float half_ulp = std::max(std::ldexp(d, -11), std::ldexp(1.0f, -25));
+        const float fp16_err = F::kScaleDtype == scale_dtype::f16 ? half_ulp * float(1 << F::kBits) : 0.0f;
+        float bound = d / 2 + fp16_err;
+        if constexpr (F::kScheme == int_scheme::signed_extreme)
+          bound = d + fp16_err;  // the top code saturates one step early (7 of 8)
+        // Float arithmetic: 1/d and x·(1/d) each round by ≤ 2^-24 relative with
+        // |x/d| < 2^Bits (so ≤ d·2^(Bits−23) after scaling back), and the decode's
+        // product and this subtraction by ≤ |x|·2^-23 together.
+        const float arith = d * std::ldexp(1.0f, F::kBits - 23) + std::fabs(x[i]) * std::ldexp(1.0f, -22);
+        REQUIRE(std::fabs(F::decode(q[i], s) - x[i]) <= bound + arith);
+      }
+    }
+  };
+  run(q8_0{}, 32);
+  run(q4_0{}, 32);
+  run(intq<4, 128, int_scheme::symmetric>{}, 128);
+  run(int4_g128_asym{}, 128);
+  run(intq<8, kPerRow>{}, 77);
+  run(intq<3, 16, int_scheme::asymmetric>{}, 16);
+}
+
+TEST_CASE("ggml block layouts: Q4_0 nibble order and Q8_0 bytes") {
+  // Element j in the low nibble of byte j, element j+16 in the high nibble, u = q + 8.
+  std::vector<float> x(32);
+  for (int i = 0; i < 32; ++i) x[i] = float(i - 16);  // extreme -16 first: d = 2
+  const auto b = to_ggml_q4_0(x);
+  REQUIRE(b.size() == kGgmlQ4_0BlockBytes);
+  CHECK(b[0] == 0x00);
+  CHECK(b[1] == 0x40);  // d = 2.0 in fp16 = 0x4000, little endian
+  for (int j = 0; j < 16; ++j) {
+    std::int8_t lo[32];
+    const auto s = q4_0::quantize_block(x.data(), 32, 1, lo);
+    (void)s;
+    CHECK((b[2 + j] & 0x0f) == lo[j] + 8);
+    CHECK((b[2 + j] >> 4) == lo[j + 16] + 8);
+  }
+  const auto back = from_ggml_q4_0(b);
+  for (int i = 0; i < 32; ++i) CHECK(std::fabs(back[i] - x[i]) <= 2.0f);
+  CHECK(back[0] == -16.0f);
+  const auto b8 = to_ggml_q8_0(x);
+  REQUIRE(b8.size() == kGgmlQ8_0BlockBytes);
+  const auto back8 = from_ggml_q8_0(b8);
+  for (int i = 0; i < 32; ++i) CHECK(std::fabs(back8[i] - x[i]) <= 16.0f / 127 / 2 * 1.001f + 16.0f * std::ldexp(1.0f, -11));
+  CHECK_THROWS_AS(to_ggml_q4_0(std::vector<float>(31)), shape_error);
+  CHECK_THROWS_AS(from_ggml_q8_0(std::vector<std::uint8_t>(35)), shape_error);
+}

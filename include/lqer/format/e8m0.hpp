@@ -2,6 +2,7 @@
 #pragma once
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 
@@ -30,6 +31,14 @@ struct e8m0 {
 };
 
 namespace detail {
+/// x · 2^n, exactly as std::ldexp(x, n) (one correctly rounded operation), but
+/// a single multiply when 2^n is a normal float — ldexp is a slow library call
+/// and encoders call this once per element.
+inline float mul_pow2(float x, int n) noexcept {
+  if (n >= -126 && n <= 127) return x * std::bit_cast<float>(static_cast<std::uint32_t>(n + 127) << 23);
+  return std::ldexp(x, n);
+}
+
 /// floor(log2(a)) and ceil(log2(a)) for finite a > 0, exactly (frexp is exact,
 /// also for subnormals; a float log2 can round across an integer).
 inline int floor_log2(float a) noexcept {

@@ -87,24 +87,26 @@ struct mxint {
     return e8m0::from_exponent(e);
   }
 
-  /// One element's code under block scale `s`. ldexp scales by a power of two,
-  /// exactly (it can only lose bits that underflow below 2^-149, i.e. codes
-  /// that round to 0 anyway).
+  /// One element's code under block scale `s`. Scaling by a power of two is
+  /// exact (it can only lose bits that underflow below 2^-149, i.e. codes that
+  /// round to 0 anyway).
   static std::int8_t encode(float x, e8m0 s) noexcept {
     const int shift = kFractionBits - s.exponent();
     if constexpr (Rule == mx_rule::ocp) {
-      const float q = round_half_away(std::ldexp(x, shift));
+      const float q = round_half_away(detail::mul_pow2(x, shift));
       return static_cast<std::int8_t>(std::clamp(q, float(kQmin), float(kQmax)));
     } else {
-      const float m = std::min(round_half_even(std::ldexp(std::fabs(x), shift)), float(kQmax));
+      const float m = std::min(round_half_even(detail::mul_pow2(std::fabs(x), shift)), float(kQmax));
       return static_cast<std::int8_t>(std::signbit(x) ? -m : m);
     }
   }
 
-  static float scale_value(e8m0 s) noexcept { return std::ldexp(1.0f, s.exponent() - kFractionBits); }
+  static float scale_value(e8m0 s) noexcept { return detail::mul_pow2(1.0f, s.exponent() - kFractionBits); }
   static int zero_point(e8m0) noexcept { return 0; }
   /// Exact: |q| < 2^7 times a power of two ≥ 2^-134 is representable in float.
-  static float decode(std::int8_t q, e8m0 s) noexcept { return std::ldexp(static_cast<float>(q), s.exponent() - kFractionBits); }
+  static float decode(std::int8_t q, e8m0 s) noexcept {
+    return detail::mul_pow2(static_cast<float>(q), s.exponent() - kFractionBits);
+  }
 
   static e8m0 quantize_block(const float* x, index_t n, index_t stride, std::int8_t* q) noexcept {
     float amax = 0.0f;

@@ -27,6 +27,7 @@
 #include "lqer/config.hpp"
 #include "lqer/error.hpp"
 #include "lqer/format/format.hpp"
+#include "lqer/tensor/check.hpp"
 #include "lqer/tensor/view.hpp"
 
 namespace lqer {
@@ -37,18 +38,6 @@ enum class block_axis {
   rows,  ///< blocks down each column: reduction over rows (LQER's A [in, k])
 };
 
-namespace detail {
-/// Throws value_error naming the first non-finite element of `src` ("what: element (r, c) is NaN").
-inline void require_finite_view(matrix_view<const float> src, const char* what) {
-  for (index_t r = 0; r < src.rows; ++r)
-    for (index_t c = 0; c < src.cols; ++c) {
-      const float v = src(r, c);
-      if (!std::isfinite(v))
-        throw value_error(std::string(what) + ": element (" + std::to_string(r) + ", " + std::to_string(c) +
-                          ") is " + (std::isnan(v) ? "NaN" : (v > 0 ? "+Inf" : "-Inf")));
-    }
-}
-}  // namespace detail
 
 template <quantization_format Format>
 class quantized_matrix {
@@ -63,7 +52,7 @@ class quantized_matrix {
   /// value_error names the first NaN/Inf by row and column).
   static quantized_matrix quantize(matrix_view<const float> src, block_axis axis = block_axis::cols) {
     src.validate("quantize");
-    detail::require_finite_view(src, "quantize");
+    require_finite(src, "quantize");
     quantized_matrix m(src.rows, src.cols, axis);
     for (index_t lane = 0; lane < m.lanes_; ++lane) m.quantize_lane(src, lane);
     return m;

@@ -53,15 +53,15 @@ void reset_largest_allocation() { g_largest_allocation.store(0); }
 std::size_t largest_allocation() { return g_largest_allocation.load(); }
 }  // namespace
 
-void* operator new(std::size_t n) {
+[[gnu::noinline]] void* operator new(std::size_t n) {
   std::size_t seen = g_largest_allocation.load(std::memory_order_relaxed);
   while (n > seen && !g_largest_allocation.compare_exchange_weak(seen, n, std::memory_order_relaxed)) {
   }
   if (void* p = std::malloc(n != 0 ? n : 1)) return p;
   throw std::bad_alloc();
 }
-// noinline: once inlined, GCC 12 sees free() applied to the result of
-// `operator new` and warns -Wmismatched-new-delete, although this pair matches.
+// noinline (new and delete): once inlined, GCC 12 pairs free() / malloc() with
+// `operator new` / `operator delete` and warns -Wmismatched-new-delete, although they match.
 [[gnu::noinline]] void operator delete(void* p) noexcept { std::free(p); }
 [[gnu::noinline]] void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 

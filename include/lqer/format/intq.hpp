@@ -94,8 +94,17 @@ struct intq {
   static constexpr int kScaleBits = (Scale == scale_dtype::f32 ? 32 : 16) + (kHasZeroPoint ? 8 : 0);
 
   static std::string name() {
-    return "int" + std::to_string(Bits) + "_" + (Group == kPerRow ? std::string("row") : "g" + std::to_string(Group)) +
-           "_" + to_string(Scheme) + (Scale == scale_dtype::f16 ? "_f16" : "_f32");
+    // Appended piece by piece rather than `"int" + std::to_string(...) + ...`:
+    // GCC 12 warns falsely (-Wrestrict, GCC bug 105651) on `literal + string&&`
+    // once it is inlined at -O2/-O3.
+    std::string s = "int";
+    s += std::to_string(Bits);
+    s += Group == kPerRow ? "_row" : "_g";
+    if (Group != kPerRow) s += std::to_string(Group);
+    s += '_';
+    s += to_string(Scheme);
+    s += Scale == scale_dtype::f16 ? "_f16" : "_f32";
+    return s;
   }
 
   static float scale_value(const block_scale& s) noexcept { return detail::scale_storage<Scale>::load(s.d); }

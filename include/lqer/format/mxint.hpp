@@ -77,7 +77,14 @@ struct mxint {
   static constexpr rounding kRounding = Rule == mx_rule::ocp ? rounding::half_away_from_zero : rounding::half_to_even;
 
   static std::string name() {
-    return "mxint" + std::to_string(Bits) + "_b" + std::to_string(Block) + "_" + to_string(Rule);
+    // Appended piece by piece: see intq::name() (GCC 12's false -Wrestrict).
+    std::string s = "mxint";
+    s += std::to_string(Bits);
+    s += "_b";
+    s += std::to_string(Block);
+    s += '_';
+    s += to_string(Rule);
+    return s;
   }
 
   /// The block's shared scale for its largest magnitude `amax` (finite, ≥ 0).

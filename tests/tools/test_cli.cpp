@@ -1,0 +1,432 @@
+// The `lqer` program, run as a user runs it: `lqer quantize` on small .npy
+// files written byte by byte here, checked against the library's fake_quantize
+// on success, and against "exit 2, one line on stderr naming the problem, the
+// output file untouched" on every kind of bad input.
+//
+// Input dtype policy (documented in `lqer quantize --help`): float32 is used as
+// is; float16, float64, int8 and uint8 are converted to float32 first (float64
+// rounds to nearest, and a value beyond float32's range becomes ±Inf, which is
+// then rejected naming its element); any other dtype is rejected.
+//
+// POSIX only (std::system + WEXITSTATUS, shell redirection), like the program's
+// other users. Each test case works in its own directory, because ctest runs
+// the cases of this file as separate processes, in parallel.
+#include <doctest/doctest.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "lqer/io/npy.hpp"
+#include "lqer/lqer.hpp"
+
+#ifndef LQER_CLI_PATH
+#error "LQER_CLI_PATH must name the built lqer program"
+#endif
+
+namespace fs = std::filesystem;
+using namespace lqer;
+
+namespace {
+
+// ---------------------------------------------------------------------------
+// Files
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void write_bytes(const fs::path& p, const std::string& bytes) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  REQUIRE(out.good());
+}
+
+/// A .npy v1.0 file as numpy writes it: magic, version, u16 header length,
+/// the dict padded with spaces to a 64-byte boundary and '\n', then the data.
+/// Written by hand (not with lqer::io) so that the program is tested against
+/// the file format, not against lqer's own writer.
+std::string npy_bytes(const std::string& descr, const std::string& shape, const std::string& data) {
+  std::string dict = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + shape + ", }";
+  while ((10 + dict.size() + 1) % 64 != 0) dict += ' ';
+  dict += '\n';
+  std::string out = "\x93NUMPY";
+  out += '\x01';
+  out += '\x00';
+  out += static_cast<char>(dict.size() & 0xff);
+  out += static_cast<char>(dict.size() >> 8);
+  return out + dict + data;
+}
+
+template <class T>
+std::string raw(const std::vector<T>& v) {
+  std::string s(v.size() * sizeof(T), '\0');
+  if (!v.empty()) std::memcpy(s.data(), v.data(), s.size());
+  return s;
+}
+
+// std::string("(") + ...: GCC 12 warns falsely (-Wrestrict, GCC bug 105651) on
+// `"literal" + std::string&&` once inlined at -O2/-O3; appending does not.
+std::string shape2(index_t r, index_t c) {
+  return std::string("(") + std::to_string(r) + ", " + std::to_string(c) + ")";
+}
+
+/// A deterministic, LLM-ish test matrix: a smooth pattern with varying row
+/// scales and one larger column, so that blocks get different exponents.
+std::vector<float> test_matrix(index_t rows, index_t cols) {
+  std::vector<float> v(static_cast<std::size_t>(rows * cols));
+  for (index_t r = 0; r < rows; ++r)
+    for (index_t c = 0; c < cols; ++c)
+      v[static_cast<std::size_t>(r * cols + c)] =
+          static_cast<float>((0.5 + r) * std::sin(0.37 * double(c) + 1.3 * double(r)) * (c == 5 ? 8.0 : 1.0));
+  return v;
+}
+
+// ---------------------------------------------------------------------------
+// Running the program
+
+struct run_result {
+  int status = -1;
+  std::string out, err;
+};
+
+std::string quoted(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+/// A scratch directory for one test case; removed afterwards.
+struct scratch {
+  fs::path dir;
+  explicit scratch(const std::string& name) {
+    dir = fs::path(LQER_CLI_TEST_DIR) / (name + "." + std::to_string(::getpid()));
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+  }
+  ~scratch() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+  fs::path operator/(const std::string& f) const { return dir / f; }
+
+  run_result run(const std::vector<std::string>& args) const {
+    // Appended piece by piece: see shape2 (GCC 12's false -Wrestrict).
+    std::string cmd = quoted(LQER_CLI_PATH);
+    for (const auto& a : args) {
+      cmd += ' ';
+      cmd += quoted(a);
+    }
+    const fs::path out = dir / "stdout.txt", err = dir / "stderr.txt";
+    cmd += " >";
+    cmd += quoted(out.string());
+    cmd += " 2>";
+    cmd += quoted(err.string());
+    cmd += " </dev/null";
+    const int raw_status = std::system(cmd.c_str());
+    run_result r;
+    r.status = WIFEXITED(raw_status) ? WEXITSTATUS(raw_status) : -1;
+    r.out = slurp(out);
+    r.err = slurp(err);
+    fs::remove(out);
+    fs::remove(err);
+    return r;
+  }
+
+  /// Files in the directory other than `keep`: an atomic writer leaves no temporaries.
+  std::vector<std::string> stray_files(const std::vector<std::string>& keep) const {
+    std::vector<std::string> stray;
+    for (const auto& e : fs::directory_iterator(dir)) {
+      const std::string n = e.path().filename().string();
+      if (std::find(keep.begin(), keep.end(), n) == keep.end()) stray.push_back(n);
+    }
+    return stray;
+  }
+};
+
+bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
+
+/// A single line: the message, a newline, nothing else.
+bool one_line(const std::string& s) { return !s.empty() && s.back() == '\n' && s.find('\n') == s.size() - 1; }
+
+template <class F>
+std::vector<float> library_fake_quantize(const std::vector<float>& a, index_t rows, index_t cols, block_axis axis) {
+  std::vector<float> out(a.size());
+  fake_quantize<F>(matrix_view<const float>(a.data(), rows, cols), matrix_view<float>(out.data(), rows, cols), axis);
+  return out;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Success
+
+TEST_CASE("lqer quantize writes exactly what the library's fake_quantize gives") {
+  scratch s("roundtrip");
+  constexpr index_t rows = 7, cols = 150;  // tails for every block length
+  const auto a = test_matrix(rows, cols);
+  write_bytes(s / "W.npy", npy_bytes("<f4", shape2(rows, cols), raw(a)));
+
+  struct invocation {
+    std::vector<std::string> args;
+    std::vector<float> expected;
+    std::string name;  // what the summary line must name
+  };
+  const auto ax = block_axis::cols;
+  const std::vector<invocation> cases = {
+      {{"-f", "mxint4"}, library_fake_quantize<mxint<4, 32, mx_rule::ocp>>(a, rows, cols, ax), "mxint4_b32_ocp"},
+      {{"-f", "mxint4", "--rule", "lqer"}, library_fake_quantize<mxint<4, 16, mx_rule::lqer>>(a, rows, cols, ax),
+       "mxint4_b16_lqer"},
+      {{"-f", "mxint8", "-b", "64", "--axis", "0"},
+       library_fake_quantize<mxint<8, 64, mx_rule::ocp>>(a, rows, cols, block_axis::rows), "mxint8_b64_ocp"},
+      {{"-f", "mxint2", "-r", "lqer"}, library_fake_quantize<mxint<2, 16, mx_rule::lqer>>(a, rows, cols, ax),
+       "mxint2_b16_lqer"},
+      {{"-f", "mxint3", "--block", "8"}, library_fake_quantize<mxint<3, 8, mx_rule::ocp>>(a, rows, cols, ax),
+       "mxint3_b8_ocp"},
+      {{"-f", "int8"}, library_fake_quantize<int8_per_row>(a, rows, cols, ax), "int8_row_sym_f32"},
+      {{"-f", "int8", "--block", "0", "-a", "0"}, library_fake_quantize<int8_per_row>(a, rows, cols, block_axis::rows),
+       "int8_row_sym_f32"},
+      {{"-f", "int4", "--scheme", "asym", "--block", "128", "--scale", "f16"},
+       library_fake_quantize<int4_g128_asym>(a, rows, cols, ax), "int4_g128_asym_f16"},
+      {{"-f", "q4_0"}, library_fake_quantize<q4_0>(a, rows, cols, ax), "q4_0"},
+      {{"-f", "q8_0", "-b", "32"}, library_fake_quantize<q8_0>(a, rows, cols, ax), "q8_0"},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.name);
+    std::vector<std::string> args = {"quantize"};
+    args.insert(args.end(), c.args.begin(), c.args.end());
+    args.push_back((s / "W.npy").string());
+    args.push_back((s / "Q.npy").string());
+    const auto r = s.run(args);
+    CHECK(r.status == 0);
+    CHECK(r.err.empty());
+    CHECK(one_line(r.out));
+    CHECK(contains(r.out, c.name));
+    CHECK(contains(r.out, "bits/weight"));
+    CHECK(contains(r.out, "relative Frobenius error"));
+    CHECK(contains(r.out, "max abs error"));
+    const auto q = io::read_npy_matrix(s / "Q.npy");  // float32 only: the program writes float32
+    CHECK(q.rows == rows);
+    CHECK(q.cols == cols);
+    CHECK(q.data == c.expected);  // bit for bit: the same library code ran
+  }
+  CHECK(s.stray_files({"W.npy", "Q.npy"}).empty());
+}
+
+TEST_CASE("--quiet prints nothing; the summary reports the format's bits per weight") {
+  scratch s("quiet");
+  const auto a = test_matrix(4, 64);
+  write_bytes(s / "W.npy", npy_bytes("<f4", shape2(4, 64), raw(a)));
+  auto r = s.run({"quantize", "-q", "-f", "mxint4", (s / "W.npy").string(), (s / "Q.npy").string()});
+  CHECK(r.status == 0);
+  CHECK(r.out.empty());
+  CHECK(r.err.empty());
+  CHECK(fs::exists(s / "Q.npy"));
+  r = s.run({"quantize", "-f", "mxint4", (s / "W.npy").string(), (s / "Q.npy").string()});
+  CHECK(contains(r.out, "4.250 bits/weight"));  // 4 + 8/32
+  r = s.run({"quantize", "-f", "q4_0", (s / "W.npy").string(), (s / "Q.npy").string()});
+  CHECK(contains(r.out, "4.500 bits/weight"));  // 4 + 16/32
+}
+
+TEST_CASE("float64 and float16 inputs are converted to float32; the output is float32") {
+  scratch s("convert");
+  constexpr index_t rows = 3, cols = 40;
+  const auto a = test_matrix(rows, cols);
+  std::vector<double> d(a.begin(), a.end());
+  for (auto& x : d) x += 1e-12;  // not representable in float32: the conversion must round
+  std::vector<float> rounded(d.begin(), d.end());
+  write_bytes(s / "W64.npy", npy_bytes("<f8", shape2(rows, cols), raw(d)));
+  auto r = s.run({"quantize", "-f", "mxint8", (s / "W64.npy").string(), (s / "Q.npy").string()});
+  CHECK(r.status == 0);
+  CHECK(io::read_npy_matrix(s / "Q.npy").data ==
+        library_fake_quantize<mxint<8, 32, mx_rule::ocp>>(rounded, rows, cols, block_axis::cols));
+
+  std::vector<half_bits> h;
+  std::vector<float> from_half;
+  for (float x : a) {
+    h.push_back(float_to_half(x));
+    from_half.push_back(half_to_float(h.back()));
+  }
+  write_bytes(s / "W16.npy", npy_bytes("<f2", shape2(rows, cols), raw(h)));
+  r = s.run({"quantize", "-f", "q8_0", (s / "W16.npy").string(), (s / "Q.npy").string()});
+  CHECK(r.status == 0);
+  CHECK(io::read_npy_matrix(s / "Q.npy").data == library_fake_quantize<q8_0>(from_half, rows, cols, block_axis::cols));
+}
+
+TEST_CASE("lqer --help, lqer quantize --help and lqer --version") {
+  scratch s("help");
+  auto r = s.run({"--help"});
+  CHECK(r.status == 0);
+  CHECK(contains(r.out, "quantize"));
+  r = s.run({"quantize", "--help"});
+  CHECK(r.status == 0);
+  for (const char* word : {"--format", "--block", "--rule", "--axis", "--scheme", "--scale", "--quiet", "mxint2",
+                           "mxint3", "mxint4", "mxint8", "int4", "int8", "q4_0", "q8_0", "ocp", "lqer"})
+    CHECK_MESSAGE(contains(r.out, word), word);
+  r = s.run({"--version"});
+  CHECK(r.status == 0);
+  CHECK(contains(r.out, std::string("lqer ") + std::to_string(LQER_VERSION_MAJOR) + "." +
+                            std::to_string(LQER_VERSION_MINOR)));
+}
+
+// ---------------------------------------------------------------------------
+// Errors: exit 2, one line on stderr, the output file never created or changed
+
+namespace {
+
+/// Runs `lqer quantize <opts> IN OUT` where OUT already holds "old content"
+/// (or, with `out` given, any path), and checks the error contract.
+void check_rejected(const scratch& s, const std::vector<std::string>& opts, const fs::path& in,
+                    const std::vector<std::string>& message_parts, const fs::path& out = {}) {
+  const bool default_out = out.empty();
+  const fs::path target = default_out ? s / "OUT.npy" : out;
+  if (default_out) write_bytes(target, "old content");
+  std::vector<std::string> args = {"quantize"};
+  args.insert(args.end(), opts.begin(), opts.end());
+  args.push_back(in.string());
+  args.push_back(target.string());
+  const auto r = s.run(args);
+  CAPTURE(r.err);
+  CHECK(r.status == 2);
+  CHECK(r.out.empty());
+  CHECK(one_line(r.err));
+  for (const auto& part : message_parts) CHECK_MESSAGE(contains(r.err, part), part);
+  if (default_out) CHECK(slurp(target) == "old content");
+}
+
+}  // namespace
+
+TEST_CASE("bad input files: exit 2 with a message naming the file, output untouched") {
+  scratch s("badfiles");
+  const auto a = test_matrix(4, 32);
+  const std::string good = npy_bytes("<f4", shape2(4, 32), raw(a));
+  const std::vector<std::string> opts = {"-f", "mxint4"};
+
+  SUBCASE("missing input file") { check_rejected(s, opts, s / "missing.npy", {"missing.npy"}); }
+  SUBCASE("empty file") {
+    write_bytes(s / "empty.npy", "");
+    check_rejected(s, opts, s / "empty.npy", {"empty.npy"});
+  }
+  SUBCASE("not a .npy file") {
+    write_bytes(s / "text.npy", "hello, this is not numpy\n");
+    check_rejected(s, opts, s / "text.npy", {"text.npy"});
+  }
+  SUBCASE("truncated header") {
+    write_bytes(s / "trunc_header.npy", good.substr(0, 40));
+    check_rejected(s, opts, s / "trunc_header.npy", {"trunc_header.npy"});
+  }
+  SUBCASE("truncated data") {
+    write_bytes(s / "trunc_data.npy", good.substr(0, good.size() - 5));
+    check_rejected(s, opts, s / "trunc_data.npy", {"trunc_data.npy"});
+  }
+  SUBCASE("unsupported dtype (int32)") {
+    std::vector<std::int32_t> ints(4 * 32, 7);
+    write_bytes(s / "int32.npy", npy_bytes("<i4", shape2(4, 32), raw(ints)));
+    check_rejected(s, opts, s / "int32.npy", {"int32.npy"});
+  }
+  SUBCASE("big-endian float32") {
+    write_bytes(s / "be.npy", npy_bytes(">f4", shape2(4, 32), raw(a)));
+    check_rejected(s, opts, s / "be.npy", {"be.npy"});
+  }
+  SUBCASE("1-D input") {
+    write_bytes(s / "vec.npy", npy_bytes("<f4", "(128,)", raw(a)));
+    check_rejected(s, opts, s / "vec.npy", {"vec.npy", "2-D"});
+  }
+  SUBCASE("3-D input") {
+    write_bytes(s / "cube.npy", npy_bytes("<f4", "(2, 2, 32)", raw(a)));
+    check_rejected(s, opts, s / "cube.npy", {"cube.npy"});
+  }
+  SUBCASE("empty matrix") {
+    write_bytes(s / "zero.npy", npy_bytes("<f4", "(0, 32)", ""));
+    check_rejected(s, opts, s / "zero.npy", {"zero.npy", "nothing to quantize"});
+  }
+}
+
+TEST_CASE("non-finite data: exit 2 naming the file, row and column") {
+  scratch s("nonfinite");
+  const std::vector<std::string> opts = {"-f", "mxint4", "--rule", "lqer"};
+  struct bad_value {
+    float v;
+    const char* name;
+  };
+  // (No structured binding here: Clang 14 cannot capture one in CAPTURE's lambda.)
+  for (const bad_value& b : {bad_value{std::numeric_limits<float>::quiet_NaN(), "NaN"},
+                             bad_value{std::numeric_limits<float>::infinity(), "+Inf"},
+                             bad_value{-std::numeric_limits<float>::infinity(), "-Inf"}}) {
+    const std::string name = b.name;
+    CAPTURE(name);
+    auto a = test_matrix(4, 32);
+    a[1 * 32 + 2] = b.v;
+    write_bytes(s / "bad.npy", npy_bytes("<f4", shape2(4, 32), raw(a)));
+    check_rejected(s, opts, s / "bad.npy", {"bad.npy", "(1, 2)", name});
+  }
+  // float64 beyond float32's range becomes +Inf in the conversion and is reported as such.
+  std::vector<double> d(4 * 32, 0.5);
+  d[3 * 32 + 31] = 1e300;
+  write_bytes(s / "huge64.npy", npy_bytes("<f8", shape2(4, 32), raw(d)));
+  check_rejected(s, opts, s / "huge64.npy", {"huge64.npy", "(3, 31)", "+Inf"});
+}
+
+TEST_CASE("bad options: exit 2 with a sentence, nothing written") {
+  scratch s("badopts");
+  const auto a = test_matrix(4, 32);
+  write_bytes(s / "W.npy", npy_bytes("<f4", shape2(4, 32), raw(a)));
+  const fs::path in = s / "W.npy";
+  check_rejected(s, {"-f", "mxint5"}, in, {"unknown format", "mxint5"});
+  check_rejected(s, {"-f", "fp8"}, in, {"unknown format", "fp8"});
+  check_rejected(s, {"-f", "mxint4", "-b", "24"}, in, {"mxint4", "--block", "24"});
+  check_rejected(s, {"-f", "mxint4", "-b", "row"}, in, {"mxint4", "row"});
+  check_rejected(s, {"-f", "mxint4", "-b", "abc"}, in, {"--block", "abc"});
+  check_rejected(s, {"-f", "int8", "-b", "12"}, in, {"int8", "12"});
+  check_rejected(s, {"-f", "q4_0", "-b", "16"}, in, {"q4_0", "32"});
+  check_rejected(s, {"-f", "q8_0", "--rule", "lqer"}, in, {"--rule"});
+  check_rejected(s, {"-f", "mxint4", "--scheme", "asym"}, in, {"--scheme"});
+  check_rejected(s, {"-f", "int4", "--scheme", "nf4"}, in, {"--scheme"});
+  check_rejected(s, {"-f", "int4", "--scale", "bf16"}, in, {"--scale"});
+  check_rejected(s, {"-f", "mxint4", "--rule", "microsoft"}, in, {"--rule"});
+  check_rejected(s, {"-f", "mxint4", "--axis", "2"}, in, {"--axis"});
+  check_rejected(s, {"-f", "mxint4", "--no-such-option"}, in, {"--no-such-option"});
+  check_rejected(s, {}, in, {"--format"});
+
+  // No subcommand, an unknown one, a missing positional.
+  auto r = s.run({});
+  CHECK(r.status == 2);
+  CHECK(one_line(r.err));
+  r = s.run({"quantise", "-f", "mxint4", in.string(), (s / "X.npy").string()});
+  CHECK(r.status == 2);
+  CHECK(contains(r.err, "quantise"));
+  r = s.run({"quantize", "-f", "mxint4", in.string()});
+  CHECK(r.status == 2);
+  CHECK(one_line(r.err));
+  CHECK(s.stray_files({"W.npy", "OUT.npy"}).empty());
+}
+
+TEST_CASE("bad output paths: exit 2 naming the path, nothing created") {
+  scratch s("badout");
+  const auto a = test_matrix(4, 32);
+  write_bytes(s / "W.npy", npy_bytes("<f4", shape2(4, 32), raw(a)));
+  const fs::path in = s / "W.npy";
+  SUBCASE("output in a directory that does not exist") {
+    check_rejected(s, {"-f", "mxint4"}, in, {"no_such_dir"}, s / "no_such_dir" / "Q.npy");
+    CHECK(!fs::exists(s / "no_such_dir"));
+  }
+  SUBCASE("output path is a directory") {
+    fs::create_directory(s / "outdir");
+    check_rejected(s, {"-f", "mxint4"}, in, {"outdir"}, s / "outdir");
+    CHECK(fs::is_directory(s / "outdir"));
+    CHECK(fs::is_empty(s / "outdir"));
+  }
+  CHECK(s.stray_files({"W.npy", "outdir"}).empty());
+}

@@ -1,0 +1,72 @@
+// lqer — the little threading the offline factorization needs: OpenMP when the
+// program is built with it, serial otherwise. Eigen parallelizes its own GEMMs
+// the same way (it reads the same OpenMP setting), so one `OMP_NUM_THREADS` /
+// `omp_set_num_threads` governs the whole factorization.
+//
+// Why not Eigen's own parallel GEMM everywhere: the products here are tall and
+// skinny (a 4096 × 11008 error times 42 columns). Eigen's parallel GEMM packs
+// the big operand in shared panels and measured 2–6× slower on 2 cores than
+// cutting the big operand into independent bands, one single-threaded GEMM per
+// band (Eigen runs a GEMM single-threaded when called inside a parallel region).
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <exception>
+
+#include "lqer/config.hpp"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace lqer::detail {
+
+/// Calls body(begin, end) for consecutive chunks [begin, end) of [0, n) of at most
+/// `chunk` elements, in parallel when OpenMP is enabled. Chunks are handed out
+/// dynamically (the machines this runs on are shared and noisy; a static split
+/// waits for the slowest core). body must only write what its chunk owns.
+/// An exception cannot leave an OpenMP region (it would terminate the
+/// program), so the first one thrown by any chunk is kept, the remaining chunks
+/// are skipped, and it is rethrown here.
+template <class Body>
+void parallel_chunks(index_t n, index_t chunk, Body&& body) {
+  if (n <= 0) return;
+  if (chunk < 1) chunk = 1;
+  const index_t count = (n + chunk - 1) / chunk;
+#if defined(_OPENMP)
+  std::exception_ptr first;
+  std::atomic<bool> failed{false};
+#pragma omp parallel for schedule(dynamic, 1)
+  for (index_t c = 0; c < count; ++c) {
+    if (failed.load(std::memory_order_relaxed)) continue;
+    try {
+      const index_t b = c * chunk;
+      body(b, b + chunk < n ? b + chunk : n);
+    } catch (...) {
+#pragma omp critical(lqer_parallel_chunks)
+      if (!first) first = std::current_exception();
+      failed.store(true, std::memory_order_relaxed);
+    }
+  }
+  if (first) std::rethrow_exception(first);
+#else
+  for (index_t c = 0; c < count; ++c) {
+    const index_t b = c * chunk;
+    body(b, b + chunk < n ? b + chunk : n);
+  }
+#endif
+}
+
+/// Number of chunks parallel_chunks(n, chunk, …) makes.
+inline index_t chunk_count(index_t n, index_t chunk) noexcept { return n <= 0 ? 0 : (n + chunk - 1) / chunk; }
+
+/// Rows (or columns) of the big operand per single-threaded GEMM band. Fixed,
+/// not derived from the thread count, so that every output element is computed
+/// by the same GEMM call whatever the number of threads: results do not change
+/// with OMP_NUM_THREADS. 256 rows of a 4096-wide float matrix are 4 MB, large
+/// enough for a full-speed GEMM and small enough (16–43 bands at LLaMA sizes)
+/// for dynamic balancing.
+inline constexpr index_t kBandRows = 256;
+
+}  // namespace lqer::detail

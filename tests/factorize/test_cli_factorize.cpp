@@ -1,0 +1,217 @@
+// `lqer factorize` and `lqer forward`, run as a user runs them, on the LQER
+// reference layer tests/data/layer_small_*: the directory's files against the
+// library (bit for bit) and against the reference (Wq, scale, outputs), and
+// "exit 2, one sentence on stderr, DIR untouched" on bad input.
+//
+// POSIX only (std::system + WEXITSTATUS). Each case works in its own directory:
+// ctest runs the cases of this file as separate processes, in parallel.
+#include <doctest/doctest.h>
+
+#include <sys/wait.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "factorize/synthetic.hpp"
+#include "lqer/factorize/factorize.hpp"
+#include "lqer/factorize/reference_forward.hpp"
+#include "lqer/io/npy.hpp"
+
+#ifndef LQER_CLI_PATH
+#error "LQER_CLI_PATH must name the built lqer program"
+#endif
+
+namespace fs = std::filesystem;
+using namespace lqer;
+
+namespace {
+
+struct run_result {
+  int status = -1;
+  std::string out, err;
+};
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+/// A fresh directory for one test case.
+fs::path scratch(const std::string& name) {
+  const fs::path d = fs::path(LQER_CLI_TEST_DIR) / name;
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+/// Concatenates by appending. ("literal" + std::string&& makes GCC 12 warn
+/// falsely, -Wrestrict, GCC bug 105651, once inlined; appending does not.)
+template <class... Parts>
+std::string cat(const Parts&... parts) {
+  std::string s;
+  (s += ... += parts);
+  return s;
+}
+
+/// 'path', quoted for the shell.
+std::string shell_quoted(const fs::path& p) { return cat("'", p.string(), "'"); }
+
+/// Runs `lqer` with the arguments given as pieces.
+template <class... Parts>
+run_result run(const fs::path& dir, const Parts&... args) {
+  const std::string cmd = cat(shell_quoted(LQER_CLI_PATH), " ", cat(args...), " > ", shell_quoted(dir / "stdout"), " 2> ",
+                              shell_quoted(dir / "stderr"));
+  const int raw = std::system(cmd.c_str());
+  run_result r;
+  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  r.out = slurp(dir / "stdout");
+  r.err = slurp(dir / "stderr");
+  return r;
+}
+
+std::string data(const std::string& name) { return shell_quoted(test::data_path(name)); }
+
+matrix_rm load(const fs::path& p) {
+  const io::npy_matrix m = io::read_npy_matrix(p);
+  return Eigen::Map<const matrix_rm>(m.data.data(), m.rows, m.cols);
+}
+
+/// Exit status 2, exactly one line on stderr containing `needle`.
+void check_refused(const run_result& r, const std::string& needle) {
+  CHECK(r.status == 2);
+  CHECK(r.err.find(needle) != std::string::npos);
+  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+}
+
+}  // namespace
+
+TEST_CASE("factorize + forward reproduce the library and the LQER reference") {
+  const fs::path d = scratch("roundtrip");
+  const fs::path layer = d / "layer";
+  const run_result f = run(d, "factorize --weight ", data("layer_small_W"), " --calib ", data("layer_small_Xcal"),
+                           " --rank 16 --solver exact --out ", shell_quoted(layer));
+  INFO(f.err);
+  REQUIRE(f.status == 0);
+  for (const char* file : {"Wq.npy", "A.npy", "B.npy", "scale.npy", "report.json"}) CHECK(fs::exists(layer / file));
+  // Nothing left behind next to DIR.
+  index_t entries = 0;
+  for (const auto& e : fs::directory_iterator(d)) entries += e.path().filename().string().starts_with(".layer");
+  CHECK(entries == 0);
+
+  // The library, in memory, with the same choices.
+  const matrix_rm w = test::load_matrix("layer_small_W");
+  const matrix_rm xcal = test::load_matrix("layer_small_Xcal"), xtest = test::load_matrix("layer_small_Xtest");
+  activation_stats st(w.cols());
+  st.add_batch(xcal);
+  const auto lib = factorize<policy::mean_abs, exact_svd>(w, st, 16);
+  CHECK(load(layer / "Wq.npy") == dequantize(lib.layer.wq));
+  CHECK(load(layer / "Wq.npy") == test::load_matrix("layer_small_Wq"));
+  CHECK(load(layer / "A.npy") == dequantize(lib.layer.a));
+  CHECK(load(layer / "B.npy") == dequantize(lib.layer.b));
+  CHECK(io::read_npy_vector(layer / "scale.npy") == lib.scale);
+
+  const nlohmann::json rep = nlohmann::json::parse(slurp(layer / "report.json"));
+  CHECK(rep.at("policy") == "mean_abs");
+  CHECK(rep.at("solver") == "exact");
+  CHECK(rep.at("rank") == 16);
+  CHECK(rep.at("formats").at("weight").at("name") == default_weight_format::name());
+  CHECK(rep.at("formats").at("lowrank").at("rule") == "lqer");
+  CHECK(rep.at("calibration").at("tokens") == 512);
+  CHECK(rep.at("residual_norm").get<double>() == lib.report.residual_norm);
+  CHECK(rep.at("activation").at("basis") == "diagonal");
+  CHECK(rep.at("singular_values").size() == 16);
+  for (const char* s : {"read", "stats", "quantize", "svd", "lowrank_quantize", "report", "write", "total"})
+    CHECK(rep.at("seconds").at(s).get<double>() >= 0);
+
+  // forward: bit for bit the library's reference forward of the same layer,
+  // i.e. the dequantized files were quantized back exactly.
+  for (const char* mode : {"paper", "fused"}) {
+    CAPTURE(mode);
+    const fs::path y = d / cat("Y_", mode, ".npy");
+    const run_result fw = run(d, "forward --layer ", shell_quoted(layer), " --x ", data("layer_small_Xtest"), " --mode ", mode,
+                              " --out ", shell_quoted(y));
+    INFO(fw.err);
+    REQUIRE(fw.status == 0);
+    CHECK(fw.err.empty());  // no re-quantization warning
+    matrix_rm want(xtest.rows(), w.rows());
+    reference_forward(lib.layer, view_of(xtest), view_of(want),
+                      std::string(mode) == "paper" ? correction_mode::paper : correction_mode::fused);
+    CHECK(load(y) == want);
+  }
+}
+
+TEST_CASE("rank 0 and identity: no factors, no calibration needed; a rerun replaces stale factors") {
+  const fs::path d = scratch("rank0");
+  const fs::path layer = d / "layer";
+  REQUIRE(run(d, "factorize -q --weight ", data("layer_small_W"), " --calib ", data("layer_small_Xcal"),
+              " --rank 8 --out ", shell_quoted(layer))
+              .status == 0);
+  REQUIRE(fs::exists(layer / "A.npy"));
+  fs::create_directories(layer);
+  { std::ofstream(layer / "notes.txt") << "mine"; }
+  const run_result r =
+      run(d, "factorize -q --weight ", data("layer_small_W"), " --policy identity --rank 0 --out ", shell_quoted(layer));
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(!fs::exists(layer / "A.npy"));
+  CHECK(!fs::exists(layer / "B.npy"));
+  CHECK(fs::exists(layer / "scale.npy"));       // identity: all ones
+  CHECK(slurp(layer / "notes.txt") == "mine");  // files that are not the layer's stay
+  const run_result fw =
+      run(d, "forward -q --layer ", shell_quoted(layer), " --x ", data("layer_small_Xtest"), " --out ", shell_quoted(d / "Y.npy"));
+  REQUIRE(fw.status == 0);
+  // Plain W4A8 in the paper's semantics: the reference's Y_plain. Same exact
+  // products, different summation order: within (γ_in + γ_{in/16})·Σ|xq||wq|
+  // (see test_reference_layers), and here in practice identical.
+  const matrix_rm y = load(d / "Y.npy"), yref = test::load_matrix("layer_small_Y_plain");
+  const matrix_rm xq = fake_quantize<default_activation_format>(test::load_matrix("layer_small_Xtest"));
+  const matrix_rm wq = load(layer / "Wq.npy");
+  const double in = double(wq.cols());
+  const Eigen::MatrixXd bound = (test::gamma_n(in, test::kUnitFloat) + test::gamma_n(in / 16, test::kUnitFloat)) *
+                                (xq.cast<double>().cwiseAbs() * wq.cast<double>().cwiseAbs().transpose());
+  CHECK(((y.cast<double>() - yref.cast<double>()).cwiseAbs().array() <= bound.array()).all());
+}
+
+TEST_CASE("bad input: exit 2, one sentence, DIR untouched") {
+  const fs::path d = scratch("bad");
+  const fs::path layer = d / "layer";
+  const std::string w = cat(" --weight ", data("layer_small_W"));
+  const std::string out = cat(" --out ", shell_quoted(layer));
+  const std::string xcal = cat(" --calib ", data("layer_small_Xcal"));
+  // Shape mismatch between W [96, 256] and X [.., 512].
+  check_refused(run(d, "factorize", w, " --calib ", data("layer_mid_Xcal"), out), "512 columns");
+  check_refused(run(d, "factorize", w, xcal, " --rank 97", out), "--rank 97");
+  check_refused(run(d, "factorize", w, xcal, " --policy magic", out), "magic");
+  check_refused(run(d, "factorize", w, xcal, " --lr-block 32", out), "--lr-block");
+  check_refused(run(d, "factorize", w, xcal, " --w-format mxint5", out), "mxint5");
+  check_refused(run(d, "factorize", w, out), "--calib");  // mean_abs without calibration
+  // Non-finite calibration values, named by file and element.
+  matrix_rm x = test::load_matrix("layer_small_Xcal");
+  x(7, 9) = std::nanf("");
+  io::write_npy_matrix(d / "Xnan.npy", x.data(), x.rows(), x.cols());
+  const std::string xnan = cat(" --calib ", shell_quoted(d / "Xnan.npy"));
+  check_refused(run(d, "factorize", w, xnan, out), "element (7, 9) is NaN");
+  CHECK(!fs::exists(layer));
+  // Nothing half-written next to DIR either.
+  for (const auto& e : fs::directory_iterator(d)) CHECK(!e.path().filename().string().starts_with(".layer"));
+
+  // An existing layer is left as it was by a failing run.
+  REQUIRE(run(d, "factorize -q", w, xcal, " --rank 4", out).status == 0);
+  const std::string before = slurp(layer / "report.json");
+  check_refused(run(d, "factorize", w, xnan, " --rank 8", out), "NaN");
+  CHECK(slurp(layer / "report.json") == before);
+
+  // forward: wrong width, not a layer directory.
+  check_refused(run(d, "forward --layer ", shell_quoted(layer), " --x ", data("layer_mid_Xtest"), " --out ", shell_quoted(d / "Y.npy")),
+                "512 columns");
+  check_refused(run(d, "forward --layer ", shell_quoted(d), " --x ", data("layer_small_Xtest"), " --out ", shell_quoted(d / "Y.npy")),
+                "report.json");
+  CHECK(!fs::exists(d / "Y.npy"));
+}

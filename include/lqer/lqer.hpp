@@ -10,6 +10,14 @@
 #include "lqer/format/intq.hpp"
 #include "lqer/format/mxint.hpp"
 #include "lqer/format/rounding.hpp"
+#include "lqer/exec/executor.hpp"
+#include "lqer/exec/thread_pool.hpp"
+#if defined(_OPENMP)
+#include "lqer/exec/openmp.hpp"  // openmp_executor needs -fopenmp
+#endif
+#include "lqer/kernel/dispatch.hpp"
+#include "lqer/kernel/linear.hpp"
+#include "lqer/kernel/pack.hpp"
 #include "lqer/tensor/eigen.hpp"
 #include "lqer/tensor/quantized_matrix.hpp"
 #include "lqer/tensor/view.hpp"

@@ -1,0 +1,56 @@
+// lqer — executors: how a kernel hands its independent tasks to the caller's
+// threads. Threading belongs to the caller (an inference engine has its own
+// pool); lqer's kernels only ever ask for one thing:
+//
+//     exec.parallel_for(n_tasks, fn)   with fn(begin, end) callable as
+//                                      `void(index_t begin, index_t end)`
+//
+// Contract of parallel_for (what every executor must guarantee and what the
+// kernels rely on):
+//   * fn is called on disjoint ranges [begin, end) that together cover
+//     [0, n_tasks) exactly once; possibly concurrently from several threads;
+//     never with an empty range. n_tasks ≤ 0 means no call at all.
+//   * parallel_for returns only after every call has returned, and everything
+//     those calls wrote is visible to the caller afterwards (happens-before).
+//   * if a call throws, the remaining calls still run or are skipped, and one
+//     of the exceptions is rethrown to the caller of parallel_for.
+// Kernels make every task's result independent of which thread runs it and of
+// how the range is cut, so results are bit-identical for any executor.
+//
+// Ready executors: serial_executor (here, the default), thread_pool_executor
+// (exec/thread_pool.hpp, std::thread, persistent workers) and openmp_executor
+// (exec/openmp.hpp, needs -fopenmp).
+#pragma once
+
+#include <concepts>
+
+#include "lqer/config.hpp"
+
+namespace lqer {
+
+namespace detail {
+/// The shape of the callable an executor receives (for the concept only).
+struct range_task_archetype {
+  void operator()(index_t, index_t) const {}
+};
+}  // namespace detail
+
+/// Anything with `parallel_for(n_tasks, fn)` honouring the contract in the file comment.
+template <class E>
+concept executor = requires(E& e, index_t n, const detail::range_task_archetype& fn) {
+  { e.parallel_for(n, fn) };
+};
+
+/// Runs everything on the calling thread: fn(0, n_tasks) once.
+struct serial_executor {
+  template <class F>
+  void parallel_for(index_t n_tasks, F&& fn) const {
+    if (n_tasks > 0) fn(index_t{0}, n_tasks);
+  }
+  /// Number of threads that may run tasks at once.
+  static constexpr int concurrency() noexcept { return 1; }
+};
+
+static_assert(executor<serial_executor>);
+
+}  // namespace lqer

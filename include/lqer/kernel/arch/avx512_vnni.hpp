@@ -1,0 +1,351 @@
+// lqer — the AVX-512 VNNI path: vpdpbusd on zmm (16 int32 lanes = one
+// 16-output group of layout_n16c4). Compiled into every x86-64 build through
+// function target attributes (no -m flags); runs only where dispatch.hpp finds
+// AVX-512 F/BW/VL/VNNI.
+//
+// Micro-kernel gemm_qmx8_f32_qmxw_n16c4_avx512vnni<MR, NV, Block, K0, Corr, S>:
+// MR activation rows × NV groups of 16 outputs; activations MX int8 codes
+// (signed, broadcast 4 bytes at a time), weights u = q + off unsigned (nibbles
+// for ≤ 4-bit codes, bytes otherwise; the correction's B always bytes), f32 out.
+// Per block of the reduction, per row and group (scale_mode::magic):
+//
+//     d   = magic_init + ew·2^23                       (2^22 − off·Σx) under the exponent bits of 2^(23+E)
+//     d   = vpdpbusd(d, u[c], x[c])   c < Block/4      + the u8×s8 products: d's bits = 2^(23+E) + (2^22 + dot)·2^E
+//     acc = acc + (float(d) − 1.5·2^(23+E))            the subtraction is exact (Sterbenz): acc += dot·2^E
+//
+// (linear.hpp: why this is the reference's rounding exactly; scale_mode::exact
+// converts d and multiplies instead). Per (row, group, block) that is two
+// integer adds, one subtract and one add; on Zen 4 vpdpbusd and FMA/multiply
+// share one pair of pipes, adds and conversions use the other pair, integer
+// ops go to either — measured 88–93% of the vpdpbusd-only rate at Block 16,
+// against 74–82% for cvt + FMA. The first kFmaRows rows of a tile instead
+// leave ew out of d and finish with fma(float(d) − C', 2^ew, acc): one op on
+// the vpdpbusd pipes instead of two integer adds, which evens out the load of
+// the two pairs. Unpacking nibbles costs 3 ops per 64 bytes (and, shift, and)
+// and the scales 3 per group and block, shared by the MR rows.
+//
+// Register budget (32 zmm): MR·NV float accumulators + MR·NV int32 block
+// accumulators + 2·NV unpacked weights + 2·NV scale vectors + constants: the
+// 4 × 2-group tile takes 29. GEMV (M ≤ 4) runs one tile of M rows over the
+// whole reduction; GEMM (M > 4) the same tile in the blocked loop nest of
+// linear.hpp (M-chunks in L2, K-chunks of weights in L1).
+#pragma once
+
+#if defined(__x86_64__)
+
+#include <immintrin.h>
+
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "lqer/config.hpp"
+#include "lqer/format/e8m0.hpp"
+#include "lqer/kernel/arch/common.hpp"
+#include "lqer/kernel/dispatch.hpp"
+#include "lqer/kernel/params.hpp"
+#include "lqer/kernel/prologue.hpp"
+
+#define LQER_AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
+#define LQER_AVX512_INLINE LQER_AVX512_TARGET inline __attribute__((always_inline))
+
+namespace lqer::detail::avx512 {
+
+LQER_AVX512_INLINE __m512i broadcast4(const std::int8_t* p) {
+  std::int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
+
+/// |v| and sign(v)·1 with integer logic (the _ps logic ops are AVX512DQ).
+LQER_AVX512_INLINE __m512 abs_ps(__m512 v) {
+  return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fffffff)));
+}
+LQER_AVX512_INLINE __m512 sign_one_ps(__m512 v) {  // ±1.0 with v's sign bit
+  return _mm512_castsi512_ps(_mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(INT32_MIN)),
+                                             _mm512_set1_epi32(0x3f800000)));
+}
+
+/// Keeps the compiler from fusing a multiply into a following add (exact mode).
+LQER_AVX512_INLINE __m512 opaque(__m512 v) {
+  __asm__("" : "+v"(v));
+  return v;
+}
+
+// ---------------------------------------------------------------------------
+// One segment (Wq's or B's blocks) of a tile, accumulated into acc.
+
+/// Rows of a tile whose magic-mode terms apply the weight's 2^ew by FMA rather
+/// than by integer adds (see the file comment): balances the two pipe pairs.
+/// Measured on Zen 4 at M = 4 and 128, K = N = 4096: Block 16 gains 8–12%
+/// with half the rows (none: 297–307 GOPS/core, half: 315–359, all: slower),
+/// Block 32 (twice the vpdpbusd per term) nothing, so it keeps integer adds.
+template <int MR, int Block>
+inline constexpr int kFmaRows = Block <= 16 ? MR / 2 : 0;
+
+template <int MR, int NV, int Block, code_kind K, scale_mode S>
+LQER_AVX512_INLINE void segment(__m512 (&acc)[MR][NV], const act_operand& x, const std::uint8_t* w, index_t nblk,
+                                index_t gstride, int wfrac) {
+  constexpr index_t kBlockBytes = group_block_bytes(K, Block);
+  constexpr index_t kCodeBytes = group_code_bytes(K, Block);
+  const __m512i low_nibbles = _mm512_set1_epi8(0x0f);
+  const __m512i min_scale_bits = _mm512_set1_epi32(0x00400000);  // the float 2^-127 (exact mode)
+  const __m512 inv_wfrac = _mm512_set1_ps(exp2_exact(-wfrac));
+  for (index_t b = 0; b < nblk; ++b) {
+    const std::uint8_t* wb = w + b * kBlockBytes;
+    // This block of the MR rows: codes of row m at xblk + m·Block, records at meta[m].
+    const auto* xblk = reinterpret_cast<const std::int8_t*>(x.base + b * x.block_stride);
+    const auto* meta = reinterpret_cast<const act_block_meta*>(x.base + b * x.block_stride + x.meta_offset);
+    // Block scales (16 E8M0 bytes per group after the codes): sbits = bw·2^23,
+    // the float 2^ew; wbits = (bw − 127)·2^23 = ew·2^23, the weight's share of
+    // the exponent field of 2^(23+E).
+    __m512i sbits[NV], wbits[NV];
+    LQER_UNROLL(4)
+    for (int v = 0; v < NV; ++v) {
+      const __m128i e = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + v * gstride + kCodeBytes));
+      sbits[v] = _mm512_slli_epi32(_mm512_cvtepu8_epi32(e), 23);
+      wbits[v] = _mm512_sub_epi32(sbits[v], _mm512_set1_epi32(127 << 23));
+    }
+    __m512i d[MR][NV];
+    LQER_UNROLL(8)
+    for (int m = 0; m < MR; ++m) {
+      if constexpr (S == scale_mode::magic) {
+        const __m512i init = _mm512_set1_epi32(meta[m].magic_init);
+        LQER_UNROLL(4)
+        for (int v = 0; v < NV; ++v) d[m][v] = m < kFmaRows<MR, Block> ? init : _mm512_add_epi32(init, wbits[v]);
+      } else {
+        const __m512i init = _mm512_set1_epi32(meta[m].init());
+        LQER_UNROLL(4)
+        for (int v = 0; v < NV; ++v) d[m][v] = init;
+      }
+    }
+    if constexpr (K == code_kind::nibble) {
+      LQER_UNROLL(16)
+      for (int p = 0; p < Block / 8; ++p) {
+        __m512i lo[NV], hi[NV];
+        LQER_UNROLL(4)
+        for (int v = 0; v < NV; ++v) {
+          const __m512i raw = _mm512_loadu_si512(wb + v * gstride + p * 64);
+          lo[v] = _mm512_and_si512(raw, low_nibbles);
+          hi[v] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low_nibbles);
+        }
+        LQER_UNROLL(8)
+        for (int m = 0; m < MR; ++m) {
+          const __m512i xl = broadcast4(xblk + m * Block + 8 * p), xh = broadcast4(xblk + m * Block + 8 * p + 4);
+          LQER_UNROLL(4)
+          for (int v = 0; v < NV; ++v) {
+            d[m][v] = _mm512_dpbusd_epi32(d[m][v], lo[v], xl);
+            d[m][v] = _mm512_dpbusd_epi32(d[m][v], hi[v], xh);
+          }
+        }
+      }
+    } else {
+      LQER_UNROLL(32)
+      for (int c = 0; c < Block / 4; ++c) {
+        __m512i u[NV];
+        LQER_UNROLL(4)
+        for (int v = 0; v < NV; ++v) u[v] = _mm512_loadu_si512(wb + v * gstride + c * 64);
+        LQER_UNROLL(8)
+        for (int m = 0; m < MR; ++m) {
+          const __m512i xc = broadcast4(xblk + m * Block + 4 * c);
+          LQER_UNROLL(4)
+          for (int v = 0; v < NV; ++v) d[m][v] = _mm512_dpbusd_epi32(d[m][v], u[v], xc);
+        }
+      }
+    }
+    if constexpr (S == scale_mode::magic) {
+      // Integer-add rows: d's bits are the float X = 2^(23+E) + (2^22 + dot)·2^E;
+      // minus C = 1.5·2^(23+E) (exact: Sterbenz) leaves dot·2^E, then one
+      // rounding into acc. FMA rows: d holds the same without ew,
+      // X' − C' = dot·2^(E−ew) exactly, and fma(·, 2^ew, acc) rounds once.
+      LQER_UNROLL(8)
+      for (int m = 0; m < MR; ++m) {
+        const __m512i c = _mm512_set1_epi32(meta[m].magic_c);
+        LQER_UNROLL(4)
+        for (int v = 0; v < NV; ++v) {
+          if (m < kFmaRows<MR, Block>) {
+            const __m512 t = _mm512_sub_ps(_mm512_castsi512_ps(d[m][v]), _mm512_castsi512_ps(c));
+            acc[m][v] = _mm512_fmadd_ps(t, _mm512_castsi512_ps(sbits[v]), acc[m][v]);
+          } else {
+            const __m512 term =
+                _mm512_sub_ps(_mm512_castsi512_ps(d[m][v]), _mm512_castsi512_ps(_mm512_add_epi32(wbits[v], c)));
+            acc[m][v] = _mm512_add_ps(acc[m][v], term);
+          }
+        }
+      }
+    } else {
+      __m512 sw[NV];  // 2^(ew − Fw), exact: 2^ew (2^-127 for bw = 0) times 2^-Fw
+      LQER_UNROLL(4)
+      for (int v = 0; v < NV; ++v)
+        sw[v] = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_max_epu32(sbits[v], min_scale_bits)), inv_wfrac);
+      LQER_UNROLL(8)
+      for (int m = 0; m < MR; ++m) {
+        const __m512 sx = _mm512_set1_ps(meta[m].scale(wfrac));
+        LQER_UNROLL(4)
+        for (int v = 0; v < NV; ++v) {
+          const __m512 s = opaque(_mm512_mul_ps(sx, sw[v]));
+          const __m512 term = opaque(_mm512_mul_ps(_mm512_cvtepi32_ps(d[m][v]), s));
+          acc[m][v] = _mm512_add_ps(acc[m][v], term);
+        }
+      }
+    }
+  }
+}
+
+/// gemm_qmx8_f32_qmxw_n16c4_avx512vnni: see the file comment.
+template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S>
+LQER_AVX512_TARGET void gemm_qmx8_f32_qmxw_n16c4_avx512vnni(const tile_args& a) {
+  // Outputs of group v that exist: the rest of the last group is padding,
+  // never read from y nor written to it.
+  __mmask16 mask[NV];
+  LQER_UNROLL(4)
+  for (int v = 0; v < NV; ++v) {
+    const int left = a.n_valid - 16 * v;
+    mask[v] = left >= 16 ? __mmask16(0xffff) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
+  }
+  __m512 acc[MR][NV];
+  LQER_UNROLL(8)
+  for (int m = 0; m < MR; ++m) {
+    LQER_UNROLL(4)
+    for (int v = 0; v < NV; ++v)
+      acc[m][v] = a.load_acc ? _mm512_maskz_loadu_ps(mask[v], a.y + m * a.ldy + 16 * v) : _mm512_setzero_ps();
+  }
+  segment<MR, NV, Block, K0, S>(acc, a.x0, a.w0, a.nblk0, a.group_stride, a.wfrac0);
+  if (a.finish) {
+    if constexpr (Corr) segment<MR, NV, Block, code_kind::byte, S>(acc, a.x1, a.w1, a.nblk1, a.group_stride, a.wfrac1);
+    if (a.bias) {
+      LQER_UNROLL(4)
+      for (int v = 0; v < NV; ++v) {
+        const __m512 bias = _mm512_loadu_ps(
+            reinterpret_cast<const float*>(reinterpret_cast<const std::uint8_t*>(a.bias) + v * a.group_stride));
+        LQER_UNROLL(8)
+        for (int m = 0; m < MR; ++m) acc[m][v] = _mm512_add_ps(acc[m][v], bias);
+      }
+    }
+  }
+  LQER_UNROLL(4)
+  for (int v = 0; v < NV; ++v) {
+    LQER_UNROLL(8)
+    for (int m = 0; m < MR; ++m) _mm512_mask_storeu_ps(a.y + m * a.ldy + 16 * v, mask[v], acc[m][v]);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Prologue: 16 floats per step, bit-identical to ActFormat::quantize_block.
+
+/// Codes of one chunk of ≤ 16 elements scaled by 2^shift (see prologue.hpp),
+/// rounded by ActFormat's rule and clamped; lanes outside `valid` are zero.
+template <class ActFormat>
+LQER_AVX512_INLINE __m512i encode16(__m512 v, int shift) {
+  constexpr float qmax = float(ActFormat::kQmax);
+  __m512 y;
+  if (shift > 127)  // scaling up by more than 2^127: two exact steps
+    y = _mm512_mul_ps(_mm512_mul_ps(v, _mm512_set1_ps(exp2_exact(127))), _mm512_set1_ps(exp2_exact(shift - 127)));
+  else
+    y = _mm512_mul_ps(v, _mm512_set1_ps(exp2_exact(shift)));  // one correctly rounded product = ldexp
+  __m512 r;
+  if constexpr (ActFormat::kRule == mx_rule::lqer) {
+    // round(|y|) half to even, with y's sign = round_half_even(y): the rounding is symmetric.
+    r = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  } else {
+    // Round half away from zero: trunc, then step away when the dropped part is ≥ 1/2
+    // (y − trunc(y) is exact for |y| < 2^23; here |y| < 2^(F+1) ≤ 2^8).
+    const __m512 t = _mm512_roundscale_ps(y, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __m512 frac = _mm512_sub_ps(y, t);
+    const __mmask16 away = _mm512_cmp_ps_mask(abs_ps(frac), _mm512_set1_ps(0.5f), _CMP_GE_OQ);
+    r = _mm512_mask_add_ps(t, away, t, sign_one_ps(y));
+  }
+  r = _mm512_min_ps(_mm512_max_ps(r, _mm512_set1_ps(-qmax)), _mm512_set1_ps(qmax));
+  return _mm512_cvtps_epi32(r);  // integral already: exact
+}
+
+template <class ActFormat>
+LQER_AVX512_TARGET void quantize_rows(const float* x, index_t ldx, index_t cols, index_t r0, index_t r1,
+                                      const act_panel_layout& lay, std::uint8_t* panel, const act_consumer* cons,
+                                      row_status* status) {
+  constexpr int B = ActFormat::kBlock;
+  constexpr int kChunks = (B + 15) / 16;
+  constexpr int F = ActFormat::kFractionBits;
+  const index_t nblk = lay.nblk;
+  const __m512 inf = _mm512_set1_ps(__builtin_inff());
+  for (index_t r = r0; r < r1; ++r) {
+    const float* xr = x + r * ldx;
+    row_status st;
+    for (index_t b = 0; b < nblk && st.bad_col < 0; ++b) {
+      const index_t start = b * B;
+      const index_t n = cols - start < B ? cols - start : B;
+      __m512 v[kChunks];
+      __mmask16 lanes[kChunks];
+      __m512 amax = _mm512_setzero_ps();
+      bool finite = true;
+      LQER_UNROLL(64)
+      for (int c = 0; c < kChunks; ++c) {
+        const index_t left = n - 16 * c;
+        lanes[c] = left >= 16 ? __mmask16(0xffff) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
+        v[c] = _mm512_maskz_loadu_ps(lanes[c], xr + start + 16 * c);  // masked lanes are not read
+        const __m512 av = abs_ps(v[c]);
+        finite &= _mm512_mask_cmp_ps_mask(lanes[c], av, inf, _CMP_LT_OQ) == lanes[c];  // NaN and Inf fail
+        amax = _mm512_max_ps(amax, av);
+      }
+      if (!finite) {
+        for (index_t i = start; i < start + n; ++i)
+          if (!(std::fabs(xr[i]) < __builtin_inff())) {
+            st.bad_col = i;
+            break;
+          }
+        break;
+      }
+      const int e = block_exponent<ActFormat>(_mm512_reduce_max_ps(amax));
+      const int shift = F - e;
+      __m512i sum = _mm512_setzero_si512();
+      __mmask16 nonzero = 0;
+      constexpr int kTail = B % 16 == 0 ? 16 : B % 16;  // lanes of the last chunk that belong to the block
+      LQER_UNROLL(64)
+      for (int c = 0; c < kChunks; ++c) {
+        const __m512i q = encode16<ActFormat>(v[c], shift);
+        sum = _mm512_add_epi32(sum, q);
+        nonzero |= _mm512_test_epi32_mask(q, q);
+        const __mmask16 store = c == kChunks - 1 ? __mmask16((1u << kTail) - 1) : __mmask16(0xffff);
+        _mm512_mask_cvtsepi32_storeu_epi8(lay.codes(panel, r, b) + 16 * c, store, q);
+      }
+      const int code_sum = _mm512_reduce_add_epi32(sum);
+      const int ex = nonzero ? e : 0;
+      st.ex.add(ex);
+      for (index_t k = 0; k < lay.consumers; ++k) *lay.meta(panel, r, b, k) = make_block_meta(code_sum, ex, F, cons[k]);
+    }
+    status[r] = st;
+  }
+}
+
+}  // namespace lqer::detail::avx512
+
+namespace lqer::detail {
+
+struct avx512_vnni_isa {
+  static constexpr kernel_path kPath = kernel_path::avx512_vnni;
+  /// vpdpbusd multiplies unsigned weights by signed activations: both kinds keep their offset.
+  static constexpr int code_offset(code_kind k) noexcept { return stored_offset(k); }
+  static constexpr int kGemvRows = 4;     ///< M ≤ kGemvRows: one tile of M rows …
+  static constexpr int kGemvGroups = 2;   ///< … × kGemvGroups groups
+  // 4 × 2 and 8 × 1 measured alike for M = 128/512 (within the machine's
+  // noise, ±5%); 4 × 2 shares the GEMV tile and halves the broadcast loads.
+  static constexpr int kGemmRows = 4;     ///< larger M: tiles of kGemmRows rows …
+  static constexpr int kGemmGroups = 2;   ///< … × kGemmGroups groups, blocked in M and K (linear.hpp)
+
+  template <class ActFormat>
+  static void quantize_rows(const float* x, index_t ldx, index_t cols, index_t r0, index_t r1,
+                            const act_panel_layout& lay, std::uint8_t* panel, const act_consumer* cons,
+                            row_status* status) {
+    avx512::quantize_rows<ActFormat>(x, ldx, cols, r0, r1, lay, panel, cons, status);
+  }
+
+  template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S>
+  static void tile(const tile_args& a) {
+    avx512::gemm_qmx8_f32_qmxw_n16c4_avx512vnni<MR, NV, Block, K0, Corr, S>(a);
+  }
+};
+
+}  // namespace lqer::detail
+
+#endif  // __x86_64__

@@ -1,0 +1,338 @@
+// lqer — the AArch64 dot-product path: Advanced SIMD + SDOT (Armv8.2-A
+// dotprod, e.g. Cortex-A76/A78/X1, Neoverse N1/V1, Apple M1). Compiled into
+// every AArch64 build through a function target attribute; runs only where
+// dispatch.hpp finds HWCAP_ASIMDDP.
+//
+// gemm_qmx8_f32_qmxw_n16c4_neondot<MR, NV, Block, K0, Corr, S>: a quad of 4
+// int32 lanes holds 4 outputs, so a 16-output group of layout_n16c4 is 4 quads
+// (bytes 16q … 16q+15 of each 64-byte lane group). vdotq_laneq_s32(d, w, x, l)
+// adds, per output lane, the 4-element dot product of that output's 4 codes
+// with the 4 activation bytes of 32-bit lane l of x: one 16-byte load of
+// activations serves 4 lane groups.
+//
+// SDOT is signed × signed: nibble codes u = q + 8 ∈ [0, 15] are already valid
+// int8 and keep their offset (init = −8·Σx, as on x86); byte codes
+// u = q + 128 do not fit int8 and are turned back into q = u ^ 0x80 (off = 0).
+// int32 bounds as in params.hpp. Scale arithmetic as on x86 (params.hpp,
+// linear.hpp): magic = integer adds + FSUB + FADD, exact = FMUL, FMUL, FADD.
+//
+// 32 quad registers: the GEMM tile is 2 rows × 1 group: 8 float + 8 int32
+// accumulators + 8 unpacked weight quads + activations and constants.
+#pragma once
+
+#if defined(__aarch64__)
+
+#include <arm_neon.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "lqer/config.hpp"
+#include "lqer/kernel/arch/common.hpp"
+#include "lqer/kernel/dispatch.hpp"
+#include "lqer/kernel/params.hpp"
+#include "lqer/kernel/prologue.hpp"
+
+#if defined(__clang__)
+#define LQER_NEON_TARGET __attribute__((target("dotprod")))
+#else
+// GCC declares the dot-product intrinsics under "arch=armv8.2-a+dotprod": a plain
+// "+dotprod" on an Armv8.0 baseline would not be a superset of it.
+#define LQER_NEON_TARGET __attribute__((target("arch=armv8.2-a+dotprod")))
+#endif
+#define LQER_NEON_INLINE LQER_NEON_TARGET inline __attribute__((always_inline))
+
+namespace lqer::detail::neondot {
+
+LQER_NEON_INLINE float32x4_t opaque(float32x4_t v) {
+  __asm__("" : "+w"(v));
+  return v;
+}
+
+/// 16 activation bytes starting at p, of which only `valid` (8 or 16) exist.
+LQER_NEON_INLINE int8x16_t load_x(const std::int8_t* p, int valid) {
+  return valid >= 16 ? vld1q_s8(p) : vcombine_s8(vld1_s8(p), vdup_n_s8(0));
+}
+
+/// d + the dot products of weight quad w with 32-bit lane L of x.
+template <int L>
+LQER_NEON_INLINE int32x4_t dot_lane(int32x4_t d, int8x16_t w, int8x16_t x) {
+  return vdotq_laneq_s32(d, w, x, L);
+}
+
+template <int MR, int NV, int Block, code_kind K, scale_mode S>
+LQER_NEON_INLINE void segment(float32x4_t (&acc)[MR][4 * NV], const act_operand& x, const std::uint8_t* w,
+                              index_t nblk, index_t gstride, int wfrac) {
+  constexpr int Q = 4 * NV;  // quads: quad q is outputs 4(q%4) … of group q/4
+  constexpr index_t kBlockBytes = group_block_bytes(K, Block);
+  constexpr index_t kCodeBytes = group_code_bytes(K, Block);
+  for (index_t b = 0; b < nblk; ++b) {
+    const std::uint8_t* wb = w + b * kBlockBytes;
+    const auto* xblk = reinterpret_cast<const std::int8_t*>(x.base + b * x.block_stride);
+    const auto* meta = reinterpret_cast<const act_block_meta*>(x.base + b * x.block_stride + x.meta_offset);
+    uint32x4_t sbits[Q];
+    LQER_UNROLL(4)
+    for (int v = 0; v < NV; ++v) {
+      const uint8x16_t e = vld1q_u8(wb + v * gstride + kCodeBytes);
+      const uint16x8_t e0 = vmovl_u8(vget_low_u8(e)), e1 = vmovl_u8(vget_high_u8(e));
+      sbits[4 * v + 0] = vshlq_n_u32(vmovl_u16(vget_low_u16(e0)), 23);
+      sbits[4 * v + 1] = vshlq_n_u32(vmovl_u16(vget_high_u16(e0)), 23);
+      sbits[4 * v + 2] = vshlq_n_u32(vmovl_u16(vget_low_u16(e1)), 23);
+      sbits[4 * v + 3] = vshlq_n_u32(vmovl_u16(vget_high_u16(e1)), 23);
+    }
+    uint32x4_t wbits[Q];  // ew·2^23: the weight's share of the exponent field (magic mode)
+    LQER_UNROLL(16)
+    for (int q = 0; q < Q; ++q) wbits[q] = vsubq_u32(sbits[q], vdupq_n_u32(127u << 23));
+    int32x4_t d[MR][Q];
+    LQER_UNROLL(8)
+    for (int m = 0; m < MR; ++m) {
+      if constexpr (S == scale_mode::magic) {
+        const uint32x4_t init = vdupq_n_u32(static_cast<std::uint32_t>(meta[m].magic_init));
+        LQER_UNROLL(16)
+        for (int q = 0; q < Q; ++q) d[m][q] = vreinterpretq_s32_u32(vaddq_u32(init, wbits[q]));
+      } else {
+        const int32x4_t init = vdupq_n_s32(meta[m].init());
+        LQER_UNROLL(16)
+        for (int q = 0; q < Q; ++q) d[m][q] = init;
+      }
+    }
+    // 16 k (4 lane groups) per step; a block of 8·odd ends with a half step.
+    LQER_UNROLL(16)
+    for (int c = 0; c < (Block + 15) / 16; ++c) {
+      const int valid = Block - 16 * c >= 16 ? 16 : 8;
+      int8x16_t xv[MR];
+      LQER_UNROLL(8)
+      for (int m = 0; m < MR; ++m) xv[m] = load_x(xblk + m * Block + 16 * c, valid);
+      if constexpr (K == code_kind::nibble) {
+        // Lane-group pair p = 2c (x lanes 0, 1) and p = 2c + 1 (x lanes 2, 3).
+        LQER_UNROLL(2)
+        for (int half = 0; half < valid / 8; ++half) {
+          const int p = 2 * c + half;
+          LQER_UNROLL(16)
+          for (int q = 0; q < Q; ++q) {
+            const uint8x16_t raw = vld1q_u8(wb + (q / 4) * gstride + p * 64 + (q % 4) * 16);
+            const int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(raw, vdupq_n_u8(0x0f)));
+            const int8x16_t hi = vreinterpretq_s8_u8(vshrq_n_u8(raw, 4));
+            LQER_UNROLL(8)
+            for (int m = 0; m < MR; ++m) {
+              if (half == 0) {
+                d[m][q] = dot_lane<0>(d[m][q], lo, xv[m]);
+                d[m][q] = dot_lane<1>(d[m][q], hi, xv[m]);
+              } else {
+                d[m][q] = dot_lane<2>(d[m][q], lo, xv[m]);
+                d[m][q] = dot_lane<3>(d[m][q], hi, xv[m]);
+              }
+            }
+          }
+        }
+      } else {
+        LQER_UNROLL(4)
+        for (int l = 0; l < valid / 4; ++l) {
+          LQER_UNROLL(16)
+          for (int q = 0; q < Q; ++q) {
+            const uint8x16_t u = vld1q_u8(wb + (q / 4) * gstride + (4 * c + l) * 64 + (q % 4) * 16);
+            const int8x16_t sq = vreinterpretq_s8_u8(veorq_u8(u, vdupq_n_u8(0x80)));
+            LQER_UNROLL(8)
+            for (int m = 0; m < MR; ++m) {
+              switch (l) {
+                case 0: d[m][q] = dot_lane<0>(d[m][q], sq, xv[m]); break;
+                case 1: d[m][q] = dot_lane<1>(d[m][q], sq, xv[m]); break;
+                case 2: d[m][q] = dot_lane<2>(d[m][q], sq, xv[m]); break;
+                default: d[m][q] = dot_lane<3>(d[m][q], sq, xv[m]); break;
+              }
+            }
+          }
+        }
+      }
+    }
+    if constexpr (S == scale_mode::magic) {  // see avx512_vnni.hpp
+      LQER_UNROLL(8)
+      for (int m = 0; m < MR; ++m) {
+        const uint32x4_t c = vdupq_n_u32(static_cast<std::uint32_t>(meta[m].magic_c));
+        LQER_UNROLL(16)
+        for (int q = 0; q < Q; ++q) {
+          const float32x4_t term =
+              vsubq_f32(vreinterpretq_f32_s32(d[m][q]), vreinterpretq_f32_u32(vaddq_u32(wbits[q], c)));
+          acc[m][q] = vaddq_f32(acc[m][q], term);
+        }
+      }
+    } else {
+      const float32x4_t inv_wfrac = vdupq_n_f32(exp2_exact(-wfrac));
+      float32x4_t sw[Q];
+      LQER_UNROLL(16)
+      for (int q = 0; q < Q; ++q)
+        sw[q] = opaque(vmulq_f32(vreinterpretq_f32_u32(vmaxq_u32(sbits[q], vdupq_n_u32(0x00400000))), inv_wfrac));
+      LQER_UNROLL(8)
+      for (int m = 0; m < MR; ++m) {
+        const float32x4_t sx = vdupq_n_f32(meta[m].scale(wfrac));
+        LQER_UNROLL(16)
+        for (int q = 0; q < Q; ++q) {
+          const float32x4_t s = opaque(vmulq_f32(sx, sw[q]));
+          const float32x4_t term = opaque(vmulq_f32(vcvtq_f32_s32(d[m][q]), s));
+          acc[m][q] = vaddq_f32(acc[m][q], term);
+        }
+      }
+    }
+  }
+}
+
+/// gemm_qmx8_f32_qmxw_n16c4_neondot: see the file comment.
+template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S>
+LQER_NEON_TARGET void gemm_qmx8_f32_qmxw_n16c4_neondot(const tile_args& a) {
+  constexpr int Q = 4 * NV;
+  float32x4_t acc[MR][Q];
+  LQER_UNROLL(8)
+  for (int m = 0; m < MR; ++m) {
+    LQER_UNROLL(16)
+    for (int q = 0; q < Q; ++q) {
+      const int left = a.n_valid - 4 * q;
+      if (!a.load_acc || left <= 0) {
+        acc[m][q] = vdupq_n_f32(0.0f);
+      } else if (left >= 4) {
+        acc[m][q] = vld1q_f32(a.y + m * a.ldy + 4 * q);
+      } else {  // partial quad: read only the outputs that exist
+        float tmp[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        std::memcpy(tmp, a.y + m * a.ldy + 4 * q, sizeof(float) * static_cast<std::size_t>(left));
+        acc[m][q] = vld1q_f32(tmp);
+      }
+    }
+  }
+  segment<MR, NV, Block, K0, S>(acc, a.x0, a.w0, a.nblk0, a.group_stride, a.wfrac0);
+  if (a.finish) {
+    if constexpr (Corr) segment<MR, NV, Block, code_kind::byte, S>(acc, a.x1, a.w1, a.nblk1, a.group_stride, a.wfrac1);
+    if (a.bias) {
+      LQER_UNROLL(16)
+      for (int q = 0; q < Q; ++q) {
+        const float32x4_t bias = vld1q_f32(reinterpret_cast<const float*>(
+            reinterpret_cast<const std::uint8_t*>(a.bias) + (q / 4) * a.group_stride + (q % 4) * 16));
+        LQER_UNROLL(8)
+        for (int m = 0; m < MR; ++m) acc[m][q] = vaddq_f32(acc[m][q], bias);
+      }
+    }
+  }
+  LQER_UNROLL(16)
+  for (int q = 0; q < Q; ++q) {
+    const int left = a.n_valid - 4 * q;
+    if (left <= 0) break;
+    LQER_UNROLL(8)
+    for (int m = 0; m < MR; ++m) {
+      float* dst = a.y + m * a.ldy + 4 * q;
+      if (left >= 4) {
+        vst1q_f32(dst, acc[m][q]);
+      } else {
+        float tmp[4];
+        vst1q_f32(tmp, acc[m][q]);
+        std::memcpy(dst, tmp, sizeof(float) * static_cast<std::size_t>(left));
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Prologue: 4 floats per step, bit-identical to ActFormat::quantize_block
+// (FRINTN = round half to even, FRINTA = round half away: both explicit
+// modes, independent of FPCR; the rest as in avx512_vnni.hpp).
+
+template <class ActFormat>
+LQER_NEON_INLINE int32x4_t encode4(float32x4_t v, int shift) {
+  constexpr float qmax = float(ActFormat::kQmax);
+  float32x4_t y;
+  if (shift > 127)
+    y = vmulq_n_f32(vmulq_n_f32(v, exp2_exact(127)), exp2_exact(shift - 127));
+  else
+    y = vmulq_n_f32(v, exp2_exact(shift));
+  float32x4_t r = ActFormat::kRule == mx_rule::lqer ? vrndnq_f32(y) : vrndaq_f32(y);
+  r = vminq_f32(vmaxq_f32(r, vdupq_n_f32(-qmax)), vdupq_n_f32(qmax));
+  return vcvtq_s32_f32(r);
+}
+
+template <class ActFormat>
+LQER_NEON_TARGET void quantize_rows(const float* x, index_t ldx, index_t cols, index_t r0, index_t r1,
+                                    const act_panel_layout& lay, std::uint8_t* panel, const act_consumer* cons,
+                                    row_status* status) {
+  constexpr int B = ActFormat::kBlock;
+  constexpr int kChunks = B / 4;
+  constexpr int F = ActFormat::kFractionBits;
+  const float32x4_t inf = vdupq_n_f32(__builtin_inff());
+  const index_t nblk = lay.nblk;
+  for (index_t r = r0; r < r1; ++r) {
+    const float* xr = x + r * ldx;
+    row_status st;
+    for (index_t b = 0; b < nblk && st.bad_col < 0; ++b) {
+      const index_t start = b * B;
+      const index_t n = cols - start < B ? cols - start : B;
+      float32x4_t v[kChunks];
+      float32x4_t amax = vdupq_n_f32(0.0f);
+      uint32x4_t finite = vdupq_n_u32(~0u);
+      LQER_UNROLL(64)
+      for (int c = 0; c < kChunks; ++c) {
+        const index_t left = n - 4 * c;
+        if (left >= 4) {
+          v[c] = vld1q_f32(xr + start + 4 * c);
+        } else {  // copy what exists: nothing past the row is read
+          float tmp[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+          for (index_t i = 0; i < left; ++i) tmp[i] = xr[start + 4 * c + i];
+          v[c] = vld1q_f32(tmp);
+        }
+        const float32x4_t av = vabsq_f32(v[c]);
+        finite = vandq_u32(finite, vcltq_f32(av, inf));  // false for NaN and ±Inf
+        amax = vmaxq_f32(amax, av);
+      }
+      if (vminvq_u32(finite) == 0) {
+        for (index_t i = start; i < start + n; ++i)
+          if (!(std::fabs(xr[i]) < __builtin_inff())) {
+            st.bad_col = i;
+            break;
+          }
+        break;
+      }
+      const int e = block_exponent<ActFormat>(vmaxvq_f32(amax));
+      const int shift = F - e;
+      int32x4_t sum = vdupq_n_s32(0);
+      uint32x4_t nonzero = vdupq_n_u32(0);
+      LQER_UNROLL(32)
+      for (int c = 0; c < kChunks; c += 2) {  // B % 8 == 0: chunks come in pairs
+        const int32x4_t q0 = encode4<ActFormat>(v[c], shift), q1 = encode4<ActFormat>(v[c + 1], shift);
+        sum = vaddq_s32(sum, vaddq_s32(q0, q1));
+        nonzero = vorrq_u32(nonzero, vorrq_u32(vtstq_s32(q0, q0), vtstq_s32(q1, q1)));
+        const int16x8_t w16 = vcombine_s16(vqmovn_s32(q0), vqmovn_s32(q1));  // |q| ≤ 127: exact
+        vst1_s8(lay.codes(panel, r, b) + 4 * c, vqmovn_s16(w16));
+      }
+      const int code_sum = vaddvq_s32(sum);
+      const int ex = vmaxvq_u32(nonzero) ? e : 0;
+      st.ex.add(ex);
+      for (index_t k = 0; k < lay.consumers; ++k) *lay.meta(panel, r, b, k) = make_block_meta(code_sum, ex, F, cons[k]);
+    }
+    status[r] = st;
+  }
+}
+
+}  // namespace lqer::detail::neondot
+
+namespace lqer::detail {
+
+struct neon_dotprod_isa {
+  static constexpr kernel_path kPath = kernel_path::neon_dotprod;
+  /// SDOT is signed × signed: nibbles keep their offset (they fit int8), bytes are made signed.
+  static constexpr int code_offset(code_kind k) noexcept { return k == code_kind::nibble ? 8 : 0; }
+  static constexpr int kGemvRows = 2;
+  static constexpr int kGemvGroups = 1;
+  static constexpr int kGemmRows = 2;
+  static constexpr int kGemmGroups = 1;
+
+  template <class ActFormat>
+  static void quantize_rows(const float* x, index_t ldx, index_t cols, index_t r0, index_t r1,
+                            const act_panel_layout& lay, std::uint8_t* panel, const act_consumer* cons,
+                            row_status* status) {
+    neondot::quantize_rows<ActFormat>(x, ldx, cols, r0, r1, lay, panel, cons, status);
+  }
+  template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S>
+  static void tile(const tile_args& a) {
+    neondot::gemm_qmx8_f32_qmxw_n16c4_neondot<MR, NV, Block, K0, Corr, S>(a);
+  }
+};
+
+}  // namespace lqer::detail
+
+#endif  // __aarch64__

@@ -1,0 +1,413 @@
+// lqer — linear(): the one call an inference engine makes per token batch.
+//
+//     y = Q(x)·Wqᵀ + Q(Q(x)·A)·B (+ bias)        fused: DESIGN.md §1
+//
+// Phases (each a parallel_for on the caller's executor when it is worth it):
+//   0. prologue: quantize x [M, in] to the activation format (codes + block
+//      records for Wq and A); any NaN/Inf → value_error, y untouched.
+//   1. correction input: u = Q(x)·A [M, rank] with the same micro-kernels (A is
+//      an 8-bit "weight" with rank outputs), then t = Q(u) by the prologue
+//      (a non-finite u → value_error, y untouched).
+//   2. main: per tile of 16·NV outputs, the Wq blocks and then B's blocks in
+//      the same accumulators, + bias, stored to y (GEMV: one pass over y;
+//      GEMM: the reduction is blocked in K and partial sums wait in y, floats
+//      stored and reloaded unchanged). Tasks are output tiles, so every output
+//      is computed by one thread in one fixed order: results are bit-identical
+//      for any executor and thread count.
+//
+// Exactness. Every micro-kernel adds, per output, the block terms dot·2^E
+// (dot an exact integer, E = ex + ew − Fx − Fw) block after block into one
+// float accumulator, exactly as reference_forward(fused) does. The reference
+// computes each term as float(dot)·s with s = 2^(ex−Fx)·2^(ew−Fw) rounded to
+// float, then acc + term rounded. Two scale modes reproduce that:
+//   * magic (the SIMD paths' fast mode): the block's int32 accumulator starts
+//     at 2^22 − off·Σx plus the exponent field of 2^(23+E) (ew·2^23 from the
+//     weight, the rest from the activation record), so after the integer dot
+//     products its bits ARE the float X = 2^(23+E) + (2^22 + dot)·2^E. With
+//     C = 1.5·2^(23+E), X − C = dot·2^E is exact (Sterbenz: C/2 ≤ X ≤ 2C,
+//     since |dot| < 2^22), and acc + (X − C) is the reference's single
+//     rounding. A variant for some rows of a tile leaves ew out of X and C and
+//     then computes fma(X − C, 2^ew, acc): the product is exact, so the FMA
+//     rounds once, the same way. Valid when E and E − ew lie in [−149, 104]
+//     (X, C normal and finite; s exact in the reference; no term overflows),
+//     ew ≥ −126 (2^ew normal) and |dot| < 2^22, i.e. Block ≤ 256. No int→float
+//     conversion and at most one multiply-class op per term: the two pipes that
+//     run vpdpbusd on Zen 4 are left to vpdpbusd.
+//   * exact: s = 2^(ew−Fw)·2^(ex−Fx) by IEEE multiplies, the term by a
+//     multiply and the accumulation by a separate add: the reference's own
+//     operations, bit-identical for every finite input. Used outside the
+//     window (and for blocks > 256).
+// The driver checks the window from the packed layer's exponent ranges and the
+// prologue's; realistic data (|E| ≲ 40 for LLM layers) always takes the magic
+// mode. So linear() reproduces reference_forward(..., correction_mode::fused)
+// bit for bit on every path (the tests check exact equality), given the
+// default floating-point environment (round to nearest, no flush-to-zero).
+//
+// Thread-safety: a packed_layer is immutable; any number of threads may call
+// linear() on the same one concurrently. A linear_workspace is scratch for one
+// call at a time; the overloads without one use a thread_local workspace of the
+// calling thread. The executor is the caller's (exec/executor.hpp); the call
+// returns when all its tasks are done.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "lqer/config.hpp"
+#include "lqer/error.hpp"
+#include "lqer/exec/executor.hpp"
+#include "lqer/kernel/arch/generic.hpp"
+#include "lqer/kernel/dispatch.hpp"
+#include "lqer/kernel/pack.hpp"
+#include "lqer/kernel/params.hpp"
+#include "lqer/kernel/prologue.hpp"
+#include "lqer/tensor/view.hpp"
+
+#if defined(__x86_64__)
+#include "lqer/kernel/arch/avx2.hpp"
+#include "lqer/kernel/arch/avx512_vnni.hpp"
+#include "lqer/kernel/arch/avx_vnni.hpp"
+#endif
+#if defined(__aarch64__)
+#include "lqer/kernel/arch/neon_dotprod.hpp"
+#endif
+
+namespace lqer {
+
+namespace detail {
+struct linear_driver;
+}
+
+/// Scratch of one linear() call: the quantized activations (codes and block
+/// records), the correction's u and t. Grows to the largest call it served;
+/// reuse one per thread to avoid allocations in the hot path.
+class linear_workspace {
+ public:
+  linear_workspace() = default;
+  /// Bytes currently held.
+  std::size_t bytes() const noexcept {
+    return xq_.size() + tq_.size() + u_.size() * sizeof(float) + status_.size() * sizeof(detail::row_status);
+  }
+
+ private:
+  friend struct detail::linear_driver;
+  template <class T>
+  static T* sized(std::vector<T>& v, index_t n) {
+    if (v.size() < static_cast<std::size_t>(n)) v.resize(static_cast<std::size_t>(n));
+    return v.data();
+  }
+  static std::uint8_t* sized(detail::aligned_bytes& b, index_t n) {
+    if (b.size() < static_cast<std::size_t>(n)) b = detail::aligned_bytes(static_cast<std::size_t>(n));
+    return b.data();
+  }
+  detail::aligned_bytes xq_, tq_;  // activation panels of x and t (act_panel_layout)
+  std::vector<float> u_;
+  std::vector<detail::row_status> status_;
+};
+
+namespace detail {
+
+/// True when the magic scale mode is exact for every pair of exponents drawn
+/// from the two ranges (see the file comment): E = ew + ex − Fw − Fx and
+/// E' = ex − Fx − Fw in [−149, 104], and 2^ew a normal float (ew ≥ −126) for
+/// the rows that apply it by FMA.
+template <int Block>
+inline bool in_magic_window(exponent_range w, exponent_range x, int wfrac, int xfrac) noexcept {
+  const int f = wfrac + xfrac;
+  return Block <= kMagicMaxBlock && w.lo + x.lo - f >= -149 && w.hi + x.hi - f <= 104 && x.lo - f >= -149 &&
+         x.hi - f <= 104 && w.lo >= -126;
+}
+
+inline const char* nonfinite_name(float v) noexcept { return std::isnan(v) ? "NaN" : (v > 0 ? "+Inf" : "-Inf"); }
+
+/// Runs tiles of Isa's micro-kernel — at most MRmax rows × NVmax groups —
+/// over rows [0, M) × groups [0, groups).
+template <class Isa, int Block, code_kind K0, bool Corr, scale_mode S, int MRmax, int NVmax>
+struct gemm_runner {
+  using tile_fn = void (*)(const tile_args&);
+
+  template <int I>
+  static constexpr tile_fn entry() {
+    return &Isa::template tile<I % MRmax + 1, I / MRmax + 1, Block, K0, Corr, S>;
+  }
+  template <int... I>
+  static constexpr std::array<tile_fn, sizeof...(I)> make_table(std::integer_sequence<int, I...>) {
+    return {entry<I>()...};
+  }
+  // table[(nv − 1)·MRmax + (mr − 1)]
+  static constexpr std::array<tile_fn, MRmax * NVmax> kTable =
+      make_table(std::make_integer_sequence<int, MRmax * NVmax>{});
+
+  /// Tiles along N: ceil(groups / NVmax).
+  static index_t tiles(index_t groups) noexcept { return (groups + NVmax - 1) / NVmax; }
+
+  /// Bytes of activation panel (both segments) a chunk of rows may take: the
+  /// chunk stays in L2 (1–2 MB per core on current x86 and Arm cores) while
+  /// every output tile of the task streams past it.
+  static constexpr index_t kPanelChunkBytes = index_t{256} << 10;
+  /// Bytes of a tile's weights per K chunk: they stay in L1 while the row
+  /// groups of the row chunk stream past them.
+  static constexpr index_t kWeightChunkBytes = index_t{16} << 10;
+
+  /// Output tiles [t0, t1), every row group. `base` describes tile 0 (its
+  /// x operands are filled in here from the panels, whose row groups must be
+  /// MRmax rows); n_total is the number of real outputs.
+  ///
+  /// Loop nest (GEMM blocking in the manner of Goto/BLIS): rows in chunks of
+  /// kPanelChunkBytes of panel (M-blocking: with N outer and all of M inner, a
+  /// large M would stream the whole panel from L3 once per output tile); for
+  /// each chunk, every tile of the task; for each tile, the reduction in K
+  /// chunks of kWeightChunkBytes of weights (K-blocking: partial sums wait in
+  /// y, see tile_args), each swept over the chunk's row groups. One row group
+  /// (GEMV) takes the whole reduction at once.
+  static void run(const tile_args& base, const act_panel_ref& x0, const act_panel_ref* x1, index_t M, index_t groups,
+                  index_t n_total, index_t t0, index_t t1) {
+    const index_t row_groups = (M + MRmax - 1) / MRmax;
+    const index_t group_bytes = x0.layout.group_stride() + (Corr ? x1->layout.group_stride() : 0);
+    const index_t chunk = std::max<index_t>(1, kPanelChunkBytes / std::max<index_t>(1, group_bytes));
+    const index_t nblk = base.nblk0;
+    const index_t kc = row_groups == 1 ? nblk
+                                       : std::max<index_t>(1, kWeightChunkBytes / (NVmax * group_block_bytes(K0, Block)));
+    for (index_t rg0 = 0; rg0 < row_groups; rg0 += chunk) {
+      const index_t rg1 = std::min(row_groups, rg0 + chunk);
+      for (index_t t = t0; t < t1; ++t) {
+        const index_t g0 = t * NVmax;
+        const int nv = static_cast<int>(std::min<index_t>(NVmax, groups - g0));
+        tile_args a = base;
+        a.w1 = base.w1 ? base.w1 + g0 * base.group_stride : nullptr;
+        if (a.bias)
+          a.bias = reinterpret_cast<const float*>(reinterpret_cast<const std::uint8_t*>(a.bias) + g0 * base.group_stride);
+        a.n_valid = static_cast<int>(std::min<index_t>(16 * nv, n_total - 16 * g0));
+        const tile_fn full = kTable[static_cast<std::size_t>((nv - 1) * MRmax + (MRmax - 1))];
+        for (index_t k0 = 0; k0 < nblk; k0 += kc) {
+          a.w0 = base.w0 + g0 * base.group_stride + k0 * group_block_bytes(K0, Block);
+          a.nblk0 = std::min(kc, nblk - k0);
+          a.load_acc = k0 > 0;
+          a.finish = k0 + kc >= nblk;
+          for (index_t rg = rg0; rg < rg1; ++rg) {
+            const index_t m0 = rg * MRmax;
+            const int mr = static_cast<int>(std::min<index_t>(MRmax, M - m0));
+            a.x0 = x0.operand(rg);
+            a.x0.base += k0 * a.x0.block_stride;
+            if (Corr) a.x1 = x1->operand(rg);
+            a.y = base.y + m0 * base.ldy + 16 * g0;
+            (mr == MRmax ? full : kTable[static_cast<std::size_t>((nv - 1) * MRmax + (mr - 1))])(a);
+          }
+        }
+      }
+    }
+  }
+};
+
+struct linear_driver {
+  template <class Isa, class P, class E>
+  static void run(const P& p, matrix_view<const float> x, matrix_view<float> y, linear_workspace& ws, E& exec) {
+    using Act = typename P::activation_format;
+    using W = typename P::weight_format;
+    using Lr = typename P::lowrank_format;
+    constexpr int B = P::kBlock;
+    constexpr code_kind KW = P::kWeightKind;
+    constexpr int Fx = Act::kFractionBits, Fw = W::kFractionBits, Flr = Lr::kFractionBits;
+    const index_t M = x.rows, K = p.in_features(), N = p.out_features(), R = p.rank();
+    const index_t nbw = p.weight_blocks(), nbb = p.lowrank_blocks();
+
+    // Activation panels come in row groups of the micro-tile's height.
+    const index_t G = M <= Isa::kGemvRows ? Isa::kGemvRows : Isa::kGemmRows;
+
+    // ---- phase 0: the prologue -------------------------------------------
+    const act_panel_layout xlay{M, G, B, nbw, R > 0 ? 2 : 1};
+    std::uint8_t* xpanel = linear_workspace::sized(ws.xq_, xlay.bytes());
+    row_status* status = linear_workspace::sized(ws.status_, M);
+    const act_consumer cons_x[2] = {{Isa::code_offset(KW), Fw}, {Isa::code_offset(code_kind::byte), Flr}};
+    auto prologue = [&](index_t r0, index_t r1) {
+      Isa::template quantize_rows<Act>(x.data, x.row_stride, K, r0, r1, xlay, xpanel, cons_x, status);
+    };
+    if (M >= 2 && M * K >= (index_t{1} << 15))
+      exec.parallel_for(M, prologue);
+    else
+      prologue(0, M);
+    const exponent_range ex_x = merge_status(status, M, [&](index_t r, index_t c) {
+      throw value_error("linear: x element (" + std::to_string(r) + ", " + std::to_string(c) + ") is " +
+                        nonfinite_name(x(r, c)));
+    });
+
+    // ---- phase 1: the correction's input t = Q(Q(x)·A) -----------------------
+    const act_panel_layout tlay{M, G, B, nbb, 1};
+    std::uint8_t* tpanel = nullptr;
+    exponent_range ex_t;
+    if (R > 0) {
+      float* u = linear_workspace::sized(ws.u_, M * R);
+      tile_args a;
+      a.w0 = p.a_stream();
+      a.nblk0 = nbw;
+      a.group_stride = p.a_group_stride();
+      a.y = u;
+      a.ldy = R;
+      a.wfrac0 = Flr;
+      const act_panel_ref xa{xlay, xpanel, 1};
+      const bool magic = in_magic_window<B>(p.a_exponent_range(), ex_x, Flr, Fx);
+      if (magic)
+        run_lowrank_tiles<Isa, B, scale_mode::magic>(a, xa, M, p.a_groups(), R, exec);
+      else
+        run_lowrank_tiles<Isa, B, scale_mode::exact>(a, xa, M, p.a_groups(), R, exec);
+
+      tpanel = linear_workspace::sized(ws.tq_, tlay.bytes());
+      const act_consumer cons_t[1] = {{Isa::code_offset(code_kind::byte), Flr}};
+      Isa::template quantize_rows<Act>(u, R, R, 0, M, tlay, tpanel, cons_t, status);
+      ex_t = merge_status(status, M, [&](index_t r, index_t c) {
+        throw value_error("linear: the correction's intermediate Q(x)·A has a non-finite element (" +
+                          std::to_string(r) + ", " + std::to_string(c) + ") = " + nonfinite_name(u[r * R + c]) +
+                          ": x is too large for this layer's low-rank factors");
+      });
+    }
+
+    // ---- phase 2: main product + correction + bias → y ----------------------
+    tile_args a;
+    a.w0 = p.stream();
+    a.nblk0 = nbw;
+    a.group_stride = p.group_stride();
+    a.wfrac0 = Fw;
+    if (R > 0) {
+      a.w1 = p.stream() + p.correction_offset();
+      a.nblk1 = nbb;
+      a.wfrac1 = Flr;
+    }
+    if (p.has_bias()) a.bias = reinterpret_cast<const float*>(p.stream() + p.bias_offset());
+    a.y = y.data;
+    a.ldy = y.row_stride;
+    const act_panel_ref x0{xlay, xpanel, 0}, x1{tlay, tpanel, 0};
+    const bool magic = in_magic_window<B>(p.weight_exponent_range(), ex_x, Fw, Fx) &&
+                       (R == 0 || in_magic_window<B>(p.b_exponent_range(), ex_t, Flr, Fx));
+    const index_t work = M * N * (K + R);
+    if (R > 0) {
+      if (magic)
+        run_tiles<Isa, B, KW, true, scale_mode::magic>(a, x0, &x1, M, p.groups(), N, work, exec);
+      else
+        run_tiles<Isa, B, KW, true, scale_mode::exact>(a, x0, &x1, M, p.groups(), N, work, exec);
+    } else {
+      if (magic)
+        run_tiles<Isa, B, KW, false, scale_mode::magic>(a, x0, nullptr, M, p.groups(), N, work, exec);
+      else
+        run_tiles<Isa, B, KW, false, scale_mode::exact>(a, x0, nullptr, M, p.groups(), N, work, exec);
+    }
+  }
+
+  /// Merges the rows' statuses: calls on_bad(row, col) for the first row with
+  /// a non-finite element, else returns the union of the exponent ranges.
+  template <class OnBad>
+  static exponent_range merge_status(const row_status* st, index_t M, OnBad&& on_bad) {
+    exponent_range r;
+    for (index_t m = 0; m < M; ++m) {
+      if (st[m].bad_col >= 0) on_bad(m, st[m].bad_col);
+      r.add(st[m].ex.lo);
+      r.add(st[m].ex.hi);
+    }
+    return r;
+  }
+
+  /// Output tiles as tasks on the executor — GEMV tiles (all M ≤ kGemvRows
+  /// rows at once) or GEMM tiles; small problems (< 2^20 MACs, a few µs) run
+  /// on the calling thread, where waking workers would cost more.
+  template <class Isa, int B, code_kind K0, bool Corr, scale_mode S, class E>
+  static void run_tiles(const tile_args& a, const act_panel_ref& x0, const act_panel_ref* x1, index_t M,
+                        index_t groups, index_t n_total, index_t macs, E& exec) {
+    const bool parallel = macs >= (index_t{1} << 20);
+    if (M <= Isa::kGemvRows)
+      run_tiles_as<gemm_runner<Isa, B, K0, Corr, S, Isa::kGemvRows, Isa::kGemvGroups>>(a, x0, x1, M, groups, n_total,
+                                                                                       parallel, exec);
+    else
+      run_tiles_as<gemm_runner<Isa, B, K0, Corr, S, Isa::kGemmRows, Isa::kGemmGroups>>(a, x0, x1, M, groups, n_total,
+                                                                                       parallel, exec);
+  }
+  /// u = Q(x)·A: only rank/16 groups (2 for rank 32), so one group per task,
+  /// and worth splitting from 2^16 MACs on: at M = 1 it is mostly reading A
+  /// (≈ 140 KB for in = 4096), which two threads do in half the time.
+  template <class Isa, int B, scale_mode S, class E>
+  static void run_lowrank_tiles(const tile_args& a, const act_panel_ref& x, index_t M, index_t groups, index_t R,
+                                E& exec) {
+    const bool parallel = M * a.nblk0 * B * R >= (index_t{1} << 16);
+    if (M <= Isa::kGemvRows)
+      run_tiles_as<gemm_runner<Isa, B, code_kind::byte, false, S, Isa::kGemvRows, 1>>(a, x, nullptr, M, groups, R,
+                                                                                     parallel, exec);
+    else
+      run_tiles_as<gemm_runner<Isa, B, code_kind::byte, false, S, Isa::kGemmRows, 1>>(a, x, nullptr, M, groups, R,
+                                                                                     parallel, exec);
+  }
+
+  template <class G, class E>
+  static void run_tiles_as(const tile_args& a, const act_panel_ref& x0, const act_panel_ref* x1, index_t M,
+                           index_t groups, index_t n_total, bool parallel, E& exec) {
+    const index_t tiles = G::tiles(groups);
+    if (!parallel || tiles == 1) {
+      G::run(a, x0, x1, M, groups, n_total, 0, tiles);
+    } else {
+      exec.parallel_for(tiles, [&](index_t t0, index_t t1) { G::run(a, x0, x1, M, groups, n_total, t0, t1); });
+    }
+  }
+};
+
+template <class F>
+decltype(auto) with_isa(kernel_path path, F&& f) {
+  switch (path) {
+#if defined(__x86_64__)
+    case kernel_path::avx512_vnni: return f(avx512_vnni_isa{});
+    case kernel_path::avx_vnni: return f(avx_vnni_isa{});
+    case kernel_path::avx2: return f(avx2_isa{});
+#endif
+#if defined(__aarch64__)
+    case kernel_path::neon_dotprod: return f(neon_dotprod_isa{});
+#endif
+    default: return f(generic_isa{});
+  }
+}
+
+template <class P, class E>
+void linear_dispatch(const P& p, matrix_view<const float> x, matrix_view<float> y, linear_workspace& ws, E& exec,
+                     kernel_path path) {
+  require_usable(path);
+  if (p.empty()) throw shape_error("linear: the packed layer is empty");
+  x.validate("linear: x");
+  y.validate("linear: y");
+  if (x.cols != p.in_features())
+    throw shape_error("linear: x has " + std::to_string(x.cols) + " columns but the layer has " +
+                      std::to_string(p.in_features()) + " inputs");
+  if (y.rows != x.rows || y.cols != p.out_features())
+    throw shape_error("linear: y is " + std::to_string(y.rows) + "x" + std::to_string(y.cols) + ", expected " +
+                      std::to_string(x.rows) + "x" + std::to_string(p.out_features()));
+  with_isa(path, [&](auto isa) { linear_driver::run<decltype(isa)>(p, x, y, ws, exec); });
+}
+
+inline linear_workspace& thread_workspace() {
+  thread_local linear_workspace ws;
+  return ws;
+}
+
+}  // namespace detail
+
+/// y [M, out] = the packed layer applied to x [M, in] (see the file comment),
+/// with the caller's scratch `ws`, on `exec`, with micro-kernel path `path`
+/// (default: the best this CPU runs; forcing one it cannot run throws
+/// unsupported_error). Shapes are checked (shape_error) and x must be finite
+/// (value_error); on any error y is not written. x may alias y exactly (x is
+/// fully read before y is written).
+template <class W, class Lr, class Act, class L, class E = serial_executor>
+  requires executor<std::remove_cvref_t<E>>
+void linear(const packed_layer<W, Lr, Act, L>& p, matrix_view<const float> x, matrix_view<float> y,
+            linear_workspace& ws, E&& exec = E{}, kernel_path path = best_path()) {
+  detail::linear_dispatch(p, x, y, ws, exec, path);
+}
+
+/// The same with this thread's internal workspace.
+template <class W, class Lr, class Act, class L, class E = serial_executor>
+  requires executor<std::remove_cvref_t<E>>
+void linear(const packed_layer<W, Lr, Act, L>& p, matrix_view<const float> x, matrix_view<float> y, E&& exec = E{},
+            kernel_path path = best_path()) {
+  detail::linear_dispatch(p, x, y, detail::thread_workspace(), exec, path);
+}
+
+}  // namespace lqer

@@ -1,0 +1,201 @@
+// lqer — what the fused kernels' pieces (pack, prologue, micro-kernels,
+// driver) agree on: the supported formats, the code storage kinds, the
+// per-block activation record and the argument block of a micro-tile.
+// Internal (lqer::detail) except for the format trait.
+//
+// The arithmetic every path implements, for one output n, one row m and one
+// block b of the reduction (codes q, E8M0 exponents e, fraction bits F):
+//
+//     dot  = Σ_i qx[i]·qw[i]                    exact int32 (see the bound below)
+//     s    = 2^(ex − Fx) · 2^(ew − Fw)          one float product, as the reference forms it
+//     acc  = acc + float(dot)·s                 blocks in ascending order, one float acc
+//
+// and then the correction's blocks continue in the same `acc`, then `+ bias`.
+// That is reference_forward's order exactly, so the result is bit-identical to
+// it whenever each step rounds the same way (see linear.hpp for the two scale
+// modes and when each is exact).
+//
+// u8 × s8 (vpdpbusd, vpmaddubsw): the weights are stored unsigned, u = q + off
+// (off = 8 for ≤ 4-bit codes, 128 for bytes), the activations stay signed,
+// and the block's int32 accumulator starts at init = −off·Σqx (computed once
+// per activation block by the prologue), so no per-block correction op is
+// left in the inner loop. Paths that multiply signed × signed use off = 0.
+//
+// int32 bounds. Exact mode: with Block ≤ 1024, |qx| ≤ 127 and u ≤ 255, every
+// partial sum of init + Σ u·qx lies within (128 + 255)·127·1024 < 2^26: no
+// wrap, and |dot| ≤ 1024·127·127 < 2^24, so float(dot) is exact. Magic mode
+// (linear.hpp): the accumulator also carries 2^22 and exponent bits; the
+// integer adds (vpdpbusd, vpaddd, sdot) wrap modulo 2^32, so the partial sums
+// may pass through anything — only the final value matters, and its low 23
+// bits 2^22 + dot stay in [0, 2^23) because |dot| ≤ 256·127·127 < 2^22 for
+// Block ≤ 256 (larger blocks always take the exact mode).
+#pragma once
+
+#include <bit>
+#include <cstdint>
+#include <type_traits>
+
+#include "lqer/config.hpp"
+#include "lqer/format/mxint.hpp"
+
+namespace lqer {
+
+namespace detail {
+
+template <class F>
+struct is_mxint : std::false_type {};
+template <int Bits, int Block, mx_rule Rule>
+struct is_mxint<mxint<Bits, Block, Rule>> : std::true_type {};
+
+/// How a packed operand stores its codes.
+enum class code_kind {
+  nibble,  ///< u = q + 8 in 4 bits (|q| ≤ 7): weights of ≤ 4 bits
+  byte,    ///< u = q + 128 in a byte (|q| ≤ 127)
+};
+
+template <int Bits>
+inline constexpr code_kind kCodeKindFor = Bits <= 4 ? code_kind::nibble : code_kind::byte;
+
+/// Offset of the stored unsigned code: u = q + kStoredOffset.
+constexpr int stored_offset(code_kind k) noexcept { return k == code_kind::nibble ? 8 : 128; }
+
+/// Bytes of the codes of one block of one 16-output group, and of the whole
+/// block record (codes followed by 16 E8M0 scale bytes).
+constexpr index_t group_code_bytes(code_kind k, int block) noexcept {
+  return k == code_kind::nibble ? 8 * index_t{block} : 16 * index_t{block};
+}
+constexpr index_t group_block_bytes(code_kind k, int block) noexcept { return group_code_bytes(k, block) + 16; }
+
+/// The 2^22 offset of the magic scale mode (see linear.hpp).
+inline constexpr std::int32_t kMagicOffset = std::int32_t{1} << 22;
+
+/// Per (row, block) record of a quantized activation, for one consumer
+/// (one weight operand: its code offset `off` and fraction bits Fw). With
+/// E' = ex − Fx − Fw (the block exponent E without the weight's ew) and
+/// Hx = (150 + E')·2^23, the exponent field of 2^(23+E'), all mod 2^32:
+struct act_block_meta {
+  std::int32_t magic_init;  ///< −off·Σx + 2^22 + Hx: the start of the block's int32 accumulator (magic mode)
+  std::int32_t magic_c;     ///< 2^22 + Hx: the bits of 1.5·2^(23+E')
+
+  /// −off·Σx: the start of the accumulator in exact mode.
+  std::int32_t init() const noexcept {
+    return static_cast<std::int32_t>(static_cast<std::uint32_t>(magic_init) - static_cast<std::uint32_t>(magic_c));
+  }
+  /// 2^(ex − Fx), exactly (exact mode), given the consumer's Fw.
+  float scale(int wfrac) const noexcept {
+    const int e_prime = static_cast<int>((static_cast<std::uint32_t>(magic_c) - (1u << 22)) >> 23) - 150;
+    const int n = e_prime + wfrac;  // ex − Fx ∈ [−134, 127]
+    return n >= -126 ? std::bit_cast<float>(static_cast<std::uint32_t>(n + 127) << 23)
+                     : std::bit_cast<float>(std::uint32_t{1} << (n + 149));
+  }
+};
+static_assert(sizeof(act_block_meta) == 8);
+
+/// Where a micro-tile finds its activation rows: the row group's start, the
+/// bytes from one block to the next, and the offset of its consumer's records
+/// inside a block (see act_panel_layout). Row m's codes of block b are at
+/// base + b·block_stride + m·Block, its record at … + meta_offset + 8·m.
+struct act_operand {
+  const std::uint8_t* base = nullptr;
+  index_t block_stride = 0;
+  index_t meta_offset = 0;
+};
+
+/// The prologue's output layout, a packed LHS panel in the manner of Eigen's
+/// gemm_pack_lhs. Rows are taken in groups of G = the micro-tile's row count;
+/// a group of rg rows (G, or fewer for the last) stores, block after block,
+///
+///     [codes: rg × Block bytes, row-major] [records of consumer 0: rg × 8 B] [consumer 1 …]
+///
+/// so that a micro-tile reads one sequential stream and finds every row's codes
+/// and records at fixed offsets from one pointer (no per-row pointers to keep
+/// in registers, one hardware-prefetch stream instead of 2·MR).
+struct act_panel_layout {
+  index_t rows = 0;     ///< M
+  index_t group_rows = 1;  ///< G
+  index_t block = 0;    ///< Block
+  index_t nblk = 0;     ///< blocks per row
+  index_t consumers = 1;
+
+  index_t row_block_bytes() const noexcept { return block + index_t{sizeof(act_block_meta)} * consumers; }
+  index_t group_stride() const noexcept { return group_rows * nblk * row_block_bytes(); }
+  index_t groups() const noexcept { return (rows + group_rows - 1) / group_rows; }
+  index_t bytes() const noexcept { return groups() * group_stride(); }
+  index_t rows_in_group(index_t g) const noexcept {
+    return rows - g * group_rows < group_rows ? rows - g * group_rows : group_rows;
+  }
+  index_t block_stride(index_t g) const noexcept { return rows_in_group(g) * row_block_bytes(); }
+
+  /// Codes of row r, block b.
+  std::int8_t* codes(std::uint8_t* base, index_t r, index_t b) const noexcept {
+    const index_t g = r / group_rows, m = r - g * group_rows;
+    return reinterpret_cast<std::int8_t*>(base + g * group_stride() + b * block_stride(g) + m * block);
+  }
+  /// Record of row r, block b, for consumer c.
+  act_block_meta* meta(std::uint8_t* base, index_t r, index_t b, index_t c) const noexcept {
+    const index_t g = r / group_rows, m = r - g * group_rows, rg = rows_in_group(g);
+    return reinterpret_cast<act_block_meta*>(base + g * group_stride() + b * block_stride(g) + rg * block +
+                                             (c * rg + m) * index_t{sizeof(act_block_meta)});
+  }
+  /// The operand of row group g for consumer c.
+  act_operand operand(const std::uint8_t* base, index_t g, index_t c) const noexcept {
+    const index_t rg = rows_in_group(g);
+    return {base + g * group_stride(), block_stride(g), rg * block + c * rg * index_t{sizeof(act_block_meta)}};
+  }
+};
+
+/// A panel and the consumer whose records a product reads.
+struct act_panel_ref {
+  act_panel_layout layout;
+  const std::uint8_t* base = nullptr;
+  index_t consumer = 0;
+  act_operand operand(index_t g) const noexcept { return layout.operand(base, g, consumer); }
+};
+
+/// Everything a micro-tile (MR rows × NV groups of 16 outputs) needs.
+/// Segment 0 is the main product (x0 against w0, nblk0 blocks); segment 1,
+/// when the kernel is instantiated with one, is the correction (x1 = t against
+/// B). Group v of the tile starts at w0 + v·group_stride (and w1, bias alike);
+/// the MR rows are one row group of the activation panels.
+struct tile_args {
+  act_operand x0;
+  const std::uint8_t* w0 = nullptr;
+  index_t nblk0 = 0;
+  act_operand x1;
+  const std::uint8_t* w1 = nullptr;
+  index_t nblk1 = 0;
+  index_t group_stride = 0;
+  const float* bias = nullptr;  ///< 16 floats per group, or null for no bias
+  float* y = nullptr;           ///< row m at y + m·ldy, columns [0, n_valid)
+  index_t ldy = 0;
+  int n_valid = 0;  ///< outputs of the tile that exist (1 … NV·16); the rest are padding
+  int wfrac0 = 0;   ///< fraction bits Fw of w0's format (exact scale mode)
+  int wfrac1 = 0;   ///< fraction bits of w1's format
+  /// K-blocking: the accumulators start from y's partial sums (else from 0),
+  /// and only the last chunk of w0's blocks (`finish`) runs segment 1 and adds
+  /// the bias. A float stored to y and loaded back is unchanged, so the
+  /// per-output order of additions — and the result — is the same.
+  bool load_acc = false;
+  bool finish = true;
+};
+
+/// Scale arithmetic of a micro-kernel call (see linear.hpp).
+enum class scale_mode {
+  magic,  ///< term built from the int dot's bits, one exact subtract: exact inside the exponent window
+  exact,  ///< s and the term by IEEE multiplies, acc by a separate add: exact for every input
+};
+
+/// Largest block the magic mode takes: |dot| ≤ 127·127·Block must stay below 2^22.
+inline constexpr int kMagicMaxBlock = 256;
+
+}  // namespace detail
+
+/// True when the fused kernels support this combination of formats: MX
+/// integer formats (a power-of-two E8M0 scale per block, no zero point) with one
+/// block length, a multiple of 8 (4-byte lanes, nibble pairs of lanes).
+template <class WFormat, class LrFormat, class ActFormat>
+inline constexpr bool kernel_supports_formats =
+    detail::is_mxint<WFormat>::value && detail::is_mxint<LrFormat>::value && detail::is_mxint<ActFormat>::value &&
+    WFormat::kBlock == ActFormat::kBlock && LrFormat::kBlock == ActFormat::kBlock && ActFormat::kBlock % 8 == 0;
+
+}  // namespace lqer

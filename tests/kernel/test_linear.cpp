@@ -1,0 +1,290 @@
+// linear(): every usable path against reference_forward(..., fused), bit for
+// bit. Why exact equality is the right test: every block term float(dot)·2^E
+// is exact and the kernels keep the reference's summation order per output
+// (kernel/linear.hpp explains the two scale modes and why each is exact), so
+// any difference at all is a bug, not rounding.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "kernel_test_util.hpp"
+#include "lqer/exec/thread_pool.hpp"
+#include "lqer/factorize/reference_forward.hpp"
+#include "lqer/kernel/linear.hpp"
+#include "lqer/kernel/pack.hpp"
+
+using namespace lqer;
+using namespace lqer_test;
+
+namespace {
+
+/// Runs every usable path (1 thread, and 2 threads on a pool) on x and compares
+/// with the reference; returns the number of mismatching configurations.
+template <class Act, class W, class Lr>
+void check_all_paths(const lqer_layer<W, Lr>& layer, const std::vector<float>& x, index_t M, const std::string& what,
+                     thread_pool_executor& pool) {
+  const index_t K = layer.in_features(), N = layer.out_features();
+  std::vector<float> want(static_cast<std::size_t>(M * N));
+  reference_forward<Act>(layer, matrix_view<const float>(x.data(), M, K), matrix_view<float>(want.data(), M, N),
+                         correction_mode::fused);
+  const auto packed = pack<Act>(layer);
+  for (kernel_path path : paths_to_test()) {
+    for (int threads : {1, 2}) {
+      std::vector<float> got(want.size(), -12345.0f);
+      if (threads == 1)
+        linear(packed, matrix_view<const float>(x.data(), M, K), matrix_view<float>(got.data(), M, N),
+               serial_executor{}, path);
+      else
+        linear(packed, matrix_view<const float>(x.data(), M, K), matrix_view<float>(got.data(), M, N), pool, path);
+      std::string first;
+      const index_t bad = count_mismatches(got, want, N, &first);
+      INFO(what << " path=" << std::string(to_string(path)) << " threads=" << threads << " first mismatch " << first);
+      CHECK(bad == 0);
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("linear == reference_forward(fused), W4A8 MXINT block 16 (LQER rule), every shape of the issue") {
+  using W = mxint<4, 16, mx_rule::lqer>;
+  using Lr = mxint<8, 16, mx_rule::lqer>;
+  using Act = mxint<8, 16, mx_rule::lqer>;
+  thread_pool_executor pool(2);
+  std::uint32_t seed = 1;
+  for (index_t rank : {0, 32})
+    for (index_t K : {16, 100, 4096})
+      for (index_t N : {1, 13, 64, 300}) {
+        const auto layer = random_layer<W, Lr>(N, K, rank, /*bias=*/(N % 2) == 1 || rank == 0, seed++);
+        for (index_t M : {1, 2, 3, 5, 8, 17}) {
+          const auto x = random_matrix(M, K, 1.0f, seed++, /*outliers=*/true);
+          check_all_paths<Act>(layer, x, M,
+                               "rank=" + std::to_string(rank) + " M=" + std::to_string(M) + " K=" + std::to_string(K) +
+                                   " N=" + std::to_string(N),
+                               pool);
+        }
+      }
+}
+
+TEST_CASE("linear == reference: M large enough for several row chunks (M-blocking)") {
+  using W = mxint<4, 16, mx_rule::lqer>;
+  using Lr = mxint<8, 16, mx_rule::lqer>;
+  thread_pool_executor pool(2);
+  // K = 4096: a row of the panel is 256 blocks · (16 + 2·8) bytes = 8 KiB, so
+  // the 256 KiB chunks hold ~32 rows and M = 75 takes three chunks, the last
+  // one partial in its last row group.
+  const auto layer = random_layer<W, Lr>(40, 4096, 32, true, 800);
+  const auto x = random_matrix(75, 4096, 1.0f, 801, true);
+  check_all_paths<mxint<8, 16, mx_rule::lqer>>(layer, x, 75, "M=75 K=4096", pool);
+}
+
+TEST_CASE("linear == reference: W8A8 (8-bit weights), both ranks") {
+  using W = mxint<8, 16, mx_rule::lqer>;
+  using Lr = mxint<8, 16, mx_rule::lqer>;
+  using Act = mxint<8, 16, mx_rule::lqer>;
+  thread_pool_executor pool(2);
+  std::uint32_t seed = 100;
+  for (index_t rank : {0, 32})
+    for (auto [M, K, N] : {std::tuple<index_t, index_t, index_t>{1, 100, 13}, {3, 4096, 64}, {17, 272, 300}, {8, 48, 33}}) {
+      const auto layer = random_layer<W, Lr>(N, K, rank, true, seed++);
+      const auto x = random_matrix(M, K, 1.0f, seed++, true);
+      check_all_paths<Act>(layer, x, M, "W8A8 rank=" + std::to_string(rank) + " M=" + std::to_string(M), pool);
+    }
+}
+
+TEST_CASE("linear == reference: OCP rule, block 32 (4.25-bit weights), odd ranks and 3-bit weights") {
+  thread_pool_executor pool(2);
+  {
+    using W = mxint4_ocp<32>;
+    using Lr = mxint8_ocp<32>;
+    using Act = mxint8_ocp<32>;
+    std::uint32_t seed = 200;
+    for (index_t rank : {0, 7, 32, 40})
+      for (auto [M, K, N] : {std::tuple<index_t, index_t, index_t>{1, 4096, 64}, {5, 100, 300}, {17, 32, 17}}) {
+        const auto layer = random_layer<W, Lr>(N, K, rank, rank % 2 == 0, seed++);
+        const auto x = random_matrix(M, K, 1.0f, seed++, true);
+        check_all_paths<Act>(layer, x, M, "OCP b32 rank=" + std::to_string(rank) + " M=" + std::to_string(M) + " K=" +
+                                              std::to_string(K) + " N=" + std::to_string(N),
+                             pool);
+      }
+  }
+  {
+    // 3-bit LQER weights (stored as nibbles), OCP activations: rules may differ per operand.
+    using W = mxint<3, 16, mx_rule::lqer>;
+    using Lr = mxint<8, 16, mx_rule::ocp>;
+    using Act = mxint<8, 16, mx_rule::ocp>;
+    const auto layer = random_layer<W, Lr>(45, 200, 16, true, 300);
+    const auto x = random_matrix(9, 200, 1.0f, 301, true);
+    check_all_paths<Act>(layer, x, 9, "W3 mixed rules", pool);
+  }
+}
+
+TEST_CASE("linear == reference: zero rows, zero weight rows, strided views, in place") {
+  using W = mxint<4, 16, mx_rule::lqer>;
+  using Lr = mxint<8, 16, mx_rule::lqer>;
+  using Act = mxint<8, 16, mx_rule::lqer>;
+  thread_pool_executor pool(2);
+  const index_t K = 96, N = 96, M = 6;
+  auto w = random_matrix(N, K, 0.05f, 400);
+  for (index_t k = 0; k < K; ++k) w[static_cast<std::size_t>(5 * K + k)] = 0.0f;  // an all-zero output row
+  for (index_t k = 16; k < 32; ++k) w[static_cast<std::size_t>(9 * K + k)] = 0.0f;  // one all-zero block
+  lqer_layer<W, Lr> layer = random_layer<W, Lr>(N, K, 32, true, 401);
+  layer.wq = quantized_matrix<W>::quantize(matrix_view<const float>(w.data(), N, K), block_axis::cols);
+  auto x = random_matrix(M, K, 1.0f, 402, true);
+  for (index_t k = 0; k < K; ++k) x[static_cast<std::size_t>(2 * K + k)] = 0.0f;  // an all-zero input row
+  for (index_t k = 32; k < 48; ++k) x[static_cast<std::size_t>(4 * K + k)] = -0.0f;  // one (negative) zero block
+  check_all_paths<Act>(layer, x, M, "zeros", pool);
+
+  std::vector<float> want(static_cast<std::size_t>(M * N));
+  reference_forward<Act>(layer, matrix_view<const float>(x.data(), M, K), matrix_view<float>(want.data(), M, N));
+  const auto packed = pack<Act>(layer);
+  for (kernel_path path : paths_to_test()) {
+    INFO("path=" << std::string(to_string(path)));
+    // Strided x and y: the gaps must stay untouched.
+    const index_t ldx = K + 5, ldy = N + 3;
+    std::vector<float> xs(static_cast<std::size_t>(M * ldx), 777.0f), ys(static_cast<std::size_t>(M * ldy), -1.0f);
+    for (index_t m = 0; m < M; ++m)
+      for (index_t k = 0; k < K; ++k) xs[static_cast<std::size_t>(m * ldx + k)] = x[static_cast<std::size_t>(m * K + k)];
+    linear(packed, matrix_view<const float>(xs.data(), M, K, ldx), matrix_view<float>(ys.data(), M, N, ldy), pool,
+           path);
+    index_t bad = 0, gap = 0;
+    for (index_t m = 0; m < M; ++m) {
+      for (index_t n = 0; n < N; ++n)
+        bad += !same_float(ys[static_cast<std::size_t>(m * ldy + n)], want[static_cast<std::size_t>(m * N + n)]);
+      for (index_t n = N; n < ldy; ++n) gap += ys[static_cast<std::size_t>(m * ldy + n)] != -1.0f;
+    }
+    CHECK(bad == 0);
+    CHECK(gap == 0);
+    // In place: y aliases x exactly (in == out here).
+    std::vector<float> io = x;
+    linear(packed, matrix_view<const float>(io.data(), M, K), matrix_view<float>(io.data(), M, N), serial_executor{},
+           path);
+    CHECK(count_mismatches(io, want, N) == 0);
+  }
+}
+
+TEST_CASE("linear == reference at the edges of the magic exponent window and beyond: tiny and huge data") {
+  using W = mxint<4, 16, mx_rule::lqer>;
+  using Lr = mxint<8, 16, mx_rule::lqer>;
+  using Act = mxint<8, 16, mx_rule::lqer>;
+  thread_pool_executor pool(2);
+  const index_t K = 200, N = 40, M = 5;
+  {
+    // Activations ~2^-115 and weights ~2^-20: E ≈ −145, still inside the magic
+    // window, with subnormal terms; the correction's u underflows as well.
+    const auto layer = random_layer<W, Lr>(N, K, 16, true, 500, std::ldexp(0.05f, -20));
+    auto x = random_matrix(M, K, std::ldexp(1.0f, -115), 501, true);
+    x[3] = std::ldexp(1.0f, -149);  // the smallest subnormal in a block of its own scale
+    check_all_paths<Act>(layer, x, M, "tiny (magic mode)", pool);
+  }
+  {
+    // Activations ~2^-120 and weights ~2^-27: E ≈ −155 < −149: the reference's
+    // scale product underflows to 0 for some blocks; exact mode.
+    const auto layer = random_layer<W, Lr>(N, K, 16, true, 504, std::ldexp(0.05f, -27));
+    const auto x = random_matrix(M, K, std::ldexp(1.0f, -120), 505, true);
+    check_all_paths<Act>(layer, x, M, "tinier (exact mode)", pool);
+  }
+  {
+    // The same beyond the window with a long reduction and several row groups:
+    // exact mode inside the K-blocked loop nest.
+    const auto layer = random_layer<W, Lr>(N, 4096, 16, true, 506, std::ldexp(0.05f, -27));
+    const auto x = random_matrix(9, 4096, std::ldexp(1.0f, -120), 507, true);
+    check_all_paths<Act>(layer, x, 9, "tinier, K=4096 M=9 (exact mode, K-blocked)", pool);
+  }
+  {
+    // Activations ~2^100, weights ~2^15: E ≈ 105 > 104, terms up to ~2^140:
+    // some outputs overflow to ±Inf (or NaN), in the reference too. A is tiny
+    // so that u stays finite.
+    const auto layer = random_layer<W, Lr>(N, K, 16, true, 502, std::ldexp(0.05f, 15), std::ldexp(1.0f, -110));
+    const auto x = random_matrix(M, K, std::ldexp(1.0f, 100), 503, true);
+    check_all_paths<Act>(layer, x, M, "huge", pool);
+  }
+}
+
+TEST_CASE("linear: bad input throws and leaves y untouched") {
+  using W = mxint<4, 16, mx_rule::lqer>;
+  using Lr = mxint<8, 16, mx_rule::lqer>;
+  using Act = mxint<8, 16, mx_rule::lqer>;
+  const index_t K = 64, N = 32, M = 3;
+  const auto layer = random_layer<W, Lr>(N, K, 16, true, 600);
+  const auto packed = pack<Act>(layer);
+  auto x = random_matrix(M, K, 1.0f, 601);
+  std::vector<float> y(static_cast<std::size_t>(M * N), 42.0f);
+  const auto untouched = [&] {
+    for (float v : y)
+      if (v != 42.0f) return false;
+    return true;
+  };
+  for (kernel_path path : paths_to_test()) {
+    INFO("path=" << std::string(to_string(path)));
+    CHECK_THROWS_AS(linear(packed, matrix_view<const float>(x.data(), M, K - 1), matrix_view<float>(y.data(), M, N),
+                           serial_executor{}, path),
+                    shape_error);
+    CHECK_THROWS_AS(linear(packed, matrix_view<const float>(x.data(), M, K), matrix_view<float>(y.data(), M - 1, N),
+                           serial_executor{}, path),
+                    shape_error);
+    CHECK_THROWS_AS(linear(packed, matrix_view<const float>(x.data(), M, K), matrix_view<float>(y.data(), M, N + 1),
+                           serial_executor{}, path),
+                    shape_error);
+    CHECK_THROWS_AS(linear(packed, matrix_view<const float>(nullptr, M, K), matrix_view<float>(y.data(), M, N),
+                           serial_executor{}, path),
+                    shape_error);
+    CHECK(untouched());
+    for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                      -std::numeric_limits<float>::infinity()}) {
+      auto xb = x;
+      xb[static_cast<std::size_t>(2 * K + 37)] = bad;
+      try {
+        linear(packed, matrix_view<const float>(xb.data(), M, K), matrix_view<float>(y.data(), M, N),
+               serial_executor{}, path);
+        FAIL("no exception for a non-finite x");
+      } catch (const value_error& e) {
+        CHECK(std::string(e.what()).find("(2, 37)") != std::string::npos);
+      }
+      CHECK(untouched());
+    }
+  }
+  // A finite x whose Q(x)·A overflows: value_error from the correction, y untouched.
+  const auto big = random_layer<W, Lr>(N, K, 16, true, 602, 0.05f, std::ldexp(1.0f, 100));
+  const auto packed_big = pack<Act>(big);
+  const auto xbig = random_matrix(M, K, std::ldexp(1.0f, 60), 603);
+  for (kernel_path path : paths_to_test()) {
+    CHECK_THROWS_AS(linear(packed_big, matrix_view<const float>(xbig.data(), M, K), matrix_view<float>(y.data(), M, N),
+                           serial_executor{}, path),
+                    value_error);
+    CHECK(untouched());
+  }
+  CHECK_THROWS_AS(linear(packed_layer<W, Lr, Act>{}, matrix_view<const float>(x.data(), M, K),
+                         matrix_view<float>(y.data(), M, N)),
+                  shape_error);
+}
+
+TEST_CASE("linear: forcing a path") {
+  using W = mxint<4, 16, mx_rule::lqer>;
+  using Lr = mxint<8, 16, mx_rule::lqer>;
+  const auto layer = random_layer<W, Lr>(20, 48, 0, false, 700);
+  const auto packed = pack(layer);
+  const auto x = random_matrix(2, 48, 1.0f, 701);
+  std::vector<float> y(40, 0.0f);
+  for (kernel_path p : {kernel_path::generic, kernel_path::avx2, kernel_path::avx_vnni, kernel_path::avx512_vnni,
+                        kernel_path::neon_dotprod}) {
+    INFO("path=" << std::string(to_string(p)));
+    if (is_usable(p))
+      CHECK_NOTHROW(linear(packed, matrix_view<const float>(x.data(), 2, 48), matrix_view<float>(y.data(), 2, 20),
+                           serial_executor{}, p));
+    else
+      CHECK_THROWS_AS(linear(packed, matrix_view<const float>(x.data(), 2, 48), matrix_view<float>(y.data(), 2, 20),
+                             serial_executor{}, p),
+                      unsupported_error);
+  }
+  // The workspace overload gives the same bits as the thread-local one.
+  linear_workspace ws;
+  std::vector<float> y2(40, 0.0f);
+  linear(packed, matrix_view<const float>(x.data(), 2, 48), matrix_view<float>(y.data(), 2, 20));
+  linear(packed, matrix_view<const float>(x.data(), 2, 48), matrix_view<float>(y2.data(), 2, 20), ws);
+  CHECK(count_mismatches(y2, y, 20) == 0);
+  CHECK(ws.bytes() > 0);
+}

@@ -1,0 +1,107 @@
+// pack(): the n16c4 stream holds exactly the layer's codes (plus offset),
+// scales (neutral for all-zero blocks), bias and zero padding, at the offsets
+// the packed_layer reports; copies are deep.
+#include <doctest/doctest.h>
+
+#include <cstring>
+
+#include "kernel_test_util.hpp"
+#include "lqer/kernel/arch/generic.hpp"
+#include "lqer/kernel/pack.hpp"
+
+using namespace lqer;
+using namespace lqer::detail;
+using namespace lqer_test;
+
+namespace {
+
+template <code_kind K, class F>
+void check_operand(const quantized_matrix<F>& q, const std::uint8_t* base, index_t gstride, index_t groups,
+                   index_t nblk) {
+  constexpr int B = F::kBlock;
+  index_t bad_codes = 0, bad_scales = 0;
+  for (index_t g = 0; g < groups; ++g)
+    for (index_t b = 0; b < nblk; ++b) {
+      const std::uint8_t* blk = base + g * gstride + b * group_block_bytes(K, B);
+      for (int j = 0; j < 16; ++j) {
+        const index_t lane = 16 * g + j;
+        bool any = false;
+        for (int kk = 0; kk < B; ++kk) {
+          const int want = lane < q.lanes() ? q.lane_code(lane, b * B + kk) : 0;
+          any |= want != 0;
+          bad_codes += unpack_code<K>(blk, j, kk) != want;
+        }
+        const std::uint8_t want_scale = any ? q.lane_scales(lane)[static_cast<std::size_t>(b)].bits : 127;
+        bad_scales += blk[group_code_bytes(K, B) + j] != want_scale;
+      }
+    }
+  CHECK(bad_codes == 0);
+  CHECK(bad_scales == 0);
+}
+
+}  // namespace
+
+TEST_CASE("pack: n16c4 stream contents, padding and offsets") {
+  using W = mxint<4, 16, mx_rule::lqer>;
+  using Lr = mxint<8, 16, mx_rule::lqer>;
+  const index_t N = 37, K = 70, R = 20;  // tails in every dimension
+  auto layer = random_layer<W, Lr>(N, K, R, true, 11);
+  // An all-zero block (row 3, block 1) must get the neutral scale byte 127.
+  auto w = random_matrix(N, K, 0.05f, 12);
+  for (index_t k = 16; k < 32; ++k) w[static_cast<std::size_t>(3 * K + k)] = 0.0f;
+  layer.wq = quantized_matrix<W>::quantize(matrix_view<const float>(w.data(), N, K), block_axis::cols);
+  const auto p = pack(layer);
+  CHECK(p.in_features() == K);
+  CHECK(p.out_features() == N);
+  CHECK(p.rank() == R);
+  CHECK(p.groups() == 3);
+  CHECK(p.weight_blocks() == 5);
+  CHECK(p.lowrank_blocks() == 2);
+  CHECK(p.group_stride() % 64 == 0);
+  CHECK(reinterpret_cast<std::uintptr_t>(p.stream()) % 64 == 0);
+  check_operand<code_kind::nibble>(layer.wq, p.stream(), p.group_stride(), p.groups(), p.weight_blocks());
+  check_operand<code_kind::byte>(layer.b, p.stream() + p.correction_offset(), p.group_stride(), p.groups(),
+                                 p.lowrank_blocks());
+  check_operand<code_kind::byte>(layer.a, p.a_stream(), p.a_group_stride(), p.a_groups(), p.weight_blocks());
+  for (index_t n = 0; n < 48; ++n) {
+    float b;
+    std::memcpy(&b, p.stream() + (n / 16) * p.group_stride() + p.bias_offset() + (n % 16) * 4, 4);
+    CHECK(b == (n < N ? layer.bias[static_cast<std::size_t>(n)] : 0.0f));
+  }
+  // Exponent ranges hold the non-zero blocks' exponents and 0.
+  CHECK(p.weight_exponent_range().lo <= 0);
+  CHECK(p.weight_exponent_range().hi >= 0);
+  CHECK(p.weight_exponent_range().lo == [&] {
+    int lo = 0;
+    for (index_t r = 0; r < N; ++r)
+      for (auto s : layer.wq.lane_scales(r)) lo = std::min(lo, s.exponent() == -127 ? 0 : s.exponent());
+    return lo;
+  }());
+  // Deep copy.
+  auto c = p;
+  CHECK(c.stream() != p.stream());
+  CHECK(std::memcmp(c.stream(), p.stream(), static_cast<std::size_t>(p.groups() * p.group_stride())) == 0);
+  CHECK(c.stream_bytes() == p.stream_bytes());
+}
+
+TEST_CASE("pack: 8-bit weights, no correction, no bias") {
+  using W = mxint<8, 32, mx_rule::ocp>;
+  using Lr = mxint<8, 32, mx_rule::ocp>;
+  const auto layer = random_layer<W, Lr>(16, 64, 0, false, 21);
+  const auto p = pack<mxint8_ocp<32>>(layer);
+  CHECK(p.rank() == 0);
+  CHECK(!p.has_bias());
+  CHECK(p.a_stream() == nullptr);
+  CHECK(p.group_stride() == (2 * (16 * 32 + 16) + 63) / 64 * 64);  // rounded up to a 64-byte line
+  check_operand<code_kind::byte>(layer.wq, p.stream(), p.group_stride(), p.groups(), p.weight_blocks());
+}
+
+TEST_CASE("pack: invalid layers are rejected") {
+  using W = mxint<4, 16, mx_rule::lqer>;
+  using Lr = mxint<8, 16, mx_rule::lqer>;
+  auto layer = random_layer<W, Lr>(16, 32, 8, true, 31);
+  layer.bias.pop_back();
+  CHECK_THROWS_AS(pack(layer), shape_error);
+  lqer_layer<W, Lr> empty;
+  CHECK_THROWS_AS(pack(empty), shape_error);
+}

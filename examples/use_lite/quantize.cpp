@@ -1,0 +1,88 @@
+// use_lite — calibration and quantization of the model (see quantize.hpp); the
+// typed part, per block length, is in quantize_impl.hpp and quantize_b*.cpp.
+#include "quantize.hpp"
+
+#include <algorithm>
+
+namespace use_lite {
+
+namespace detail {
+// Defined (explicitly instantiated) in quantize_b{16,32,64}.cpp.
+template <int B>
+std::string format_names(const quant_config& cfg);
+template <int B>
+void quantize_layers(const model_weights& w, const calibration& calib, const quant_config& cfg, quantized_model& qm);
+
+/// Calls f(std::integral_constant<int, B>) for the config's block length.
+template <class F>
+decltype(auto) with_block(const quant_config& c, F&& f) {
+  switch (c.block) {
+    case 16: return f(std::integral_constant<int, 16>{});
+    case 32: return f(std::integral_constant<int, 32>{});
+    case 64: return f(std::integral_constant<int, 64>{});
+    default:
+      throw lqer::value_error("unsupported block length " + std::to_string(c.block) + " (" +
+                              quant_config::supported() + ")");
+  }
+}
+}  // namespace detail
+
+const char* to_string(scale_policy_kind p) noexcept {
+  switch (p) {
+    case scale_policy_kind::identity: return "identity";
+    case scale_policy_kind::mean_abs: return "mean_abs";
+    case scale_policy_kind::rms: return "rms";
+    case scale_policy_kind::whiten: return "whiten";
+  }
+  return "?";
+}
+
+scale_policy_kind parse_scale_policy(std::string_view name) {
+  for (const auto p : {scale_policy_kind::identity, scale_policy_kind::mean_abs, scale_policy_kind::rms,
+                       scale_policy_kind::whiten})
+    if (name == to_string(p)) return p;
+  throw lqer::value_error("unknown scale policy '" + std::string(name) + "' (identity, mean_abs, rms or whiten)");
+}
+
+std::string quant_config::supported() {
+  return "weights mxint4 | mxint3; A/B mxint8 | mxint4; block 16 | 32 | 64 (all MX formats with the LQER rule)";
+}
+
+std::string quant_config::describe() const {
+  std::string s = detail::with_block(*this, [&](auto b) { return detail::format_names<decltype(b)::value>(*this); });
+  const bool uniform = std::all_of(ranks.begin(), ranks.end(), [&](int r) { return r == ranks[0]; });
+  if (uniform) {
+    s += ", rank " + std::to_string(ranks[0]);
+  } else {
+    s += ", ranks";
+    for (int r : ranks) {
+      s += ' ';
+      s += std::to_string(r);
+    }
+  }
+  s += ", ";
+  s += to_string(policy);
+  s += ", ";
+  s += lqer::to_string(mode);
+  return s;
+}
+
+calibration calibrate(const encoder& fp32, std::span<const std::vector<std::int32_t>> ids, thread_pool& pool,
+                      lqer::gram_mode gram) {
+  calibration c;
+  c.sentences = ids.size();
+  for (int i = 0; i < kNumLinears; ++i) c.stats[i] = lqer::activation_stats(fp32.weights().linears[i].in, gram);
+  const linear_observer observe = [&](linear_id id, lqer::matrix_view<const float> x) {
+    c.stats[static_cast<int>(id)].add_batch(x);
+  };
+  (void)fp32.embed(ids, pool, &observe);
+  return c;
+}
+
+quantized_model quantize_model(std::shared_ptr<const model_weights> w, const calibration& calib, const quant_config& cfg) {
+  quantized_model qm;
+  detail::with_block(cfg, [&](auto b) { detail::quantize_layers<decltype(b)::value>(*w, calib, cfg, qm); });
+  return qm;
+}
+
+}  // namespace use_lite

@@ -1,0 +1,8 @@
+// use_lite — the formats of block length 64 (see quantize_impl.hpp for why
+// each block length is its own translation unit).
+#include "quantize_impl.hpp"
+
+namespace use_lite::detail {
+template std::string format_names<64>(const quant_config&);
+template void quantize_layers<64>(const model_weights&, const calibration&, const quant_config&, quantized_model&);
+}  // namespace use_lite::detail

@@ -1,0 +1,221 @@
+// The USE-lite engine's input parsers on small hand-made inputs (no model
+// needed): the TF.js weight reader (valid, malformed and hostile model.json and
+// shards) and the tokenizer's rules, one quirk per case.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <lqer/error.hpp>
+
+#include "tfjs_weights.hpp"
+#include "tokenizer.hpp"
+
+namespace fs = std::filesystem;
+using use_lite::tfjs_weights;
+using use_lite::tokenizer;
+
+namespace {
+
+/// A fresh directory under the system temp dir, removed at scope exit.
+struct temp_dir {
+  fs::path path;
+  temp_dir() {
+    static std::atomic<int> counter{0};
+    path = fs::temp_directory_path() /
+           ("lqer_use_lite_" + std::to_string(std::random_device{}()) + "_" + std::to_string(counter++));
+    fs::create_directories(path);
+  }
+  ~temp_dir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  void write(const std::string& name, const std::string& bytes) const {
+    std::ofstream out(path / name, std::ios::binary);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  }
+};
+
+std::string le_bytes(const std::vector<float>& v) {
+  std::string s(v.size() * 4, '\0');
+  std::memcpy(s.data(), v.data(), s.size());
+  return s;
+}
+
+// weights: "w" float32 [2, 3] then "n" int32 [] — 28 bytes, cut across two shards.
+const char* kManifest = R"({"modelTopology": {}, "weightsManifest": [{"paths": ["s1", "s2"], "weights": [
+  {"name": "w", "shape": [2, 3], "dtype": "float32"}, {"name": "n", "shape": [], "dtype": "int32"}]}]})";
+
+void write_valid_model(const temp_dir& d) {
+  const std::string blob = le_bytes({1, 2, 3, 4, 5, 6}) + std::string("\x07\x00\x00\x00", 4);
+  d.write("model.json", kManifest);
+  d.write("s1", blob.substr(0, 10));  // a shard boundary inside a float: the reader must not care
+  d.write("s2", blob.substr(10));
+}
+
+/// The message of the lqer::error `f` throws (fails the test if it throws nothing).
+template <class E, class F>
+std::string message_of(F&& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e.what();
+  }
+  FAIL("expected an exception");
+  return {};
+}
+
+}  // namespace
+
+TEST_CASE("tfjs_weights reads float32 weights across shard boundaries") {
+  temp_dir d;
+  write_valid_model(d);
+  const auto w = tfjs_weights::load(d.path);
+  CHECK(w.manifest().total_bytes == 28);
+  CHECK(w.floats("w", {2, 3}) == std::vector<float>{1, 2, 3, 4, 5, 6});
+  CHECK(w.entry("n").shape.empty());
+  CHECK(w.entry("n").elements == 1);
+  // Wrong shape, wrong dtype, unknown name: parse_error naming model.json and the weight.
+  const auto shape_msg = message_of<lqer::parse_error>([&] { (void)w.floats("w", {3, 2}); });
+  CHECK(shape_msg.find("model.json") != std::string::npos);
+  CHECK(shape_msg.find("[2, 3]") != std::string::npos);
+  CHECK_THROWS_AS((void)w.floats("n", {}), lqer::parse_error);
+  CHECK(message_of<lqer::parse_error>([&] { (void)w.floats("nope", {1}); }).find("\"nope\"") != std::string::npos);
+}
+
+TEST_CASE("tfjs_weights: truncated, missing and oversized shards are named before any allocation") {
+  temp_dir d;
+  write_valid_model(d);
+  d.write("s2", std::string(17, '\0'));  // one byte short
+  const auto msg = message_of<lqer::parse_error>([&] { (void)tfjs_weights::load(d.path); });
+  CHECK(msg.find("s1, s2") != std::string::npos);
+  CHECK(msg.find("truncated") != std::string::npos);
+
+  d.write("s2", std::string(19, '\0'));  // one byte too many: also refused (not silently ignored)
+  CHECK_THROWS_AS((void)tfjs_weights::load(d.path), lqer::parse_error);
+
+  fs::remove(d.path / "s2");
+  CHECK(message_of<lqer::io_error>([&] { (void)tfjs_weights::load(d.path); }).find("s2") != std::string::npos);
+
+  temp_dir empty;
+  CHECK(message_of<lqer::io_error>([&] { (void)tfjs_weights::load(empty.path); }).find("model.json") !=
+        std::string::npos);
+}
+
+TEST_CASE("tfjs_weights: malformed and hostile manifests are parse errors") {
+  const auto bad = [](const std::string& json) {
+    return message_of<lqer::parse_error>([&] { (void)use_lite::parse_tfjs_manifest(json, "m.json"); });
+  };
+  CHECK(bad("{").find("m.json: not valid JSON") == 0);
+  CHECK(bad("[]").find("not a JSON object") != std::string::npos);
+  CHECK(bad("{}").find("weightsManifest") != std::string::npos);
+  CHECK(bad(R"({"weightsManifest": {}})").find("not an array") != std::string::npos);
+  CHECK(bad(R"({"weightsManifest": [{"paths": ["../etc/passwd"], "weights": []}]})").find("plain file name") !=
+        std::string::npos);
+  CHECK(bad(R"({"weightsManifest": [{"paths": ["/abs"], "weights": []}]})").find("plain file name") !=
+        std::string::npos);
+  CHECK(bad(R"({"weightsManifest": [{"paths": ["a"], "weights": [{"name": "x", "shape": [-1], "dtype": "float32"}]}]})")
+            .find("non-negative") != std::string::npos);
+  CHECK(bad(R"({"weightsManifest": [{"paths": ["a"], "weights": [{"name": "x", "shape": [2.5], "dtype": "float32"}]}]})")
+            .find("non-negative") != std::string::npos);
+  // 2^40 · 2^40 elements: refused from the numbers alone (no overflow, no allocation).
+  CHECK(bad(R"({"weightsManifest": [{"paths": ["a"], "weights": [{"name": "x", "shape": [1099511627776, 1099511627776], "dtype": "float32"}]}]})")
+            .find("holds more than") != std::string::npos);
+  CHECK(bad(R"({"weightsManifest": [{"paths": ["a"], "weights": [{"name": "x", "shape": [1], "dtype": "qint9"}]}]})")
+            .find("unknown dtype") != std::string::npos);
+  CHECK(bad(R"({"weightsManifest": [{"paths": [], "weights": [{"name": "x", "shape": [1], "dtype": "float32"}]}]})")
+            .find("no shard paths") != std::string::npos);
+  CHECK(bad(R"({"weightsManifest": [{"paths": ["a"], "weights": [{"shape": [1], "dtype": "float32"}]}]})")
+            .find("\"name\"") != std::string::npos);
+
+  // Valid TF.js this reader does not handle: unsupported_error, not a misread.
+  CHECK_THROWS_AS((void)use_lite::parse_tfjs_manifest(
+                      R"({"weightsManifest": [{"paths": ["a"], "weights": [{"name": "x", "shape": [1], "dtype": "float16"}]}]})",
+                      "m.json"),
+                  lqer::unsupported_error);
+  CHECK_THROWS_AS((void)use_lite::parse_tfjs_manifest(
+                      R"({"weightsManifest": [{"paths": ["a"], "weights": [{"name": "x", "shape": [1], "dtype": "float32",
+                          "quantization": {"dtype": "uint8", "scale": 1, "min": 0}}]}]})",
+                      "m.json"),
+                  lqer::unsupported_error);
+
+  // Duplicate names are caught when the weights are bound to their blob.
+  auto m = use_lite::parse_tfjs_manifest(
+      R"({"weightsManifest": [{"paths": ["a"], "weights": [{"name": "x", "shape": [1], "dtype": "float32"},
+          {"name": "x", "shape": [1], "dtype": "float32"}]}]})",
+      "m.json");
+  CHECK_THROWS_AS((void)tfjs_weights::from_memory(m, std::vector<std::byte>(8), "m.json"), lqer::parse_error);
+}
+
+TEST_CASE("tfjs_weights refuses non-finite weights") {
+  temp_dir d;
+  d.write("model.json", R"({"weightsManifest": [{"paths": ["s"], "weights": [{"name": "w", "shape": [2], "dtype": "float32"}]}]})");
+  d.write("s", le_bytes({1.0f, std::numeric_limits<float>::quiet_NaN()}));
+  const auto w = tfjs_weights::load(d.path);
+  CHECK(message_of<lqer::parse_error>([&] { (void)w.floats("w", {2}); }).find("element 1") != std::string::npos);
+}
+
+// ---------------------------------------------------------------------------
+// Tokenizer rules on a vocabulary small enough to work each case out by hand.
+
+namespace {
+// id: 0-5 reserved, 6 "▁", 7 "▁a", 8 "b", 9 "ab", 10 "a", 11 "▁ab", 12 "c" (null score),
+// 13 "d", 14 "d" (duplicate: the last one wins), 15 "▁z" (score exactly 0), 16 "z".
+// Id 0's piece is U+FFFD, as in USE-lite: the backtrack steps back by its
+// length (1) over an unknown character.
+const char* kVocab = R"([["\ufffd", 0], ["<s>", 0], ["</s>", 0], ["x1", 0], ["x2", 0], ["x3", 0],
+  ["\u2581", -2], ["\u2581a", -1], ["b", -3], ["ab", -1.5], ["a", -2], ["\u2581ab", -4], ["c", null],
+  ["d", -1], ["d", -5], ["\u2581z", 0], ["z", -1]])";
+
+std::vector<std::int32_t> ids(std::initializer_list<std::int32_t> v) { return v; }
+}  // namespace
+
+TEST_CASE("tokenizer: the Viterbi rules, worked by hand") {
+  const tokenizer t = tokenizer::from_json(kVocab, "vocab.json");
+  CHECK(t.size() == 17);
+  CHECK(t.encode("") == ids({}));  // no '▁' is prefixed to an empty string
+  // "▁a": "▁a" (−1) beats "▁"+"a" (−2 − 2).
+  CHECK(t.encode("a") == ids({7}));
+  // "▁ab": "▁ab" (−4), then "▁"+"ab" (−2 − 1.5 = −3.5 ≥ −4: taken), then "▁a"+"b" (−1 − 3 = −4 < −3.5).
+  CHECK(t.encode("ab") == ids({6, 9}));
+  // No piece starts at 'x': one unknown (id 0) per character; runs merge.
+  CHECK(t.encode("x y") == ids({6, 0, 6, 0}));
+  CHECK(t.encode("xy") == ids({6, 0}));
+  CHECK(t.encode("a\xE2\x9C\x93\xE2\x9C\x93") == ids({7, 0}));  // "a✓✓"
+  // NFKC first: full-width 'ａ' is 'a'; no lowercasing ('A' is unknown here).
+  CHECK(t.encode("\xEF\xBD\x81") == ids({7}));
+  CHECK(t.encode("A") == ids({6, 0}));
+  // A duplicated piece keeps its last id and score (−5): "▁"+"d" = −7.
+  CHECK(t.encode("d") == ids({6, 14}));
+  // A null score counts as 0.
+  CHECK(t.encode("c") == ids({6, 12}));
+  // 0 doubles as "unset": "▁z" scores exactly 0, so the later candidate "▁"+"z"
+  // (−3, worse) still replaces it.
+  CHECK(t.encode("z") == ids({6, 16}));
+  // Spaces are kept verbatim: each becomes '▁'.
+  CHECK(t.encode(" a") == ids({6, 7}));
+}
+
+TEST_CASE("tokenizer: malformed vocabularies are parse errors naming the file") {
+  CHECK_THROWS_WITH_AS((void)tokenizer::from_json("{", "v.json"), doctest::Contains("v.json"), lqer::parse_error);
+  CHECK_THROWS_AS((void)tokenizer::from_json(R"({"a": 1})", "v.json"), lqer::parse_error);
+  CHECK_THROWS_AS((void)tokenizer::from_json(R"([["a", 0], ["b", 0], ["c", 0], ["d", 0], ["e", 0], ["f", 0], ["g"]])",
+                                             "v.json"),
+                  lqer::parse_error);
+  CHECK_THROWS_AS((void)tokenizer::from_json(R"([["a", 0], ["b", 0], ["c", 0], ["d", 0], ["e", 0], ["f", 0], ["", 0]])",
+                                             "v.json"),
+                  lqer::parse_error);
+  CHECK_THROWS_AS((void)tokenizer::from_json(R"([["a", 0], ["b", 0], ["c", 0], ["d", 0], ["e", 0], ["f", 0], ["g", "x"]])",
+                                             "v.json"),
+                  lqer::parse_error);
+  CHECK_THROWS_AS((void)tokenizer::load("/nonexistent/vocab.json"), lqer::io_error);
+}

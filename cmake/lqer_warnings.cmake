@@ -7,7 +7,9 @@ if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_L
   # avx512fintrin.h: the `__m512 __Y = __Y;` idiom behind _mm512_undefined_*,
   # inlined into xsimd 8.1's AVX-512 hadd and Eigen's AVX-512 GEBP packing. The
   # warning lands after inlining, so -isystem cannot silence it. Fixed in GCC 13.
-  target_compile_options(lqer_project_options INTERFACE -Wno-uninitialized -Wno-maybe-uninitialized)
+  # Likewise -Wrestrict (GCC bug 105651): `"literal" + std::string&&` inlined
+  # from libstdc++ / CLI11 headers at -O2/-O3 warns falsely.
+  target_compile_options(lqer_project_options INTERFACE -Wno-uninitialized -Wno-maybe-uninitialized -Wno-restrict)
 endif()
 if(LQER_WERROR)
   target_compile_options(lqer_project_options INTERFACE -Werror)

@@ -11,12 +11,18 @@
 #include "lqer/format/fp16.hpp"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
 #include <immintrin.h>
 __attribute__((target("f16c"))) static std::uint16_t hw_to_half(float f) {
   return static_cast<std::uint16_t>(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT));
 }
 __attribute__((target("f16c"))) static float hw_to_float(std::uint16_t h) { return _cvtsh_ss(h); }
-static bool have_f16c() { return __builtin_cpu_supports("f16c"); }
+// cpuid leaf 1 ECX bit 29 (clang 14 rejects "f16c" in __builtin_cpu_supports);
+// F16C instructions are VEX-encoded, so AVX (which implies the OS saves ymm) too.
+static bool have_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+}
 #else
 static bool have_f16c() { return false; }
 static std::uint16_t hw_to_half(float) { return 0; }

@@ -18,6 +18,7 @@
 // 3-bit format is a research format here, not a storage one.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <span>

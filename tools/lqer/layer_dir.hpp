@@ -87,9 +87,12 @@ namespace detail {
 template <int... Vs>
 struct value_list {};
 
-/// The bit widths each role accepts, and the shared block lengths.
+/// The bit widths each role accepts, and the shared block lengths. The
+/// low-rank factors are 8-bit only: LQER keeps A and B in 8 bits (they are
+/// 2.8% of the bytes at rank 32), and every extra entry here multiplies the
+/// factorize instantiations the CLI compiles (blocks × W × A/B × policies).
 using weight_bits = value_list<2, 3, 4, 8>;
-using lowrank_bits = value_list<4, 8>;
+using lowrank_bits = value_list<8>;
 using activation_bits = value_list<4, 8>;
 using shared_blocks = value_list<16, 32>;
 

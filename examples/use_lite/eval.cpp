@@ -26,7 +26,9 @@ std::string fmt(const char* f, double v) {
   return buf;
 }
 
-/// Embeds `ids` on a pool of `threads`; returns the best wall time of `reps` runs.
+/// Embeds `ids` on a pool of `threads`; returns the best wall time of `reps`
+/// runs (the best, not the mean: the machines here are shared, and the
+/// minimum is the run least disturbed by other work).
 double timed_embed(const encoder& enc, const token_ids& ids, int threads, int reps, std::vector<float>& out) {
   thread_pool pool(threads);
   double best = 1e300;
@@ -102,7 +104,8 @@ void run_quality_table(const eval_options& opt, std::ostream& out) {
   // The fp32 reference: embeddings and speed.
   std::vector<float> e_fp32;
   std::vector<double> fp32_rate;
-  for (int t : opt.thread_counts) fp32_rate.push_back(double(eval_ids.size()) / timed_embed(fp32, eval_ids, t, 3, e_fp32));
+  for (int t : opt.thread_counts)
+    fp32_rate.push_back(double(eval_ids.size()) / timed_embed(fp32, eval_ids, t, opt.timing_runs, e_fp32));
   const std::size_t other = weights->other_bytes();
 
   out << "# USE-lite through lqer: quality and speed against fp32\n\n"
@@ -138,7 +141,8 @@ void run_quality_table(const eval_options& opt, std::ostream& out) {
       r.layer_error[i] = relative_error(apply(q.linear(static_cast<linear_id>(i)), li, i, pool), y_fp32[i]);
     std::vector<float> first, e;
     for (std::size_t k = 0; k < opt.thread_counts.size(); ++k) {
-      r.sentences_per_s.push_back(double(eval_ids.size()) / timed_embed(q, eval_ids, opt.thread_counts[k], 1, e));
+      r.sentences_per_s.push_back(double(eval_ids.size()) /
+                                  timed_embed(q, eval_ids, opt.thread_counts[k], opt.timing_runs, e));
       if (k == 0)
         first = e;
       else

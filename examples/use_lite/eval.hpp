@@ -33,6 +33,7 @@ struct eval_options {
   std::optional<std::array<int, kNumLinears>> layer_ranks;  ///< replaces `ranks` with one per-layer assignment
   std::vector<int> thread_counts{1, 2};
   int layer_rows = 1024;
+  int timing_runs = 5;  ///< embed the evaluation set this many times per thread count; report the fastest
   std::string model_dir, calib_file, eval_file;
 };
 

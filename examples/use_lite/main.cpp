@@ -194,6 +194,7 @@ struct eval_cli {
   std::string calib = default_calib_file().string();
   std::string ranks = "0,8,16,32", policies = "identity,mean_abs,rms,whiten", threads = "1,2", layer_ranks;
   int layer_rows = 1024;
+  int timing_runs = 5;
 };
 
 int run_eval(const common_options& o, const eval_cli& e, const format_options& f) {
@@ -218,6 +219,7 @@ int run_eval(const common_options& o, const eval_cli& e, const format_options& f
     std::copy(lr.begin(), lr.end(), opt.layer_ranks.emplace().begin());
   }
   opt.layer_rows = e.layer_rows;
+  opt.timing_runs = e.timing_runs;
   opt.model_dir = o.model;
   opt.calib_file = e.calib;
   opt.eval_file = o.sentences;
@@ -266,6 +268,9 @@ int main(int argc, char** argv) {
                        "l1.attn_out l1.ffn1 l1.ffn2 tanh) instead of --ranks");
   eval_cmd->add_option("--layer-rows", ev.layer_rows, "Token rows per layer for the per-layer errors")
       ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  eval_cmd->add_option("--timing-runs", ev.timing_runs, "Runs per thread count; the fastest is reported")
+      ->check(CLI::Range(1, 100))
       ->capture_default_str();
   add_format_options(eval_cmd, eval_fmt);
 

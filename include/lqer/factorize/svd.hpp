@@ -107,8 +107,10 @@ struct exact_svd {
 };
 
 /// Halko–Martinsson–Tropp randomized range finder with power iterations (see
-/// the file comment). Deterministic: the same seed, matrix and thread count give
-/// the same result; the test matrix does not depend on the standard library.
+/// the file comment). Deterministic: the test matrix depends only on the seed
+/// (not on the standard library), so the result depends only on the seed and
+/// the operator's products — which, for factorize()'s operator, do not depend
+/// on the number of threads either.
 struct randomized_svd {
   static constexpr std::string_view kName = "randomized";
 

@@ -183,6 +183,9 @@ struct gemm_runner {
         if (a.bias)
           a.bias = reinterpret_cast<const float*>(reinterpret_cast<const std::uint8_t*>(a.bias) + g0 * base.group_stride);
         a.n_valid = static_cast<int>(std::min<index_t>(16 * nv, n_total - 16 * g0));
+        // GEMV streams each weight once: prefetch 2 KiB ahead (measured +3–4%
+        // of DRAM bandwidth at M = 1 on Zen 4); GEMM reuses them from cache.
+        a.prefetch = row_groups == 1 ? 2048 : 0;
         const tile_fn full = kTable[static_cast<std::size_t>((nv - 1) * MRmax + (MRmax - 1))];
         for (index_t k0 = 0; k0 < nblk; k0 += kc) {
           a.w0 = base.w0 + g0 * base.group_stride + k0 * group_block_bytes(K0, Block);

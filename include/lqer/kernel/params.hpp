@@ -177,6 +177,9 @@ struct tile_args {
   /// per-output order of additions — and the result — is the same.
   bool load_acc = false;
   bool finish = true;
+  /// Software-prefetch distance in bytes along the weight stream, 0 for none
+  /// (GEMV only, where the weights come from DRAM once; paths may ignore it).
+  index_t prefetch = 0;
 };
 
 /// Scale arithmetic of a micro-kernel call (see linear.hpp).

@@ -86,7 +86,7 @@ inline constexpr int kFmaRows = Block <= 16 ? MR / 2 : 0;
 
 template <int MR, int NV, int Block, code_kind K, scale_mode S>
 LQER_AVX512_INLINE void segment(__m512 (&acc)[MR][NV], const act_operand& x, const std::uint8_t* w, index_t nblk,
-                                index_t gstride, int wfrac) {
+                                index_t gstride, int wfrac, index_t prefetch) {
   constexpr index_t kBlockBytes = group_block_bytes(K, Block);
   constexpr index_t kCodeBytes = group_code_bytes(K, Block);
   const __m512i low_nibbles = _mm512_set1_epi8(0x0f);
@@ -94,6 +94,14 @@ LQER_AVX512_INLINE void segment(__m512 (&acc)[MR][NV], const act_operand& x, con
   const __m512 inv_wfrac = _mm512_set1_ps(exp2_exact(-wfrac));
   for (index_t b = 0; b < nblk; ++b) {
     const std::uint8_t* wb = w + b * kBlockBytes;
+    if (prefetch > 0) {  // GEMV: the weights stream from DRAM once; ask for them 2 KiB early
+      LQER_UNROLL(4)
+      for (int v = 0; v < NV; ++v) {
+        LQER_UNROLL(8)
+        for (index_t o = 0; o < kBlockBytes; o += 64)
+          _mm_prefetch(reinterpret_cast<const char*>(wb + v * gstride + prefetch + o), _MM_HINT_T0);
+      }
+    }
     // This block of the MR rows: codes of row m at xblk + m·Block, records at meta[m].
     const auto* xblk = reinterpret_cast<const std::int8_t*>(x.base + b * x.block_stride);
     const auto* meta = reinterpret_cast<const act_block_meta*>(x.base + b * x.block_stride + x.meta_offset);
@@ -211,9 +219,10 @@ LQER_AVX512_TARGET void gemm_qmx8_f32_qmxw_n16c4_avx512vnni(const tile_args& a) 
     for (int v = 0; v < NV; ++v)
       acc[m][v] = a.load_acc ? _mm512_maskz_loadu_ps(mask[v], a.y + m * a.ldy + 16 * v) : _mm512_setzero_ps();
   }
-  segment<MR, NV, Block, K0, S>(acc, a.x0, a.w0, a.nblk0, a.group_stride, a.wfrac0);
+  segment<MR, NV, Block, K0, S>(acc, a.x0, a.w0, a.nblk0, a.group_stride, a.wfrac0, a.prefetch);
   if (a.finish) {
-    if constexpr (Corr) segment<MR, NV, Block, code_kind::byte, S>(acc, a.x1, a.w1, a.nblk1, a.group_stride, a.wfrac1);
+    if constexpr (Corr)
+      segment<MR, NV, Block, code_kind::byte, S>(acc, a.x1, a.w1, a.nblk1, a.group_stride, a.wfrac1, a.prefetch);
     if (a.bias) {
       LQER_UNROLL(4)
       for (int v = 0; v < NV; ++v) {

@@ -69,6 +69,7 @@ struct cpu_features {
 };
 
 #if defined(__x86_64__)
+// NOLINTNEXTLINE(readability-non-const-parameter): r is written by the asm outputs, which clang-tidy does not see.
 inline void cpuid(std::uint32_t leaf, std::uint32_t subleaf, std::uint32_t r[4]) noexcept {
   __asm__ __volatile__("cpuid" : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3]) : "a"(leaf), "c"(subleaf));
 }

@@ -3,6 +3,8 @@
 
 #include "lqer/config.hpp"
 #include "lqer/error.hpp"
+#include "lqer/exec/executor.hpp"
+#include "lqer/exec/thread_pool.hpp"
 #include "lqer/format/e8m0.hpp"
 #include "lqer/format/format.hpp"
 #include "lqer/format/fp16.hpp"
@@ -10,8 +12,6 @@
 #include "lqer/format/intq.hpp"
 #include "lqer/format/mxint.hpp"
 #include "lqer/format/rounding.hpp"
-#include "lqer/exec/executor.hpp"
-#include "lqer/exec/thread_pool.hpp"
 #if defined(_OPENMP)
 #include "lqer/exec/openmp.hpp"  // openmp_executor needs -fopenmp
 #endif

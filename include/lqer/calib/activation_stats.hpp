@@ -31,7 +31,6 @@
 #pragma once
 
 #include <Eigen/Core>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -60,7 +59,8 @@ class activation_stats {
 
   /// An empty accumulator for activations with `in_features` channels.
   /// Throws value_error when in_features < 1.
-  explicit activation_stats(index_t in_features, gram_mode gram = gram_mode::off) : in_(in_features), gram_on_(gram == gram_mode::on) {
+  explicit activation_stats(index_t in_features, gram_mode gram = gram_mode::off)
+      : in_(in_features), gram_on_(gram == gram_mode::on) {
     if (in_features < 1)
       throw value_error("activation_stats: in_features must be at least 1, got " + std::to_string(in_features));
     sum_abs_.assign(static_cast<std::size_t>(in_), 0.0);

@@ -38,7 +38,7 @@ struct range_task_archetype {
 /// Anything with `parallel_for(n_tasks, fn)` honouring the contract in the file comment.
 template <class E>
 concept executor = requires(E& e, index_t n, const detail::range_task_archetype& fn) {
-  { e.parallel_for(n, fn) };
+  {e.parallel_for(n, fn)};
 };
 
 /// Runs everything on the calling thread: fn(0, n_tasks) once.

@@ -182,8 +182,8 @@ class thread_pool_executor {
 
   int threads_ = 1;
   std::vector<std::thread> workers_;
-  std::mutex submit_;  // one parallel_for at a time
-  job job_;            // written under submit_ before publish(); read after a successful claim
+  std::mutex submit_;                    // one parallel_for at a time
+  job job_;                              // written under submit_ before publish(); read after a successful claim
   std::atomic<std::uint64_t> claim_{0};  // (generation << 32) | next unclaimed chunk
   std::atomic<int> chunks_of_gen_{0};
   std::atomic<int> done_{0};

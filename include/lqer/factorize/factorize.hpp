@@ -38,7 +38,6 @@
 #pragma once
 
 #include <Eigen/Core>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -423,9 +422,9 @@ template <scale_policy Policy = policy::mean_abs, svd_solver Solver = randomized
           class Derived>
 factorize_result<WFormat, LrFormat> factorize(const Eigen::MatrixBase<Derived>& w, const activation_stats& stats,
                                               index_t rank, const factorize_options<Policy, Solver>& options = {}) {
-  constexpr bool kDirect = std::is_same_v<typename Derived::Scalar, float> &&
-                           (int(Derived::Flags) & Eigen::RowMajorBit) && (int(Derived::Flags) & Eigen::DirectAccessBit) &&
-                           int(Derived::InnerStrideAtCompileTime) == 1;
+  constexpr bool kDirect =
+      std::is_same_v<typename Derived::Scalar, float> && (int(Derived::Flags) & Eigen::RowMajorBit) &&
+      (int(Derived::Flags) & Eigen::DirectAccessBit) && int(Derived::InnerStrideAtCompileTime) == 1;
   if constexpr (kDirect) {
     const auto& d = w.derived();
     return detail::factorize_impl<Policy, Solver, WFormat, LrFormat>(

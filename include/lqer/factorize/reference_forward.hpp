@@ -119,7 +119,8 @@ void reference_forward(const lqer_layer<WFormat, LrFormat>& layer, matrix_view<c
     std::vector<float> qbias;
     if (layer.has_bias()) {
       qbias.resize(static_cast<std::size_t>(N));
-      fake_quantize<ActFormat>(matrix_view<const float>(layer.bias.data(), 1, N), matrix_view<float>(qbias.data(), 1, N));
+      fake_quantize<ActFormat>(matrix_view<const float>(layer.bias.data(), 1, N),
+                               matrix_view<float>(qbias.data(), 1, N));
     }
     std::vector<float> corr;
     if (k > 0) {

@@ -33,7 +33,6 @@
 #include <Eigen/Cholesky>
 #include <Eigen/Core>
 #include <Eigen/Eigenvalues>
-
 #include <algorithm>
 #include <cmath>
 #include <concepts>
@@ -107,8 +106,7 @@ class whitening {
       Eigen::MatrixXd rl = r;
       rl.diagonal().array() += lambda;
       w.llt_.compute(rl);
-      if (w.llt_.info() != Eigen::Success ||
-          w.llt_.matrixLLT().diagonal().array().square().minCoeff() <= floor)
+      if (w.llt_.info() != Eigen::Success || w.llt_.matrixLLT().diagonal().array().square().minCoeff() <= floor)
         throw value_error(singular_message(lambda));
     } else {
       Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es(r);
@@ -142,9 +140,8 @@ inline void require_stats(const activation_stats& stats, index_t in, const char*
   if (stats.empty())
     throw value_error(std::string(policy) + " needs calibration statistics, and the ones given hold no tokens");
   if (stats.in_features() != in)
-    throw shape_error(std::string(policy) + ": the calibration statistics have " +
-                      std::to_string(stats.in_features()) + " channels but the weight has " + std::to_string(in) +
-                      " inputs");
+    throw shape_error(std::string(policy) + ": the calibration statistics have " + std::to_string(stats.in_features()) +
+                      " channels but the weight has " + std::to_string(in) + " inputs");
 }
 
 /// s = max(s, clamp_min); s /= sqrt(min s · max s); in double, returned as float.

@@ -26,7 +26,6 @@
 #include <Eigen/Core>
 #include <Eigen/QR>
 #include <Eigen/SVD>
-
 #include <algorithm>
 #include <cmath>
 #include <concepts>

@@ -42,9 +42,9 @@ constexpr half_bits float_to_half(float f) noexcept {
   }
   // Subnormal half: value = m * 2^-24 with m in [1, 1023]. Shift the full 24-bit
   // significand so that its units are 2^-24, rounding to nearest even.
-  const std::uint32_t exp = abs >> 23;                     // 102..112
+  const std::uint32_t exp = abs >> 23;  // 102..112
   const std::uint32_t sig = (abs & 0x007fffffu) | 0x00800000u;
-  const std::uint32_t shift = 126u - exp;                   // 14..24
+  const std::uint32_t shift = 126u - exp;  // 14..24
   const std::uint32_t half_ulp = 1u << (shift - 1u);
   const std::uint32_t rest = sig & ((1u << shift) - 1u);
   std::uint32_t m = sig >> shift;

@@ -33,9 +33,7 @@ inline void put_half(std::uint8_t* p, half_bits h) {
   p[0] = static_cast<std::uint8_t>(h.bits & 0xff);
   p[1] = static_cast<std::uint8_t>(h.bits >> 8);
 }
-inline half_bits get_half(const std::uint8_t* p) {
-  return half_bits{static_cast<std::uint16_t>(p[0] | (p[1] << 8))};
-}
+inline half_bits get_half(const std::uint8_t* p) { return half_bits{static_cast<std::uint16_t>(p[0] | (p[1] << 8))}; }
 }  // namespace detail
 
 /// Encodes a row (a multiple of 32 floats) into ggml's block_q4_0 bytes.
@@ -47,8 +45,7 @@ inline std::vector<std::uint8_t> to_ggml_q4_0(std::span<const float> x) {
     const auto s = q4_0::quantize_block(x.data() + b * 32, 32, 1, q);
     std::uint8_t* p = out.data() + b * kGgmlQ4_0BlockBytes;
     detail::put_half(p, s.d);
-    for (int j = 0; j < 16; ++j)
-      p[2 + j] = static_cast<std::uint8_t>((q[j] + 8) | ((q[j + 16] + 8) << 4));
+    for (int j = 0; j < 16; ++j) p[2 + j] = static_cast<std::uint8_t>((q[j] + 8) | ((q[j + 16] + 8) << 4));
   }
   return out;
 }
@@ -56,7 +53,8 @@ inline std::vector<std::uint8_t> to_ggml_q4_0(std::span<const float> x) {
 /// Decodes block_q4_0 bytes into floats ((u − 8) · d, as ggml's dequantize_row_q4_0).
 inline std::vector<float> from_ggml_q4_0(std::span<const std::uint8_t> bytes) {
   if (bytes.size() % kGgmlQ4_0BlockBytes != 0)
-    throw shape_error("from_ggml_q4_0: " + std::to_string(bytes.size()) + " bytes is not a whole number of 18-byte blocks");
+    throw shape_error("from_ggml_q4_0: " + std::to_string(bytes.size()) +
+                      " bytes is not a whole number of 18-byte blocks");
   std::vector<float> out(bytes.size() / kGgmlQ4_0BlockBytes * 32);
   for (std::size_t b = 0; b < bytes.size() / kGgmlQ4_0BlockBytes; ++b) {
     const std::uint8_t* p = bytes.data() + b * kGgmlQ4_0BlockBytes;
@@ -86,7 +84,8 @@ inline std::vector<std::uint8_t> to_ggml_q8_0(std::span<const float> x) {
 /// Decodes block_q8_0 bytes into floats (q · d).
 inline std::vector<float> from_ggml_q8_0(std::span<const std::uint8_t> bytes) {
   if (bytes.size() % kGgmlQ8_0BlockBytes != 0)
-    throw shape_error("from_ggml_q8_0: " + std::to_string(bytes.size()) + " bytes is not a whole number of 34-byte blocks");
+    throw shape_error("from_ggml_q8_0: " + std::to_string(bytes.size()) +
+                      " bytes is not a whole number of 34-byte blocks");
   std::vector<float> out(bytes.size() / kGgmlQ8_0BlockBytes * 32);
   for (std::size_t b = 0; b < bytes.size() / kGgmlQ8_0BlockBytes; ++b) {
     const std::uint8_t* p = bytes.data() + b * kGgmlQ8_0BlockBytes;

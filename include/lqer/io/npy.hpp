@@ -79,11 +79,16 @@ enum class npy_dtype {
 /// The numpy name of the type: "float32", "float16", "float64", "int8", "uint8".
 constexpr const char* to_string(npy_dtype t) noexcept {
   switch (t) {
-    case npy_dtype::float32: return "float32";
-    case npy_dtype::float16: return "float16";
-    case npy_dtype::float64: return "float64";
-    case npy_dtype::int8: return "int8";
-    case npy_dtype::uint8: return "uint8";
+    case npy_dtype::float32:
+      return "float32";
+    case npy_dtype::float16:
+      return "float16";
+    case npy_dtype::float64:
+      return "float64";
+    case npy_dtype::int8:
+      return "int8";
+    case npy_dtype::uint8:
+      return "uint8";
   }
   return "unknown";
 }
@@ -91,11 +96,16 @@ constexpr const char* to_string(npy_dtype t) noexcept {
 /// The 'descr' numpy writes for the type ('|' = byte order irrelevant).
 constexpr const char* npy_descr(npy_dtype t) noexcept {
   switch (t) {
-    case npy_dtype::float32: return "<f4";
-    case npy_dtype::float16: return "<f2";
-    case npy_dtype::float64: return "<f8";
-    case npy_dtype::int8: return "|i1";
-    case npy_dtype::uint8: return "|u1";
+    case npy_dtype::float32:
+      return "<f4";
+    case npy_dtype::float16:
+      return "<f2";
+    case npy_dtype::float64:
+      return "<f8";
+    case npy_dtype::int8:
+      return "|i1";
+    case npy_dtype::uint8:
+      return "|u1";
   }
   return "";
 }
@@ -103,11 +113,15 @@ constexpr const char* npy_descr(npy_dtype t) noexcept {
 /// Bytes per element.
 constexpr std::size_t element_size(npy_dtype t) noexcept {
   switch (t) {
-    case npy_dtype::float32: return 4;
-    case npy_dtype::float16: return 2;
-    case npy_dtype::float64: return 8;
+    case npy_dtype::float32:
+      return 4;
+    case npy_dtype::float16:
+      return 2;
+    case npy_dtype::float64:
+      return 8;
     case npy_dtype::int8:
-    case npy_dtype::uint8: return 1;
+    case npy_dtype::uint8:
+      return 1;
   }
   return 0;
 }
@@ -130,7 +144,9 @@ struct npy_dtype_of<std::uint8_t> : std::integral_constant<npy_dtype, npy_dtype:
 
 /// A C++ type that is stored in a .npy file as one of the npy_dtype values.
 template <class T>
-concept npy_element = requires { npy_dtype_of<T>::value; };
+concept npy_element = requires {
+  npy_dtype_of<T>::value;
+};
 
 // ---------------------------------------------------------------------------
 // Arrays
@@ -197,7 +213,9 @@ inline std::vector<float> to_float32(const npy_array& a) {
   // break the aliasing rules.
   const std::byte* p = a.bytes.data();
   switch (a.dtype) {
-    case npy_dtype::float32: std::memcpy(out.data(), p, 4 * n); break;
+    case npy_dtype::float32:
+      std::memcpy(out.data(), p, 4 * n);
+      break;
     case npy_dtype::float16:
       for (std::size_t i = 0; i < n; ++i) {
         half_bits h;
@@ -440,8 +458,9 @@ class npy_header_parser {
 
   npy_dtype parse_descr() {
     if (peek() == '[')
-      throw unsupported_error(name_ + ": structured dtypes (a list as 'descr') are not supported; "
-                                      "lqer reads arrays of one numeric type");
+      throw unsupported_error(name_ +
+                              ": structured dtypes (a list as 'descr') are not supported; "
+                              "lqer reads arrays of one numeric type");
     return npy_dtype_from_descr(parse_string("a quoted dtype string as 'descr'"), name_);
   }
 
@@ -481,8 +500,7 @@ class npy_header_parser {
     const std::size_t start = pos_;
     const auto is_digit = [](char c) { return c >= '0' && c <= '9'; };
     if (!is_digit(peek())) fail("expected a dimension (a non-negative integer) in the shape");
-    if (peek() == '0' && pos_ + 1 < text_.size() && is_digit(text_[pos_ + 1]))
-      fail("a dimension has a leading zero");
+    if (peek() == '0' && pos_ + 1 < text_.size() && is_digit(text_[pos_ + 1])) fail("a dimension has a leading zero");
     index_t value = 0;
     while (is_digit(peek())) {
       const index_t digit = peek() - '0';
@@ -655,13 +673,11 @@ inline std::vector<float> float32_elements(const npy_array& a, const std::string
 /// shape_error rather than a 1 × n matrix: a vector where a matrix is expected
 /// (a scale file passed as a weight) is a mistake to report, not to reshape.
 /// Non-finite values are returned as they are (see lqer::require_finite).
-inline npy_matrix read_npy_matrix(const std::filesystem::path& path,
-                                  npy_convert convert = npy_convert::require_float32,
+inline npy_matrix read_npy_matrix(const std::filesystem::path& path, npy_convert convert = npy_convert::require_float32,
                                   const npy_limits& limits = {}) {
   const std::string name = path.string();
   const npy_array a = read_npy(path, limits);
-  if (a.rank() != 2)
-    throw shape_error(name + ": expected a 2-D array, found shape " + detail::format_shape(a.shape));
+  if (a.rank() != 2) throw shape_error(name + ": expected a 2-D array, found shape " + detail::format_shape(a.shape));
   return npy_matrix{detail::float32_elements(a, name, convert), a.shape[0], a.shape[1]};
 }
 
@@ -672,8 +688,7 @@ inline std::vector<float> read_npy_vector(const std::filesystem::path& path,
                                           const npy_limits& limits = {}) {
   const std::string name = path.string();
   const npy_array a = read_npy(path, limits);
-  if (a.rank() != 1)
-    throw shape_error(name + ": expected a 1-D array, found shape " + detail::format_shape(a.shape));
+  if (a.rank() != 1) throw shape_error(name + ": expected a 1-D array, found shape " + detail::format_shape(a.shape));
   return detail::float32_elements(a, name, convert);
 }
 
@@ -711,8 +726,8 @@ inline std::size_t checked_write_count(npy_dtype dtype, std::span<const index_t>
 /// 128 bytes (the dict stays under 100 characters either way, and 117 fit), so
 /// it is not repeated here.
 inline std::string npy_header_v1(npy_dtype dtype, std::span<const index_t> shape) {
-  std::string dict = std::string("{'descr': '") + npy_descr(dtype) + "', 'fortran_order': False, 'shape': " +
-                     format_shape(shape) + ", }";
+  std::string dict = std::string("{'descr': '") + npy_descr(dtype) +
+                     "', 'fortran_order': False, 'shape': " + format_shape(shape) + ", }";
   const std::size_t unpadded = kNpyPreambleV1 + dict.size() + 1;  // + '\n'
   dict.append(kNpyDataAlign - unpadded % kNpyDataAlign, ' ');
   dict += '\n';
@@ -796,7 +811,8 @@ inline void write_file_atomically(const std::filesystem::path& target,
       throw io_error(name + ": cannot write: creating the temporary file " + tmp.string() +
                      " failed (is the directory writable?)");
     for (const auto part : parts)
-      if (!part.empty()) out.write(reinterpret_cast<const char*>(part.data()), static_cast<std::streamsize>(part.size()));
+      if (!part.empty())
+        out.write(reinterpret_cast<const char*>(part.data()), static_cast<std::streamsize>(part.size()));
     out.flush();
     if (!out) throw io_error(name + ": cannot write: writing " + tmp.string() + " failed (disk full? size limit?)");
     out.close();
@@ -835,9 +851,9 @@ inline void write_npy(const std::filesystem::path& path, npy_dtype dtype, std::s
   const std::string name = path.string();
   const std::size_t count = detail::checked_write_count(dtype, shape, name);
   if (data.size() != count * element_size(dtype))
-    throw shape_error(name + ": cannot write shape " + detail::format_shape(shape) + " of " + to_string(dtype) + " from " +
-                      std::to_string(data.size()) + " bytes (it needs " + std::to_string(count * element_size(dtype)) +
-                      ")");
+    throw shape_error(name + ": cannot write shape " + detail::format_shape(shape) + " of " + to_string(dtype) +
+                      " from " + std::to_string(data.size()) + " bytes (it needs " +
+                      std::to_string(count * element_size(dtype)) + ")");
   const std::string header = detail::npy_header_v1(dtype, shape);
   detail::write_file_atomically(path, {std::as_bytes(std::span(header)), data});
 }
@@ -860,7 +876,7 @@ void write_npy(const std::filesystem::path& path, const T* data, std::span<const
 /// supported element type with the given shape; shape_error when the range
 /// does not hold prod(shape) elements.
 template <std::ranges::contiguous_range R>
-  requires std::ranges::sized_range<R> && npy_element<std::remove_cv_t<std::ranges::range_value_t<R>>>
+requires std::ranges::sized_range<R> && npy_element<std::remove_cv_t<std::ranges::range_value_t<R>>>
 void write_npy(const std::filesystem::path& path, const R& data, std::span<const index_t> shape) {
   using T = std::remove_cv_t<std::ranges::range_value_t<R>>;
   const std::span<const T> elements(std::ranges::data(data), std::ranges::size(data));

@@ -40,11 +40,16 @@ enum class kernel_path {
 
 inline const char* to_string(kernel_path p) noexcept {
   switch (p) {
-    case kernel_path::generic: return "generic";
-    case kernel_path::avx2: return "avx2";
-    case kernel_path::avx_vnni: return "avx_vnni";
-    case kernel_path::avx512_vnni: return "avx512_vnni";
-    case kernel_path::neon_dotprod: return "neon_dotprod";
+    case kernel_path::generic:
+      return "generic";
+    case kernel_path::avx2:
+      return "avx2";
+    case kernel_path::avx_vnni:
+      return "avx_vnni";
+    case kernel_path::avx512_vnni:
+      return "avx512_vnni";
+    case kernel_path::neon_dotprod:
+      return "neon_dotprod";
   }
   return "?";
 }
@@ -91,8 +96,8 @@ inline cpu_features detect_cpu_features() noexcept {
   const bool fma = (r[2] >> 12) & 1, osxsave = (r[2] >> 27) & 1, avx = (r[2] >> 28) & 1;
   if (!osxsave || !avx || max_leaf < 7) return f;
   const std::uint64_t xcr0 = xgetbv0();
-  const bool ymm_state = (xcr0 & 0x6) == 0x6;            // XMM (bit 1) + YMM (bit 2)
-  const bool zmm_state = (xcr0 & 0xe6) == 0xe6;          // + opmask (5), ZMM_Hi256 (6), Hi16_ZMM (7)
+  const bool ymm_state = (xcr0 & 0x6) == 0x6;    // XMM (bit 1) + YMM (bit 2)
+  const bool zmm_state = (xcr0 & 0xe6) == 0xe6;  // + opmask (5), ZMM_Hi256 (6), Hi16_ZMM (7)
   cpuid(7, 0, r);
   const std::uint32_t max_sub = r[0];
   const bool avx2 = (r[1] >> 5) & 1;
@@ -137,15 +142,21 @@ inline std::vector<kernel_path> built_paths() {
 inline bool is_usable(kernel_path p) noexcept {
   const auto& f = detail::cpu();
   switch (p) {
-    case kernel_path::generic: return true;
+    case kernel_path::generic:
+      return true;
 #if defined(__x86_64__)
-    case kernel_path::avx2: return f.avx2;
-    case kernel_path::avx_vnni: return f.avx_vnni;
-    case kernel_path::avx512_vnni: return f.avx512_vnni;
+    case kernel_path::avx2:
+      return f.avx2;
+    case kernel_path::avx_vnni:
+      return f.avx_vnni;
+    case kernel_path::avx512_vnni:
+      return f.avx512_vnni;
 #elif defined(__aarch64__)
-    case kernel_path::neon_dotprod: return f.neon_dotprod;
+    case kernel_path::neon_dotprod:
+      return f.neon_dotprod;
 #endif
-    default: return false;
+    default:
+      return false;
   }
 }
 
@@ -160,8 +171,8 @@ inline std::vector<kernel_path> usable_paths() {
 /// The first usable path of the fallback chain.
 inline kernel_path best_path() noexcept {
   static const kernel_path best = [] {
-    for (kernel_path p : {kernel_path::avx512_vnni, kernel_path::avx_vnni, kernel_path::avx2,
-                          kernel_path::neon_dotprod})
+    for (kernel_path p :
+         {kernel_path::avx512_vnni, kernel_path::avx_vnni, kernel_path::avx2, kernel_path::neon_dotprod})
       if (is_usable(p)) return p;
     return kernel_path::generic;
   }();

@@ -73,7 +73,7 @@ class aligned_bytes {
   aligned_bytes() = default;
   explicit aligned_bytes(std::size_t n) : size_(n) {
     if (n == 0) return;
-    void* p = ::operator new(round_up(n), std::align_val_t{64});
+    void* p = ::operator new (round_up(n), std::align_val_t{64});
     std::memset(p, 0, round_up(n));
     data_.reset(static_cast<std::uint8_t*>(p));
   }
@@ -94,7 +94,7 @@ class aligned_bytes {
  private:
   static std::size_t round_up(std::size_t n) noexcept { return (n + 63) / 64 * 64; }
   struct deleter {
-    void operator()(std::uint8_t* p) const noexcept { ::operator delete(p, std::align_val_t{64}); }
+    void operator()(std::uint8_t* p) const noexcept { ::operator delete (p, std::align_val_t{64}); }
   };
   std::unique_ptr<std::uint8_t, deleter> data_;
   std::size_t size_ = 0;
@@ -256,8 +256,8 @@ packed_layer<W, Lr, ActFormat, Layout> pack_as(const lqer_layer<W, Lr>& layer) {
       p.a_group_stride_ = detail::round_up_64(nbw * detail::group_block_bytes(detail::code_kind::byte, B));
       p.a_ = detail::aligned_bytes(static_cast<std::size_t>(p.a_groups() * p.a_group_stride_));
       for (index_t g = 0; g < p.a_groups(); ++g)
-        detail::pack_group_blocks<detail::code_kind::byte>(layer.a, 16 * g, nbw,
-                                                           p.a_.data() + g * p.a_group_stride_, p.a_range_);
+        detail::pack_group_blocks<detail::code_kind::byte>(layer.a, 16 * g, nbw, p.a_.data() + g * p.a_group_stride_,
+                                                           p.a_range_);
     }
   }
   return p;

@@ -29,6 +29,20 @@
 // may pass through anything — only the final value matters, and its low 23
 // bits 2^22 + dot stay in [0, 2^23) because |dot| ≤ 256·127·127 < 2^22 for
 // Block ≤ 256 (larger blocks always take the exact mode).
+//
+// Nothing integer grows with K. Every int32 above lives for one block and is
+// converted to float before the next block starts; the prologue's Σqx is per
+// block too (|Σqx| ≤ 127·Block, and −off·Σqx ≥ −128·127·1024 > −2^24). Across
+// blocks the sum is a float, as in the reference (which forms each block's dot
+// in int64 and adds float(dot)·s in the same order). K, M, N and every offset
+// into the packed streams and panels are index_t (std::ptrdiff_t, 64-bit), so
+// the only limit on K is memory; K = 2^20 with every code at its extreme
+// (|qx| = 127, |qw| = 7 and 127) is tested bit-exact against the reference in
+// tests/kernel/test_numeric_extremes.cpp. What K does change is the float
+// sum: like any float dot product its error is ≤ γ_(K/Block−1)·Σ|terms|
+// (Higham §4.2), and terms near FLT_MAX overflow to ±Inf (NaN where +Inf and
+// −Inf meet) exactly as the reference's do — linear() checks x and Q(x)·A for
+// NaN/Inf (value_error), not y.
 #pragma once
 
 #include <bit>
@@ -111,10 +125,10 @@ struct act_operand {
 /// and records at fixed offsets from one pointer (no per-row pointers to keep
 /// in registers, one hardware-prefetch stream instead of 2·MR).
 struct act_panel_layout {
-  index_t rows = 0;     ///< M
+  index_t rows = 0;        ///< M
   index_t group_rows = 1;  ///< G
-  index_t block = 0;    ///< Block
-  index_t nblk = 0;     ///< blocks per row
+  index_t block = 0;       ///< Block
+  index_t nblk = 0;        ///< blocks per row
   index_t consumers = 1;
 
   index_t row_block_bytes() const noexcept { return block + index_t{sizeof(act_block_meta)} * consumers; }
@@ -198,7 +212,8 @@ inline constexpr int kMagicMaxBlock = 256;
 /// block length, a multiple of 8 (4-byte lanes, nibble pairs of lanes).
 template <class WFormat, class LrFormat, class ActFormat>
 inline constexpr bool kernel_supports_formats =
-    detail::is_mxint<WFormat>::value && detail::is_mxint<LrFormat>::value && detail::is_mxint<ActFormat>::value &&
-    WFormat::kBlock == ActFormat::kBlock && LrFormat::kBlock == ActFormat::kBlock && ActFormat::kBlock % 8 == 0;
+    // Parenthesised: clang-format 14 reads `::value &&` as an rvalue-reference declarator.
+    (detail::is_mxint<WFormat>::value) && (detail::is_mxint<LrFormat>::value) && (detail::is_mxint<ActFormat>::value) &&
+    (WFormat::kBlock == ActFormat::kBlock) && (LrFormat::kBlock == ActFormat::kBlock) && (ActFormat::kBlock % 8 == 0);
 
 }  // namespace lqer

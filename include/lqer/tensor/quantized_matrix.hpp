@@ -39,7 +39,6 @@ enum class block_axis {
   rows,  ///< blocks down each column: reduction over rows (LQER's A [in, k])
 };
 
-
 template <quantization_format Format>
 class quantized_matrix {
  public:
@@ -129,8 +128,7 @@ class quantized_matrix {
   double bits_per_element() const noexcept { return 8.0 * double(storage_bytes()) / double(rows_ * cols_); }
 
  private:
-  quantized_matrix(index_t rows, index_t cols, block_axis axis)
-      : rows_(rows), cols_(cols), axis_(axis) {
+  quantized_matrix(index_t rows, index_t cols, block_axis axis) : rows_(rows), cols_(cols), axis_(axis) {
     lanes_ = axis == block_axis::cols ? rows : cols;
     depth_ = axis == block_axis::cols ? cols : rows;
     block_len_ = Format::kBlock == kPerRow ? depth_ + (depth_ & 1) : Format::kBlock;  // even, for nibble pairs
@@ -174,7 +172,8 @@ class quantized_matrix {
     if constexpr (kNibblePacked) {
       std::uint8_t& byte = lane_bytes[i >> 1];
       const std::uint8_t nib = static_cast<std::uint8_t>(q) & 0x0f;
-      byte = (i & 1) ? static_cast<std::uint8_t>((byte & 0x0f) | (nib << 4)) : static_cast<std::uint8_t>((byte & 0xf0) | nib);
+      byte = (i & 1) ? static_cast<std::uint8_t>((byte & 0x0f) | (nib << 4))
+                     : static_cast<std::uint8_t>((byte & 0xf0) | nib);
     } else {
       lane_bytes[i] = static_cast<std::uint8_t>(q);
     }

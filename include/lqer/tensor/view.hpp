@@ -53,9 +53,11 @@ matrix_view<T> make_matrix_view(T* data, std::size_t size, index_t rows, index_t
   // (rows − 1)·stride + cols, compared without overflowing index_t.
   const auto need_rows = static_cast<unsigned long long>(rows - 1);
   const auto stride = static_cast<unsigned long long>(row_stride);
-  if (need_rows != 0 && stride > (static_cast<unsigned long long>(size) - static_cast<unsigned long long>(cols)) / need_rows)
+  if (need_rows != 0 &&
+      stride > (static_cast<unsigned long long>(size) - static_cast<unsigned long long>(cols)) / need_rows)
     throw shape_error("matrix view: a buffer of " + std::to_string(size) + " elements cannot hold " +
-                      std::to_string(rows) + "x" + std::to_string(cols) + " with row stride " + std::to_string(row_stride));
+                      std::to_string(rows) + "x" + std::to_string(cols) + " with row stride " +
+                      std::to_string(row_stride));
   if (static_cast<unsigned long long>(cols) > size)
     throw shape_error("matrix view: a buffer of " + std::to_string(size) + " elements cannot hold a row of " +
                       std::to_string(cols));

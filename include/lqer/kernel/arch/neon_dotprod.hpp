@@ -62,8 +62,8 @@ LQER_NEON_INLINE int32x4_t dot_lane(int32x4_t d, int8x16_t w, int8x16_t x) {
 }
 
 template <int MR, int NV, int Block, code_kind K, scale_mode S>
-LQER_NEON_INLINE void segment(float32x4_t (&acc)[MR][4 * NV], const act_operand& x, const std::uint8_t* w,
-                              index_t nblk, index_t gstride, int wfrac) {
+LQER_NEON_INLINE void segment(float32x4_t (&acc)[MR][4 * NV], const act_operand& x, const std::uint8_t* w, index_t nblk,
+                              index_t gstride, int wfrac) {
   constexpr int Q = 4 * NV;  // quads: quad q is outputs 4(q%4) … of group q/4
   constexpr index_t kBlockBytes = group_block_bytes(K, Block);
   constexpr index_t kCodeBytes = group_code_bytes(K, Block);
@@ -136,10 +136,18 @@ LQER_NEON_INLINE void segment(float32x4_t (&acc)[MR][4 * NV], const act_operand&
             LQER_UNROLL(8)
             for (int m = 0; m < MR; ++m) {
               switch (l) {
-                case 0: d[m][q] = dot_lane<0>(d[m][q], sq, xv[m]); break;
-                case 1: d[m][q] = dot_lane<1>(d[m][q], sq, xv[m]); break;
-                case 2: d[m][q] = dot_lane<2>(d[m][q], sq, xv[m]); break;
-                default: d[m][q] = dot_lane<3>(d[m][q], sq, xv[m]); break;
+                case 0:
+                  d[m][q] = dot_lane<0>(d[m][q], sq, xv[m]);
+                  break;
+                case 1:
+                  d[m][q] = dot_lane<1>(d[m][q], sq, xv[m]);
+                  break;
+                case 2:
+                  d[m][q] = dot_lane<2>(d[m][q], sq, xv[m]);
+                  break;
+                default:
+                  d[m][q] = dot_lane<3>(d[m][q], sq, xv[m]);
+                  break;
               }
             }
           }

@@ -99,7 +99,8 @@ LQER_YMM_INLINE void segment(__m256 (&acc)[MR][2 * NV], const act_operand& x, co
     __m256i sbits[H], wbits[H];
     LQER_UNROLL(8)
     for (int h = 0; h < H; ++h) {
-      const __m128i e = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(wb + (h / 2) * gstride + kCodeBytes + (h % 2) * 8));
+      const __m128i e =
+          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(wb + (h / 2) * gstride + kCodeBytes + (h % 2) * 8));
       sbits[h] = _mm256_slli_epi32(_mm256_cvtepu8_epi32(e), 23);
       wbits[h] = _mm256_sub_epi32(sbits[h], _mm256_set1_epi32(127 << 23));
     }
@@ -258,8 +259,8 @@ LQER_YMM_INLINE __m256i encode8(__m256 v, int shift) {
   } else {
     const __m256 t = _mm256_round_ps(y, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
     const __m256 away = _mm256_cmp_ps(abs_ps(_mm256_sub_ps(y, t)), _mm256_set1_ps(0.5f), _CMP_GE_OQ);
-    const __m256 one = _mm256_or_ps(_mm256_and_ps(y, _mm256_castsi256_ps(_mm256_set1_epi32(INT32_MIN))),
-                                    _mm256_set1_ps(1.0f));
+    const __m256 one =
+        _mm256_or_ps(_mm256_and_ps(y, _mm256_castsi256_ps(_mm256_set1_epi32(INT32_MIN))), _mm256_set1_ps(1.0f));
     r = _mm256_add_ps(t, _mm256_and_ps(away, one));
   }
   r = _mm256_min_ps(_mm256_max_ps(r, _mm256_set1_ps(-qmax)), _mm256_set1_ps(qmax));
@@ -290,7 +291,10 @@ LQER_YMM_ATTR void ymm_quantize_rows(const float* x, index_t ldx, index_t cols, 
       LQER_UNROLL(64)
       for (int c = 0; c < kChunks; ++c) {
         const index_t left = n - 8 * c;
-        const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(left < 0 ? 0 : left > 8 ? 8 : left)), lane);
+        const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(left < 0   ? 0
+                                                                                : left > 8 ? 8
+                                                                                           : left)),
+                                             lane);
         v[c] = _mm256_maskload_ps(xr + start + 8 * c, m);  // masked lanes: not read, zero
         const __m256 av = abs_ps(v[c]);
         // NaN and Inf fail |v| < Inf; masked-off lanes hold 0 and pass.

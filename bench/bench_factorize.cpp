@@ -1,8 +1,9 @@
 // Benchmarks of lqer::factorize: the time split of one rank-k factorization
 // and how close the randomized solver's residual is to the exact one.
 //
-// BM_Factorize/out/in/rank/threads — policy mean_abs (L²QER), randomized_svd
-// with its defaults, MXINT4 W and MXINT8 A/B (block 16, LQER rule). The layer
+// BM_Factorize/out/in/rank/threads/q — policy mean_abs (L²QER), randomized_svd
+// with q power iterations (3 is the default) and p = 10, MXINT4 W and MXINT8 A/B
+// (block 16, LQER rule). The layer
 // is synthetic but shaped like an LLM's: Student-t (ν = 4) weights, activations
 // with a few channels 30× larger than the rest (they set the mean_abs scale).
 // Counters (seconds per factorization):
@@ -86,6 +87,7 @@ synthetic_layer& layer_for(index_t out, index_t in) {
 void BM_Factorize(benchmark::State& state) {
   const index_t out = state.range(0), in = state.range(1), rank = state.range(2);
   const int threads = static_cast<int>(state.range(3));
+  const int power_iterations = static_cast<int>(state.range(4));
 #if defined(_OPENMP)
   omp_set_num_threads(threads);
 #else
@@ -99,6 +101,7 @@ void BM_Factorize(benchmark::State& state) {
   if (l.exact_residual < 0) l.exact_residual = exact_scaled_residual(l.w, scale, rank);
 
   lqer::factorize_options<lqer::policy::mean_abs, lqer::randomized_svd> opt;
+  opt.solver.power_iterations = power_iterations;
   lqer::factorize_timings sum;
   double residual = 0;
   for (auto _ : state) {
@@ -123,7 +126,7 @@ void BM_Factorize(benchmark::State& state) {
   state.counters["lowrank_quantize_s"] = sum.lowrank_quantize / n;
   state.counters["report_s"] = sum.report / n;
   state.counters["total_s"] = sum.total / n;
-  const lqer::randomized_svd solver;
+  const lqer::randomized_svd& solver = opt.solver;
   const double l_cols = static_cast<double>(std::min(rank + solver.oversampling, std::min(in, out)));
   const double flops = (2.0 * solver.power_iterations + 2.0) * 2.0 * double(in) * double(out) * l_cols;
   state.counters["svd_GFLOPS"] = flops / (sum.svd / n) * 1e-9;
@@ -133,14 +136,31 @@ void BM_Factorize(benchmark::State& state) {
 }
 
 BENCHMARK(BM_Factorize)
-    ->ArgNames({"out", "in", "rank", "threads"})
-    ->Args({1024, 2816, 32, 2})
-    ->Args({4096, 11008, 32, 1})
-    ->Args({4096, 11008, 32, 2})
-    ->Args({11008, 4096, 32, 2})
+    ->ArgNames({"out", "in", "rank", "threads", "q"})
+    ->Args({1024, 2816, 32, 2, 3})
+    ->Args({4096, 11008, 32, 1, 3})
+    ->Args({4096, 11008, 32, 2, 3})
+    ->Args({4096, 11008, 32, 2, 2})
+    ->Args({11008, 4096, 32, 2, 3})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime()
     ->Iterations(3);
+
+/// The weight quantization inside factorize(): quantized_matrix::quantize is
+/// serial (one lane after another); the rest of the step, Eq = W − deq(Wq), is
+/// parallel. This separates the two. GB/s counts the float32 weight read.
+void BM_QuantizeWeight(benchmark::State& state) {
+  const index_t out = state.range(0), in = state.range(1);
+  synthetic_layer& l = layer_for(out, in);
+  for (auto _ : state) {
+    auto q = lqer::quantized_matrix<lqer::default_weight_format>::quantize(lqer::view_of(l.w));
+    benchmark::DoNotOptimize(q.lane_codes(0).data());
+  }
+  state.counters["GB/s"] = benchmark::Counter(double(out) * double(in) * 4.0 * double(state.iterations()) * 1e-9,
+                                              benchmark::Counter::kIsRate);
+}
+
+BENCHMARK(BM_QuantizeWeight)->ArgNames({"out", "in"})->Args({4096, 11008})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 

@@ -4,10 +4,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <lqer/kernel/dispatch.hpp>
 #include <numeric>
 #include <ostream>
-
-#include <lqer/kernel/dispatch.hpp>
 
 #include "metrics.hpp"
 #include "text.hpp"
@@ -89,7 +88,8 @@ void run_quality_table(const eval_options& opt, std::ostream& out) {
   thread_pool pool(work_threads);
 
   const encoder fp32(weights, make_fp32_linears(weights));
-  const bool need_gram = std::find(opt.policies.begin(), opt.policies.end(), scale_policy_kind::whiten) != opt.policies.end();
+  const bool need_gram =
+      std::find(opt.policies.begin(), opt.policies.end(), scale_policy_kind::whiten) != opt.policies.end();
   auto t0 = clock_type::now();
   const calibration calib = calibrate(fp32, calib_ids, pool, need_gram ? lqer::gram_mode::on : lqer::gram_mode::off);
   const double calib_s = std::chrono::duration<double>(clock_type::now() - t0).count();

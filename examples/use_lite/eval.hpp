@@ -26,7 +26,7 @@
 namespace use_lite {
 
 struct eval_options {
-  quant_config base;                                 ///< formats and mode; rank and policy are swept
+  quant_config base;  ///< formats and mode; rank and policy are swept
   std::vector<int> ranks{0, 8, 16, 32};
   std::vector<scale_policy_kind> policies{scale_policy_kind::identity, scale_policy_kind::mean_abs,
                                           scale_policy_kind::rms, scale_policy_kind::whiten};

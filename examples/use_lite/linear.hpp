@@ -8,17 +8,15 @@
 // linear_op::forward, so swapping fp32 for W4A8 is swapping the 10 objects.
 #pragma once
 
+#include <Eigen/Core>
 #include <array>
 #include <cstddef>
-#include <memory>
-#include <string>
-#include <vector>
-
-#include <Eigen/Core>
-
 #include <lqer/config.hpp>
 #include <lqer/error.hpp>
 #include <lqer/tensor/view.hpp>
+#include <memory>
+#include <string>
+#include <vector>
 
 #include "thread_pool.hpp"
 
@@ -42,8 +40,8 @@ enum class linear_id : int {
 inline constexpr int kNumLinears = 10;
 
 inline const char* linear_name(int id) noexcept {
-  static constexpr const char* kNames[kNumLinears] = {"l0.qkv",  "l0.attn_out", "l0.dense",    "l0.ffn1", "l0.ffn2",
-                                                      "l1.qkv",  "l1.attn_out", "l1.ffn1",     "l1.ffn2", "tanh"};
+  static constexpr const char* kNames[kNumLinears] = {"l0.qkv", "l0.attn_out", "l0.dense", "l0.ffn1", "l0.ffn2",
+                                                      "l1.qkv", "l1.attn_out", "l1.ffn1",  "l1.ffn2", "tanh"};
   return id >= 0 && id < kNumLinears ? kNames[id] : "?";
 }
 
@@ -119,12 +117,15 @@ class fp32_linear final : public linear_op {
     using stride = Eigen::OuterStride<>;
     const Eigen::Map<const rm> W(w_.w.data(), w_.in, w_.out);
     const Eigen::Map<const Eigen::RowVectorXf> b(w_.b.data(), w_.out);
-    detail::for_row_chunks(x.rows, pool, [&](index_t r0, index_t rows) {
-      const Eigen::Map<const rm, 0, stride> X(x.row(r0), rows, x.cols, stride(x.row_stride));
-      Eigen::Map<rm, 0, stride> Y(y.row(r0), rows, y.cols, stride(y.row_stride));
-      Y.noalias() = X * W;
-      Y.rowwise() += b;
-    }, kFp32RowsPerTask);
+    detail::for_row_chunks(
+        x.rows, pool,
+        [&](index_t r0, index_t rows) {
+          const Eigen::Map<const rm, 0, stride> X(x.row(r0), rows, x.cols, stride(x.row_stride));
+          Eigen::Map<rm, 0, stride> Y(y.row(r0), rows, y.cols, stride(y.row_stride));
+          Y.noalias() = X * W;
+          Y.rowwise() += b;
+        },
+        kFp32RowsPerTask);
   }
 
  private:

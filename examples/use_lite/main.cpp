@@ -8,18 +8,15 @@
 // Exit codes: 0 success; 2 a usage error or an lqer::error (one sentence on
 // stderr); 1 anything unexpected.
 #include <CLI/CLI.hpp>
-
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <exception>
 #include <iostream>
+#include <lqer/io/npy.hpp>
 #include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <lqer/io/npy.hpp>
 
 #include "eval.hpp"
 #include "model.hpp"
@@ -83,7 +80,8 @@ void add_format_options(CLI::App* cmd, format_options& f) {
       ->capture_default_str();
 }
 
-void add_common(CLI::App* cmd, common_options& o, std::optional<std::string> default_sentences) {
+void add_common(CLI::App* cmd, common_options& o, std::optional<std::string> default_sentences,
+                bool threads_option = true) {
   cmd->add_option("--model", o.model, "Model directory (model.json, shards, vocab.json)")->capture_default_str();
   auto* s = cmd->add_option("--sentences", o.sentences, "Text file, one sentence per line, taken verbatim");
   if (default_sentences) {
@@ -92,7 +90,10 @@ void add_common(CLI::App* cmd, common_options& o, std::optional<std::string> def
   } else {
     s->required();
   }
-  cmd->add_option("--threads", o.threads, "Threads of the engine's pool")->check(CLI::Range(1, 256))->capture_default_str();
+  if (!threads_option) return;  // eval times the thread counts of --threads-list instead
+  cmd->add_option("--threads", o.threads, "Threads of the engine's pool")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
 }
 
 std::vector<std::vector<std::int32_t>> tokenize_all(const tokenizer& tok, const std::vector<std::string>& lines) {
@@ -230,12 +231,14 @@ int run_eval(const common_options& o, const eval_cli& e, const format_options& f
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"use_lite — Universal Sentence Encoder lite, with every linear layer through lqer (W4A8 + low-rank "
-               "error correction)",
-               "use_lite"};
+  CLI::App app{
+      "use_lite — Universal Sentence Encoder lite, with every linear layer through lqer (W4A8 + low-rank "
+      "error correction)",
+      "use_lite"};
   app.require_subcommand(1, 1);
-  app.footer("The model and the KJV text come from scripts/fetch_use_lite.sh (cache: $LQER_CACHE/use_lite, "
-             "default ~/.cache/lqer/use_lite).");
+  app.footer(
+      "The model and the KJV text come from scripts/fetch_use_lite.sh (cache: $LQER_CACHE/use_lite, "
+      "default ~/.cache/lqer/use_lite).");
 
   common_options tok_opts, emb_opts, eval_opts;
   embed_options emb;
@@ -248,17 +251,19 @@ int main(int argc, char** argv) {
   auto* emb_cmd = app.add_subcommand("embed", "Embed sentences into a float32 [n, 512] .npy (fp32 or quantized)");
   add_common(emb_cmd, emb_opts, std::nullopt);
   emb_cmd->add_option("--out", emb.out, "Output .npy")->required();
-  emb_cmd->add_option("--quant", emb.quant,
-                      "Quantize every linear layer: plain (rank 0), lqer (identity scale), l2qer (mean_abs), rms, "
-                      "whiten")
+  emb_cmd
+      ->add_option("--quant", emb.quant,
+                   "Quantize every linear layer: plain (rank 0), lqer (identity scale), l2qer (mean_abs), rms, "
+                   "whiten")
       ->check(CLI::IsMember({"plain", "lqer", "l2qer", "rms", "whiten"}));
-  emb_cmd->add_option("--rank", emb.rank, "Rank of the correction (not for plain)")->check(CLI::Range(0, 512))
+  emb_cmd->add_option("--rank", emb.rank, "Rank of the correction (not for plain)")
+      ->check(CLI::Range(0, 512))
       ->capture_default_str();
   emb_cmd->add_option("--calib", emb.calib, "Calibration sentences, one per line (l2qer, rms, whiten)");
   add_format_options(emb_cmd, emb_fmt);
 
   auto* eval_cmd = app.add_subcommand("eval", "The quality/speed table: ranks x scale policies against fp32");
-  add_common(eval_cmd, eval_opts, default_eval_file().string());
+  add_common(eval_cmd, eval_opts, default_eval_file().string(), /*threads_option=*/false);
   eval_cmd->add_option("--calib", ev.calib, "Calibration sentences, one per line")->capture_default_str();
   eval_cmd->add_option("--ranks", ev.ranks, "Ranks to tabulate")->capture_default_str();
   eval_cmd->add_option("--policies", ev.policies, "Scale policies to tabulate")->capture_default_str();

@@ -11,11 +11,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <lqer/error.hpp>
 #include <numeric>
 #include <span>
 #include <vector>
-
-#include <lqer/error.hpp>
 
 namespace use_lite {
 
@@ -84,7 +83,8 @@ inline std::vector<double> pairwise_similarities(std::span<const float> e, std::
 /// Spearman correlation of the pairwise-similarity matrices of `a` and `b`
 /// ([n, dim] each, n ≥ 3 for a meaningful value).
 inline double similarity_spearman(std::span<const float> a, std::span<const float> b, std::size_t dim) {
-  if (a.size() != b.size() || a.size() < 3 * dim) throw lqer::shape_error("similarity_spearman: need ≥ 3 rows of equal shape");
+  if (a.size() != b.size() || a.size() < 3 * dim)
+    throw lqer::shape_error("similarity_spearman: need ≥ 3 rows of equal shape");
   const auto sa = pairwise_similarities(a, dim), sb = pairwise_similarities(b, dim);
   const auto ra = average_ranks(sa), rb = average_ranks(sb);
   return pearson(ra, rb);

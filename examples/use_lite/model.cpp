@@ -1,12 +1,11 @@
 // use_lite — the model's weights and the forward pass (see model.hpp).
 #include "model.hpp"
 
+#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 #include <numeric>
 #include <string>
-
-#include <Eigen/Core>
 
 namespace use_lite {
 
@@ -115,15 +114,16 @@ linear_set make_fp32_linears(std::shared_ptr<const model_weights> w) {
 // ---------------------------------------------------------------------------
 // Encoder
 
-encoder::encoder(std::shared_ptr<const model_weights> w, linear_set linears) : w_(std::move(w)), linears_(std::move(linears)) {
+encoder::encoder(std::shared_ptr<const model_weights> w, linear_set linears)
+    : w_(std::move(w)), linears_(std::move(linears)) {
   for (int i = 0; i < kNumLinears; ++i) {
     if (!linears_[i]) throw lqer::value_error(std::string("encoder: no implementation for ") + linear_name(i));
     const dense_weights& d = w_->linears[i];
     if (linears_[i]->in_features() != d.in || linears_[i]->out_features() != d.out)
       throw lqer::shape_error(std::string("encoder: ") + linear_name(i) + " is " +
                               std::to_string(linears_[i]->in_features()) + " -> " +
-                              std::to_string(linears_[i]->out_features()) + ", the model needs " + std::to_string(d.in) +
-                              " -> " + std::to_string(d.out));
+                              std::to_string(linears_[i]->out_features()) + ", the model needs " +
+                              std::to_string(d.in) + " -> " + std::to_string(d.out));
   }
 }
 
@@ -136,7 +136,8 @@ std::size_t encoder::linear_bytes() const noexcept {
 std::vector<float> encoder::embed(std::span<const std::vector<std::int32_t>> ids, thread_pool& pool,
                                   const linear_observer* observer) const {
   std::vector<float> out(ids.size() * static_cast<std::size_t>(kOutDim));
-  if (!ids.empty()) embed(ids, lqer::matrix_view<float>(out.data(), static_cast<index_t>(ids.size()), kOutDim), pool, observer);
+  if (!ids.empty())
+    embed(ids, lqer::matrix_view<float>(out.data(), static_cast<index_t>(ids.size()), kOutDim), pool, observer);
   return out;
 }
 
@@ -153,9 +154,10 @@ void encoder::embed(std::span<const std::vector<std::int32_t>> ids, lqer::matrix
                                 ", outside the embedding table's [0, " + std::to_string(model_weights::kVocab) + ")");
   for (std::size_t s0 = 0; s0 < ids.size(); s0 += kBatch) {
     const std::size_t n = std::min(kBatch, ids.size() - s0);
-    embed_batch(ids.subspan(s0, n),
-                lqer::matrix_view<float>(out.row(static_cast<index_t>(s0)), static_cast<index_t>(n), kOutDim, out.row_stride),
-                pool, observer);
+    embed_batch(
+        ids.subspan(s0, n),
+        lqer::matrix_view<float>(out.row(static_cast<index_t>(s0)), static_cast<index_t>(n), kOutDim, out.row_stride),
+        pool, observer);
   }
 }
 
@@ -187,7 +189,8 @@ void encoder::embed_batch(std::span<const std::vector<std::int32_t>> ids, lqer::
     for (std::size_t s = 0; s < ids.size(); ++s)
       for (index_t t = 0; t < begin[s + 1] - begin[s]; ++t) {
         float* row = x.row(begin[s] + t);
-        const float* e = W.embeddings.data() + static_cast<std::size_t>(ids[s][static_cast<std::size_t>(t)]) * model_weights::kEmbedDim;
+        const float* e = W.embeddings.data() +
+                         static_cast<std::size_t>(ids[s][static_cast<std::size_t>(t)]) * model_weights::kEmbedDim;
         for (index_t k = 0; k < model_weights::kTimingDim; ++k) {
           const float angle = static_cast<float>(t) * W.timing_inv[static_cast<std::size_t>(k)];
           row[k] = 2.0f * e[k] + static_cast<float>(std::sin(static_cast<double>(angle)));
@@ -199,8 +202,9 @@ void encoder::embed_batch(std::span<const std::vector<std::int32_t>> ids, lqer::
     for (int l = 0; l < 2; ++l) {
       const model_weights::layer& L = W.layers[static_cast<std::size_t>(l)];
       const index_t d = L.d, dh = L.head_dim;
-      const auto ids_l = l == 0 ? std::array{linear_id::l0_qkv, linear_id::l0_attn_out, linear_id::l0_ffn1, linear_id::l0_ffn2}
-                                : std::array{linear_id::l1_qkv, linear_id::l1_attn_out, linear_id::l1_ffn1, linear_id::l1_ffn2};
+      const auto ids_l =
+          l == 0 ? std::array{linear_id::l0_qkv, linear_id::l0_attn_out, linear_id::l0_ffn1, linear_id::l0_ffn2}
+                 : std::array{linear_id::l1_qkv, linear_id::l1_attn_out, linear_id::l1_ffn1, linear_id::l1_ffn2};
       auto h = view(hb, T, d);
       layer_norm(x, L.ln1_g, L.ln1_b, h, pool);
       auto qkv = view(qkvb, T, 3 * d);
@@ -211,24 +215,24 @@ void encoder::embed_batch(std::span<const std::vector<std::int32_t>> ids, lqer::
       auto o = view(ob, T, d);
       const index_t items = n_sent * model_weights::kHeads;
       pool.parallel_for(items, [&](index_t i0, index_t i1) {
-       for (index_t item = i0; item < i1; ++item) {
-        const std::size_t s = static_cast<std::size_t>(item / model_weights::kHeads);
-        const index_t head = item % model_weights::kHeads;
-        const index_t r0 = begin[s], len = begin[s + 1] - begin[s];
-        if (len == 0) continue;
-        using stride = Eigen::OuterStride<>;
-        using cmap = Eigen::Map<const rm_matrix, 0, stride>;
-        const cmap q(qkv.row(r0) + head * dh, len, dh, stride(qkv.row_stride));
-        const cmap k(qkv.row(r0) + d + head * dh, len, dh, stride(qkv.row_stride));
-        const cmap v(qkv.row(r0) + 2 * d + head * dh, len, dh, stride(qkv.row_stride));
-        rm_matrix a = (q * L.q_scale) * k.transpose();  // [len, len]
-        for (index_t i = 0; i < len; ++i) {
-          auto row = a.row(i);
-          row = (row.array() - row.maxCoeff()).exp().matrix();
-          row /= row.sum();
+        for (index_t item = i0; item < i1; ++item) {
+          const std::size_t s = static_cast<std::size_t>(item / model_weights::kHeads);
+          const index_t head = item % model_weights::kHeads;
+          const index_t r0 = begin[s], len = begin[s + 1] - begin[s];
+          if (len == 0) continue;
+          using stride = Eigen::OuterStride<>;
+          using cmap = Eigen::Map<const rm_matrix, 0, stride>;
+          const cmap q(qkv.row(r0) + head * dh, len, dh, stride(qkv.row_stride));
+          const cmap k(qkv.row(r0) + d + head * dh, len, dh, stride(qkv.row_stride));
+          const cmap v(qkv.row(r0) + 2 * d + head * dh, len, dh, stride(qkv.row_stride));
+          rm_matrix a = (q * L.q_scale) * k.transpose();  // [len, len]
+          for (index_t i = 0; i < len; ++i) {
+            auto row = a.row(i);
+            row = (row.array() - row.maxCoeff()).exp().matrix();
+            row /= row.sum();
+          }
+          Eigen::Map<rm_matrix, 0, stride>(o.row(r0) + head * dh, len, dh, stride(o.row_stride)).noalias() = a * v;
         }
-        Eigen::Map<rm_matrix, 0, stride>(o.row(r0) + head * dh, len, dh, stride(o.row_stride)).noalias() = a * v;
-       }
       });
 
       // x = res + (o·Wo + bo), res = x·Wd + bd on layer 0 (256 → 512), x on layer 1.

@@ -27,11 +27,10 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <lqer/tensor/view.hpp>
 #include <memory>
 #include <span>
 #include <vector>
-
-#include <lqer/tensor/view.hpp>
 
 #include "linear.hpp"
 #include "tfjs_weights.hpp"
@@ -41,17 +40,17 @@ namespace use_lite {
 
 /// Every weight the forward pass reads, in TF.js's layout.
 struct model_weights {
-  static constexpr index_t kVocab = 8002;       ///< embedding rows (vocab.json lists 8000)
-  static constexpr index_t kEmbedDim = 256;     ///< layer 0's width
-  static constexpr index_t kHiddenDim = 512;    ///< layer 1's width and the output's
+  static constexpr index_t kVocab = 8002;     ///< embedding rows (vocab.json lists 8000)
+  static constexpr index_t kEmbedDim = 256;   ///< layer 0's width
+  static constexpr index_t kHiddenDim = 512;  ///< layer 1's width and the output's
   static constexpr index_t kFfnDim = 1536;
   static constexpr index_t kHeads = 4;
-  static constexpr index_t kTimingDim = 128;    ///< sin and cos halves of the timing signal
+  static constexpr index_t kTimingDim = 128;  ///< sin and cos halves of the timing signal
 
   struct layer {
-    index_t d = 0;         ///< width of the attention (256, then 512)
-    index_t head_dim = 0;  ///< d / kHeads
-    float q_scale = 0;     ///< the graph's MultiheadAttention/mul/y: 1/√head_dim
+    index_t d = 0;                    ///< width of the attention (256, then 512)
+    index_t head_dim = 0;             ///< d / kHeads
+    float q_scale = 0;                ///< the graph's MultiheadAttention/mul/y: 1/√head_dim
     std::vector<float> ln1_g, ln1_b;  ///< [d]
     std::vector<float> ln2_g, ln2_b;  ///< [512]
   };
@@ -60,7 +59,7 @@ struct model_weights {
   std::vector<float> timing_inv;  ///< [kTimingDim]
   std::array<layer, 2> layers;
   std::array<dense_weights, kNumLinears> linears;  ///< indexed by linear_id
-  float l2_epsilon = 1e-12f;      ///< l2_normalize's floor on Σx²
+  float l2_epsilon = 1e-12f;                       ///< l2_normalize's floor on Σx²
 
   /// Reads every weight by name from a loaded TF.js model (parse_error naming
   /// model.json for a missing weight or a wrong shape).

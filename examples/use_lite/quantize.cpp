@@ -17,29 +17,36 @@ void quantize_layers(const model_weights& w, const calibration& calib, const qua
 template <class F>
 decltype(auto) with_block(const quant_config& c, F&& f) {
   switch (c.block) {
-    case 16: return f(std::integral_constant<int, 16>{});
-    case 32: return f(std::integral_constant<int, 32>{});
-    case 64: return f(std::integral_constant<int, 64>{});
+    case 16:
+      return f(std::integral_constant<int, 16>{});
+    case 32:
+      return f(std::integral_constant<int, 32>{});
+    case 64:
+      return f(std::integral_constant<int, 64>{});
     default:
-      throw lqer::value_error("unsupported block length " + std::to_string(c.block) + " (" +
-                              quant_config::supported() + ")");
+      throw lqer::value_error("unsupported block length " + std::to_string(c.block) + " (" + quant_config::supported() +
+                              ")");
   }
 }
 }  // namespace detail
 
 const char* to_string(scale_policy_kind p) noexcept {
   switch (p) {
-    case scale_policy_kind::identity: return "identity";
-    case scale_policy_kind::mean_abs: return "mean_abs";
-    case scale_policy_kind::rms: return "rms";
-    case scale_policy_kind::whiten: return "whiten";
+    case scale_policy_kind::identity:
+      return "identity";
+    case scale_policy_kind::mean_abs:
+      return "mean_abs";
+    case scale_policy_kind::rms:
+      return "rms";
+    case scale_policy_kind::whiten:
+      return "whiten";
   }
   return "?";
 }
 
 scale_policy_kind parse_scale_policy(std::string_view name) {
-  for (const auto p : {scale_policy_kind::identity, scale_policy_kind::mean_abs, scale_policy_kind::rms,
-                       scale_policy_kind::whiten})
+  for (const auto p :
+       {scale_policy_kind::identity, scale_policy_kind::mean_abs, scale_policy_kind::rms, scale_policy_kind::whiten})
     if (name == to_string(p)) return p;
   throw lqer::value_error("unknown scale policy '" + std::string(name) + "' (identity, mean_abs, rms or whiten)");
 }
@@ -79,7 +86,8 @@ calibration calibrate(const encoder& fp32, std::span<const std::vector<std::int3
   return c;
 }
 
-quantized_model quantize_model(std::shared_ptr<const model_weights> w, const calibration& calib, const quant_config& cfg) {
+quantized_model quantize_model(std::shared_ptr<const model_weights> w, const calibration& calib,
+                               const quant_config& cfg) {
   quantized_model qm;
   detail::with_block(cfg, [&](auto b) { detail::quantize_layers<decltype(b)::value>(*w, calib, cfg, qm); });
   return qm;

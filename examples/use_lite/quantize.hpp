@@ -22,14 +22,13 @@
 
 #include <array>
 #include <cstdint>
+#include <lqer/calib/activation_stats.hpp>
+#include <lqer/factorize/factorize.hpp>
+#include <lqer/factorize/reference_forward.hpp>  // correction_mode
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <lqer/calib/activation_stats.hpp>
-#include <lqer/factorize/factorize.hpp>
-#include <lqer/factorize/reference_forward.hpp>  // correction_mode
 
 #include "linear.hpp"
 #include "model.hpp"
@@ -49,7 +48,7 @@ struct quant_config {
   std::string lowrank_format = "mxint8";  ///< A and B: mxint8 | mxint4 (the rule follows the weights')
   int block = 16;                         ///< 16 | 32 | 64
   scale_policy_kind policy = scale_policy_kind::identity;
-  std::array<int, kNumLinears> ranks{};   ///< per layer (all equal unless explored)
+  std::array<int, kNumLinears> ranks{};  ///< per layer (all equal unless explored)
   lqer::correction_mode mode = lqer::correction_mode::fused;
   /// Run lqer's scalar reference forward instead of the fused kernel (always
   /// for mode == paper, which only the reference implements).
@@ -87,6 +86,7 @@ struct quantized_model {
 
 /// Factorizes every linear layer of `w` under `cfg` (value_error for an
 /// unsupported combination, naming what is supported).
-quantized_model quantize_model(std::shared_ptr<const model_weights> w, const calibration& calib, const quant_config& cfg);
+quantized_model quantize_model(std::shared_ptr<const model_weights> w, const calibration& calib,
+                               const quant_config& cfg);
 
 }  // namespace use_lite

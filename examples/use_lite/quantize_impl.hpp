@@ -7,7 +7,6 @@
 #pragma once
 
 #include <Eigen/Core>
-
 #include <lqer/factorize/factorize.hpp>
 #include <lqer/factorize/reference_forward.hpp>
 #include <lqer/format/mxint.hpp>
@@ -105,9 +104,12 @@ void with_formats(const quant_config& c, V&& visit) {
 template <class V>
 void with_policy(const quant_config& c, V&& visit) {
   switch (c.policy) {
-    case scale_policy_kind::identity: return visit(lqer::policy::identity{});
-    case scale_policy_kind::mean_abs: return visit(lqer::policy::mean_abs{});
-    case scale_policy_kind::rms: return visit(lqer::policy::rms{});
+    case scale_policy_kind::identity:
+      return visit(lqer::policy::identity{});
+    case scale_policy_kind::mean_abs:
+      return visit(lqer::policy::mean_abs{});
+    case scale_policy_kind::rms:
+      return visit(lqer::policy::rms{});
     case scale_policy_kind::whiten: {
       lqer::policy::whiten p;
       p.damping = c.whiten_damping;
@@ -152,8 +154,7 @@ void quantize_layers(const model_weights& w, const calibration& calib, const qua
                            (res.layer.rank() ? res.layer.a.storage_bytes() + res.layer.b.storage_bytes() : 0);
         qm.weights += static_cast<std::size_t>(d.in * d.out);
         qm.reports[i] = std::move(res.report);
-        qm.linears[i] = std::make_unique<lqer_linear<WF, AF, LF>>(std::move(res.layer), cfg.mode,
-                                                                  cfg.reference_forward,
+        qm.linears[i] = std::make_unique<lqer_linear<WF, AF, LF>>(std::move(res.layer), cfg.mode, cfg.reference_forward,
                                                                   desc + " [" + linear_name(i) + "]");
       }
     });

@@ -5,10 +5,9 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <lqer/error.hpp>
 #include <string>
 #include <vector>
-
-#include <lqer/error.hpp>
 
 namespace use_lite {
 

@@ -40,16 +40,14 @@
 #include <fstream>
 #include <initializer_list>
 #include <limits>
+#include <lqer/error.hpp>
+#include <nlohmann/json.hpp>
 #include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
-
-#include <lqer/error.hpp>
 
 namespace use_lite {
 
@@ -64,11 +62,11 @@ inline const char* to_string(tfjs_dtype t) noexcept { return t == tfjs_dtype::fl
 /// Bounds on what a manifest may declare. The defaults are far above USE-lite
 /// (61 weights, 27.9 MB) and far below what would hurt the machine.
 struct tfjs_limits {
-  std::uint64_t max_json_bytes = 64ull << 20;     ///< model.json's size
-  std::uint64_t max_total_bytes = 4ull << 30;     ///< all weights together
-  std::size_t max_rank = 8;                       ///< dimensions per tensor
-  std::size_t max_entries = 1u << 16;             ///< weights in the manifest
-  std::size_t max_shards = 1u << 12;              ///< shard files in the manifest
+  std::uint64_t max_json_bytes = 64ull << 20;  ///< model.json's size
+  std::uint64_t max_total_bytes = 4ull << 30;  ///< all weights together
+  std::size_t max_rank = 8;                    ///< dimensions per tensor
+  std::size_t max_entries = 1u << 16;          ///< weights in the manifest
+  std::size_t max_shards = 1u << 12;           ///< shard files in the manifest
 };
 
 /// One weight: where it lies in the blob.
@@ -199,7 +197,8 @@ inline tfjs_manifest parse_tfjs_manifest(std::string_view json_text, const std::
         e.dtype = tfjs_dtype::int32;
       } else if (dt == "float16" || dt == "bool" || dt == "string" || dt == "complex64" || dt == "uint8" ||
                  dt == "int16" || dt == "uint16") {
-        throw lqer::unsupported_error(what + ": dtype \"" + dt + "\" is valid TF.js but not read here (float32, int32)");
+        throw lqer::unsupported_error(what + ": dtype \"" + dt +
+                                      "\" is valid TF.js but not read here (float32, int32)");
       } else {
         throw lqer::parse_error(what + ": unknown dtype \"" + detail::printable(dt) + "\"");
       }
@@ -321,11 +320,6 @@ class tfjs_weights {
     return out;
   }
 
-  /// The raw little-endian bytes of an entry (float32 or int32 words).
-  std::span<const std::byte> bytes(const tfjs_entry& e) const noexcept {
-    return {blob_.data() + e.offset, static_cast<std::size_t>(e.bytes)};
-  }
-
  private:
   const tfjs_entry& checked(std::string_view name, tfjs_dtype dtype, std::span<const std::int64_t> shape) const {
     const tfjs_entry& e = entry(name);
@@ -356,7 +350,8 @@ class tfjs_weights {
     std::vector<std::byte> data(static_cast<std::size_t>(n));
     in.read(reinterpret_cast<char*>(data.data()), static_cast<std::streamsize>(n));
     if (static_cast<std::uint64_t>(in.gcount()) != n)
-      throw lqer::io_error(p.string() + ": read " + std::to_string(in.gcount()) + " of " + std::to_string(n) + " bytes");
+      throw lqer::io_error(p.string() + ": read " + std::to_string(in.gcount()) + " of " + std::to_string(n) +
+                           " bytes");
     return data;
   }
 

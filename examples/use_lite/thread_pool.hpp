@@ -20,15 +20,14 @@
 #include <condition_variable>
 #include <cstddef>
 #include <exception>
+#include <lqer/config.hpp>
+#include <lqer/exec/executor.hpp>
 #include <memory>
 #include <mutex>
 #include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
-
-#include <lqer/config.hpp>
-#include <lqer/exec/executor.hpp>
 
 namespace use_lite {
 
@@ -131,8 +130,8 @@ class thread_pool {
   std::mutex submit_;
   std::mutex mutex_;
   std::condition_variable wake_, done_;
-  job job_;                        // written under mutex_ before generation_ changes
-  lqer::index_t count_ = 0;        // likewise
+  job job_;                  // written under mutex_ before generation_ changes
+  lqer::index_t count_ = 0;  // likewise
   std::atomic<lqer::index_t> next_{0};
   std::exception_ptr error_;
   int busy_ = 0;

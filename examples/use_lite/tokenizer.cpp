@@ -1,15 +1,13 @@
 // use_lite — the tokenizer (see tokenizer.hpp for the rules followed here).
 #include "tokenizer.hpp"
 
-#include <fstream>
-#include <iterator>
-#include <limits>
-
-#include <nlohmann/json.hpp>
 #include <unicode/normalizer2.h>
 #include <unicode/unistr.h>
 
+#include <fstream>
+#include <limits>
 #include <lqer/error.hpp>
+#include <nlohmann/json.hpp>
 
 namespace use_lite {
 
@@ -39,9 +37,11 @@ std::u32string tokenizer::nfkc(std::string_view utf8) {
     throw lqer::value_error("tokenizer: a sentence of " + std::to_string(utf8.size()) + " bytes is too long");
   UErrorCode status = U_ZERO_ERROR;
   const icu::Normalizer2* norm = icu::Normalizer2::getNFKCInstance(status);
-  if (U_FAILURE(status)) throw lqer::unsupported_error(std::string("tokenizer: ICU has no NFKC data: ") + u_errorName(status));
+  if (U_FAILURE(status))
+    throw lqer::unsupported_error(std::string("tokenizer: ICU has no NFKC data: ") + u_errorName(status));
   const icu::UnicodeString normalized = norm->normalize(from_utf8(utf8), status);
-  if (U_FAILURE(status)) throw lqer::value_error(std::string("tokenizer: NFKC normalization failed: ") + u_errorName(status));
+  if (U_FAILURE(status))
+    throw lqer::value_error(std::string("tokenizer: NFKC normalization failed: ") + u_errorName(status));
   return to_utf32(normalized);
 }
 

@@ -69,9 +69,9 @@ class tokenizer {
     return (static_cast<std::uint64_t>(node) << 21) | static_cast<std::uint64_t>(c);
   }
 
-  std::vector<trie_node> nodes_;                       // nodes_[0] is the root
+  std::vector<trie_node> nodes_;  // nodes_[0] is the root
   std::unordered_map<std::uint64_t, std::int32_t> edges_;
-  std::vector<std::int32_t> piece_utf16_len_;          // per id, for the backtrack
+  std::vector<std::int32_t> piece_utf16_len_;  // per id, for the backtrack
 };
 
 }  // namespace use_lite

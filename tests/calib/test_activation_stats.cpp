@@ -51,7 +51,7 @@ TEST_CASE("hand example: every statistic") {
   CHECK((r - want).cwiseAbs().maxCoeff() == 0.0);
 }
 
-TEST_CASE("streaming equals one-shot; merged equals single") {
+TEST_CASE("streaming equals one-shot, and merged equals single") {
   const index_t tokens = 300, in = 40;
   const matrix_rm x = test::llm_like_activations(tokens, in, 2, 7);
   const index_t cuts[] = {0, 13, 50, 51, 120, 200, 257, 300};  // 7 batches of uneven sizes

@@ -12,13 +12,12 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <lqer/io/npy.hpp>
 #include <memory>
 #include <numeric>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <lqer/io/npy.hpp>
 
 #include "metrics.hpp"
 #include "model.hpp"
@@ -39,7 +38,7 @@ fs::path model_dir_or_skip() {
   const fs::path dir = default_model_dir();
   if (fs::exists(dir / "model.json") && fs::exists(dir / "vocab.json")) return dir;
   MESSAGE("skipped: no USE-lite model in " << dir.string()
-                                          << " (run scripts/fetch_use_lite.sh, or set LQER_USE_LITE_MODEL)");
+                                           << " (run scripts/fetch_use_lite.sh, or set LQER_USE_LITE_MODEL)");
   return {};
 }
 
@@ -52,12 +51,14 @@ struct fixture {
   std::vector<float> tfjs;                     ///< [n, 512]
 
   static const fixture* get() {
-    static const std::unique_ptr<fixture> f = [] () -> std::unique_ptr<fixture> {
+    static const std::unique_ptr<fixture> f = []() -> std::unique_ptr<fixture> {
       const fs::path dir = default_model_dir();
       if (!fs::exists(dir / "model.json")) return nullptr;
       auto x = std::make_unique<fixture>(fixture{tokenizer::load(dir / "vocab.json"),
                                                  std::make_shared<const model_weights>(model_weights::load(dir)),
-                                                 read_lines(kFixture / "use_lite_sentences.txt"), {}, {}});
+                                                 read_lines(kFixture / "use_lite_sentences.txt"),
+                                                 {},
+                                                 {}});
       for (const auto& line : read_lines(kFixture / "use_lite_tokens.txt")) {
         std::vector<std::int32_t> v;
         std::istringstream in(line);

@@ -11,11 +11,10 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <lqer/error.hpp>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <lqer/error.hpp>
 
 #include "tfjs_weights.hpp"
 #include "tokenizer.hpp"
@@ -125,11 +124,13 @@ TEST_CASE("tfjs_weights: malformed and hostile manifests are parse errors") {
         std::string::npos);
   CHECK(bad(R"({"weightsManifest": [{"paths": ["a"], "weights": [{"name": "x", "shape": [-1], "dtype": "float32"}]}]})")
             .find("non-negative") != std::string::npos);
-  CHECK(bad(R"({"weightsManifest": [{"paths": ["a"], "weights": [{"name": "x", "shape": [2.5], "dtype": "float32"}]}]})")
-            .find("non-negative") != std::string::npos);
+  CHECK(
+      bad(R"({"weightsManifest": [{"paths": ["a"], "weights": [{"name": "x", "shape": [2.5], "dtype": "float32"}]}]})")
+          .find("non-negative") != std::string::npos);
   // 2^40 · 2^40 elements: refused from the numbers alone (no overflow, no allocation).
-  CHECK(bad(R"({"weightsManifest": [{"paths": ["a"], "weights": [{"name": "x", "shape": [1099511627776, 1099511627776], "dtype": "float32"}]}]})")
-            .find("holds more than") != std::string::npos);
+  CHECK(
+      bad(R"({"weightsManifest": [{"paths": ["a"], "weights": [{"name": "x", "shape": [1099511627776, 1099511627776], "dtype": "float32"}]}]})")
+          .find("holds more than") != std::string::npos);
   CHECK(bad(R"({"weightsManifest": [{"paths": ["a"], "weights": [{"name": "x", "shape": [1], "dtype": "qint9"}]}]})")
             .find("unknown dtype") != std::string::npos);
   CHECK(bad(R"({"weightsManifest": [{"paths": [], "weights": [{"name": "x", "shape": [1], "dtype": "float32"}]}]})")
@@ -138,15 +139,17 @@ TEST_CASE("tfjs_weights: malformed and hostile manifests are parse errors") {
             .find("\"name\"") != std::string::npos);
 
   // Valid TF.js this reader does not handle: unsupported_error, not a misread.
-  CHECK_THROWS_AS((void)use_lite::parse_tfjs_manifest(
-                      R"({"weightsManifest": [{"paths": ["a"], "weights": [{"name": "x", "shape": [1], "dtype": "float16"}]}]})",
-                      "m.json"),
-                  lqer::unsupported_error);
-  CHECK_THROWS_AS((void)use_lite::parse_tfjs_manifest(
-                      R"({"weightsManifest": [{"paths": ["a"], "weights": [{"name": "x", "shape": [1], "dtype": "float32",
+  CHECK_THROWS_AS(
+      (void)use_lite::parse_tfjs_manifest(
+          R"({"weightsManifest": [{"paths": ["a"], "weights": [{"name": "x", "shape": [1], "dtype": "float16"}]}]})",
+          "m.json"),
+      lqer::unsupported_error);
+  CHECK_THROWS_AS(
+      (void)use_lite::parse_tfjs_manifest(
+          R"({"weightsManifest": [{"paths": ["a"], "weights": [{"name": "x", "shape": [1], "dtype": "float32",
                           "quantization": {"dtype": "uint8", "scale": 1, "min": 0}}]}]})",
-                      "m.json"),
-                  lqer::unsupported_error);
+          "m.json"),
+      lqer::unsupported_error);
 
   // Duplicate names are caught when the weights are bound to their blob.
   auto m = use_lite::parse_tfjs_manifest(
@@ -158,7 +161,8 @@ TEST_CASE("tfjs_weights: malformed and hostile manifests are parse errors") {
 
 TEST_CASE("tfjs_weights refuses non-finite weights") {
   temp_dir d;
-  d.write("model.json", R"({"weightsManifest": [{"paths": ["s"], "weights": [{"name": "w", "shape": [2], "dtype": "float32"}]}]})");
+  d.write("model.json",
+          R"({"weightsManifest": [{"paths": ["s"], "weights": [{"name": "w", "shape": [2], "dtype": "float32"}]}]})");
   d.write("s", le_bytes({1.0f, std::numeric_limits<float>::quiet_NaN()}));
   const auto w = tfjs_weights::load(d.path);
   CHECK(message_of<lqer::parse_error>([&] { (void)w.floats("w", {2}); }).find("element 1") != std::string::npos);
@@ -205,17 +209,25 @@ TEST_CASE("tokenizer: the Viterbi rules, worked by hand") {
   CHECK(t.encode(" a") == ids({6, 7}));
 }
 
+TEST_CASE("tokenizer: NFKC through ICU") {
+  CHECK(tokenizer::nfkc("\xEF\xAC\x81") == U"fi");         // U+FB01 ligature
+  CHECK(tokenizer::nfkc("cafe\xCC\x81") == U"caf\u00e9");  // e + combining acute composes
+  CHECK(tokenizer::nfkc("a\xC2\xA0" "b") == U"a b");          // no-break space becomes U+0020 (then '▁')
+  CHECK(tokenizer::nfkc("\xE2\x85\xA8") == U"IX");         // roman numeral nine
+  CHECK(tokenizer::nfkc("ab\xFF") == U"ab\ufffd");         // invalid UTF-8: one U+FFFD
+}
+
 TEST_CASE("tokenizer: malformed vocabularies are parse errors naming the file") {
   CHECK_THROWS_WITH_AS((void)tokenizer::from_json("{", "v.json"), doctest::Contains("v.json"), lqer::parse_error);
   CHECK_THROWS_AS((void)tokenizer::from_json(R"({"a": 1})", "v.json"), lqer::parse_error);
-  CHECK_THROWS_AS((void)tokenizer::from_json(R"([["a", 0], ["b", 0], ["c", 0], ["d", 0], ["e", 0], ["f", 0], ["g"]])",
-                                             "v.json"),
-                  lqer::parse_error);
-  CHECK_THROWS_AS((void)tokenizer::from_json(R"([["a", 0], ["b", 0], ["c", 0], ["d", 0], ["e", 0], ["f", 0], ["", 0]])",
-                                             "v.json"),
-                  lqer::parse_error);
-  CHECK_THROWS_AS((void)tokenizer::from_json(R"([["a", 0], ["b", 0], ["c", 0], ["d", 0], ["e", 0], ["f", 0], ["g", "x"]])",
-                                             "v.json"),
+  CHECK_THROWS_AS(
+      (void)tokenizer::from_json(R"([["a", 0], ["b", 0], ["c", 0], ["d", 0], ["e", 0], ["f", 0], ["g"]])", "v.json"),
+      lqer::parse_error);
+  CHECK_THROWS_AS(
+      (void)tokenizer::from_json(R"([["a", 0], ["b", 0], ["c", 0], ["d", 0], ["e", 0], ["f", 0], ["", 0]])", "v.json"),
+      lqer::parse_error);
+  CHECK_THROWS_AS((void)tokenizer::from_json(
+                      R"([["a", 0], ["b", 0], ["c", 0], ["d", 0], ["e", 0], ["f", 0], ["g", "x"]])", "v.json"),
                   lqer::parse_error);
   CHECK_THROWS_AS((void)tokenizer::load("/nonexistent/vocab.json"), lqer::io_error);
 }

@@ -147,7 +147,7 @@ TEST_CASE("factorize + forward reproduce the library and the LQER reference") {
   }
 }
 
-TEST_CASE("rank 0 and identity: no factors, no calibration needed; a rerun replaces stale factors") {
+TEST_CASE("rank 0 and identity: no factors, no calibration needed, and a rerun replaces stale factors") {
   const fs::path d = scratch("rank0");
   const fs::path layer = d / "layer";
   REQUIRE(run(d, "factorize -q --weight ", data("layer_small_W"), " --calib ", data("layer_small_Xcal"),

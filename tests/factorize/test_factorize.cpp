@@ -299,7 +299,7 @@ TEST_CASE("LLM-like layer: output error orders plain W4A8 > LQER > L²QER") {
   CHECK(lqer.report.activation_residual_quantized > l2qer.report.activation_residual_quantized);
 }
 
-TEST_CASE("rank 0 is plain quantization; the bias passes through") {
+TEST_CASE("rank 0 is plain quantization, and the bias passes through") {
   const matrix_rm w = test::heavy_tailed_weight(40, 64, 13);
   const matrix_rm x = test::llm_like_activations(10, 64, 1, 14);
   factorize_options<policy::identity, exact_svd> opt;

@@ -21,8 +21,8 @@
 #include <string_view>
 #include <vector>
 
-#include "lqer/error.hpp"
 #include "../../examples/use_lite/tfjs_weights.hpp"
+#include "lqer/error.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 4) return 0;

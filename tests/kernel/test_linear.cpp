@@ -74,11 +74,11 @@ TEST_CASE("linear == reference: M large enough for several row chunks (M-blockin
   using Lr = mxint<8, 16, mx_rule::lqer>;
   thread_pool_executor pool(2);
   // K = 4096: a row of the panel is 256 blocks · (16 + 2·8) bytes = 8 KiB, so
-  // the 256 KiB chunks hold ~32 rows and M = 75 takes three chunks, the last
-  // one partial in its last row group.
-  const auto layer = random_layer<W, Lr>(40, 4096, 32, true, 800);
-  const auto x = random_matrix(75, 4096, 1.0f, 801, true);
-  check_all_paths<mxint<8, 16, mx_rule::lqer>>(layer, x, 75, "M=75 K=4096", pool);
+  // the 2 MiB row chunks of the GEMM loop nest hold 256 rows and M = 300 takes
+  // two chunks, the last one partial in its last row group.
+  const auto layer = random_layer<W, Lr>(24, 4096, 32, true, 800);
+  const auto x = random_matrix(300, 4096, 1.0f, 801, true);
+  check_all_paths<mxint<8, 16, mx_rule::lqer>>(layer, x, 300, "M=300 K=4096", pool);
 }
 
 TEST_CASE("linear == reference: W8A8 (8-bit weights), both ranks") {

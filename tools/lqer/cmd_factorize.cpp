@@ -14,16 +14,6 @@
 // not produce, so that a stale factor can never be paired with a new Wq).
 // Any error before that leaves DIR untouched.
 
-// GCC 12 warns falsely (-Wrestrict, GCC bug 105651) from std::string's
-// `"literal" + std::string&&` inlined into CLI11 (CLI::Formatter::make_option_usage,
-// and the default-value printer of the vector<string> option --calib) when
-// this file is optimized. The warning lands after inlining, in a system
-// header, so only a file-wide pragma placed before every #include reaches it.
-// Fixed in GCC 13.
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
-#pragma GCC diagnostic ignored "-Wrestrict"
-#endif
-
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
@@ -383,7 +373,7 @@ command add_factorize_command(CLI::App& parent) {
   sub->add_option("--w-rule", o->w_rule, "Weight MX rule: lqer (the LQER reference) or ocp (OCP MX v1.0)")
       ->check(CLI::IsMember({"ocp", "lqer"}))
       ->default_str("lqer");
-  sub->add_option("--lr-format", o->lr.format, "Format of A and B: mxint4 or mxint8")->default_str("mxint8");
+  sub->add_option("--lr-format", o->lr.format, "Format of A and B: mxint8 (LQER keeps the factors in 8 bits)")->default_str("mxint8");
   sub->add_option("--lr-block", o->lr.block, "Block length of A (along `in`) and B (along k); must equal --w-block")
       ->default_str("16");
   sub->add_option("--lr-rule", o->lr_rule, "MX rule of A and B: lqer or ocp")

@@ -14,7 +14,7 @@
 // deliberately small, closed set — the MX integer formats the paper and the
 // fused kernels use — rather than format_select.hpp's full list:
 //   W        mxint2, mxint3, mxint4, mxint8
-//   A / B    mxint4, mxint8
+//   A / B    mxint8
 //   x        mxint4, mxint8        (lqer forward)
 // each with --*-rule ocp|lqer, and one block length shared by all of them,
 // 16 or 32: products are computed block by block, so the weight's, the

@@ -15,6 +15,12 @@ LQER_PACKAGES=(
   doctest-dev libbenchmark-dev libcli11-dev libfmt-dev nlohmann-json3-dev
   # the oneDNN peer the benchmarks compare against
   libdnnl-dev
+  # the USE-lite example: ICU's NFKC for its tokenizer, KJV text for calibration
+  libicu-dev bible-kjv bible-kjv-text
+  # hardening stages: API docs, lint, the AArch64 cross build run under QEMU
+  doxygen clang-tidy clang-format g++-aarch64-linux-gnu qemu-user
+  # OpenMP for clang (GCC brings its own libgomp)
+  libomp-14-dev
   # helper scripts
   python3
 )

@@ -4,7 +4,7 @@
 # ctest. Exits non-zero if any stage fails (all stages run, then a summary).
 #
 #   bash scripts/test.sh              every stage
-#   bash scripts/test.sh gcc          only the named stages (gcc, clang, ...)
+#   bash scripts/test.sh gcc tsan     only the named stages
 #
 # Adding a stage (sanitizers, fuzzers, a cross build): write a `stage_<name>`
 # function below and append <name> to STAGES.
@@ -13,7 +13,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Two cores are all the machine has; LQER_JOBS overrides.
 JOBS=${LQER_JOBS:-2}
-STAGES=(gcc clang)
+STAGES=(gcc asan tsan aarch64)
 
 log() { printf '\n==> %s\n' "$*"; }
 
@@ -30,15 +30,44 @@ configure_build_test() {
   ctest --test-dir "$dir" --output-on-failure -j "$JOBS"
 }
 
-# GCC 12, the compiler Debian bookworm ships: -Wall -Wextra -Werror.
+# GCC 12, the compiler Debian bookworm ships: -Wall -Wextra -Werror, Release,
+# everything (tests, tools, examples, benchmarks).
 stage_gcc() { configure_build_test build/gcc -DCMAKE_CXX_COMPILER=g++; }
 
-# Clang 14: the same warnings through a second front end.
-# Benchmarks and examples are built (and warning-checked) by the gcc stage only:
-# two cores cannot afford every heavy translation unit twice in one CI run.
-stage_clang() {
-  configure_build_test build/clang -DCMAKE_CXX_COMPILER=clang++ -DLQER_BUILD_BENCH=OFF -DLQER_BUILD_EXAMPLES=OFF
+# Clang 14 with AddressSanitizer + UndefinedBehaviorSanitizer (any finding is
+# fatal: -fno-sanitize-recover=all): the whole test suite, the CLI and the
+# USE-lite example included. It is also the clang warning check (-Werror).
+# Benchmarks are built (and warning-checked) by the gcc stage only: two cores
+# cannot afford every heavy translation unit twice in one CI run.
+stage_asan() {
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    configure_build_test build/asan -DCMAKE_CXX_COMPILER=clang++ -DLQER_SANITIZE=address,undefined \
+    -DLQER_BUILD_BENCH=OFF
 }
+
+# ThreadSanitizer over what runs threads: the executors and the kernels (which
+# run their tiles on a thread pool). OpenMP is left out: its runtime is not
+# instrumented, so TSan would report its internal synchronisation.
+stage_tsan() {
+  local dir=build/tsan
+  local targets=(test_executor test_linear test_prologue test_pack test_dispatch)
+  log "configure $dir"
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLQER_WERROR=ON -DCMAKE_CXX_COMPILER=clang++ \
+    -DLQER_SANITIZE=thread -DLQER_BUILD_BENCH=OFF -DLQER_BUILD_EXAMPLES=OFF -DLQER_BUILD_TOOLS=OFF \
+    >"$dir.configure.log" 2>&1 || { cat "$dir.configure.log"; return 1; }
+  log "build $dir"
+  cmake --build "$dir" -j "$JOBS" --target "${targets[@]}"
+  log "test $dir"
+  local pattern
+  pattern=$(IFS='|'; echo "^(${targets[*]}):")
+  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+    ctest --test-dir "$dir" --output-on-failure -j "$JOBS" -R "$pattern"
+}
+
+# The AArch64 build of the kernels (neon_dotprod and generic paths), cross
+# compiled and run under qemu-aarch64 with and without the dot-product extension.
+stage_aarch64() { bash scripts/test_aarch64.sh build/aarch64; }
 
 main() {
   if (($# > 0)); then STAGES=("$@"); fi

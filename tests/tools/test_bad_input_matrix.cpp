@@ -1,0 +1,533 @@
+// The bad-input matrix of the `lqer` program (issue 7): every input file of
+// every subcommand × every way a file can be bad, and every subcommand × every
+// way its output path can be bad. Each cell runs the program as a process on a
+// fresh copy of a directory of good inputs with one thing broken, and expects
+//
+//   exit status 2, nothing on stdout, exactly one line on stderr naming the
+//   file and the problem, and the directory byte-for-byte as it was before the
+//   run: no output created or modified, no input touched, no temporary left.
+//
+// The last check is one snapshot comparison of the whole directory tree (every
+// path and its bytes), so "no stray temp file" and "output untouched" cannot
+// be forgotten for a single cell. The outputs exist before the run with known
+// bytes ("old content"), so a run that rewrote them would be caught.
+//
+// Inputs the program converts on purpose (lqer quantize IN, factorize --weight,
+// --calib and --bias, forward --x: float16/float64/int8/uint8 → float32, see
+// their --help) get a float64 file as a cell that must SUCCEED; the layer
+// directory's files are written by `lqer factorize` as float32 and must be
+// float32, so there a float64 file is a cell that must fail. int32 is not a
+// dtype lqer reads anywhere.
+//
+// Root cannot be stopped by a read-only directory: when mode 0500 turns out
+// not to stop this user, the read-only cell says so in a MESSAGE and writes
+// into /proc instead, where no user can create a file or a directory.
+//
+// POSIX only (std::system + WEXITSTATUS, shell redirection), like test_cli.cpp.
+#include <doctest/doctest.h>
+
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <limits>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "lqer/config.hpp"
+
+#ifndef LQER_CLI_PATH
+#error "LQER_CLI_PATH must name the built lqer program"
+#endif
+
+namespace fs = std::filesystem;
+using lqer::index_t;
+
+namespace {
+
+// ---------------------------------------------------------------------------
+// Files
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void write_bytes(const fs::path& p, const std::string& bytes) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  REQUIRE(out.good());
+}
+
+/// A .npy v1.0 file as numpy writes it (by hand, not with lqer::io, so that the
+/// program is tested against the format rather than against its own writer).
+std::string npy_bytes(const std::string& descr, const std::string& shape, const std::string& data) {
+  std::string dict = "{'descr': '";
+  dict += descr;
+  dict += "', 'fortran_order': False, 'shape': ";
+  dict += shape;
+  dict += ", }";
+  while ((10 + dict.size() + 1) % 64 != 0) dict += ' ';
+  dict += '\n';
+  std::string out = "\x93NUMPY";
+  out += '\x01';
+  out += '\x00';
+  out += static_cast<char>(dict.size() & 0xff);
+  out += static_cast<char>(dict.size() >> 8);
+  out += dict;
+  out += data;
+  return out;
+}
+
+template <class T>
+std::string raw(const std::vector<T>& v) {
+  std::string s(v.size() * sizeof(T), '\0');
+  if (!v.empty()) std::memcpy(s.data(), v.data(), s.size());
+  return s;
+}
+
+/// numpy's shape tuple: (n,) or (r, c). Appended piece by piece: GCC 12 warns
+/// falsely (-Wrestrict, bug 105651) on `"literal" + std::string&&` at -O2.
+std::string shape_text(const std::vector<index_t>& dims) {
+  std::string s = "(";
+  for (std::size_t i = 0; i < dims.size(); ++i) {
+    if (i) s += ", ";
+    s += std::to_string(dims[i]);
+  }
+  if (dims.size() == 1) s += ',';
+  s += ')';
+  return s;
+}
+
+/// Deterministic values of a few magnitudes, none zero.
+std::vector<float> values(std::size_t n, double scale) {
+  std::vector<float> v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<float>(scale * std::sin(0.37 * double(i) + 0.2) + 0.01 * scale);
+  return v;
+}
+
+/// Every regular file under `dir` (recursively) with its bytes, and every directory (mapped to "<dir>").
+std::map<std::string, std::string> snapshot(const fs::path& dir) {
+  std::map<std::string, std::string> m;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    const std::string rel = fs::relative(e.path(), dir).string();
+    m[rel] = e.is_directory() ? std::string("<dir>") : slurp(e.path());
+  }
+  return m;
+}
+
+/// The entries of `after` that are not in `before` or differ from it, and those that vanished.
+std::string differences(const std::map<std::string, std::string>& before,
+                        const std::map<std::string, std::string>& after) {
+  std::string d;
+  for (const auto& [k, v] : after) {
+    const auto it = before.find(k);
+    if (it == before.end())
+      d += "created " + k + "; ";
+    else if (it->second != v)
+      d += "modified " + k + "; ";
+  }
+  for (const auto& kv : before)
+    if (!after.count(kv.first)) d += "removed " + kv.first + "; ";
+  return d;
+}
+
+// ---------------------------------------------------------------------------
+// Running the program
+
+struct run_result {
+  int status = -1;
+  std::string out, err;
+};
+
+std::string quoted(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  q += '\'';
+  return q;
+}
+
+/// Runs lqer with `args`; stdout and stderr go to files in `io_dir`, which must
+/// be outside the directory whose snapshot is compared.
+run_result run_lqer(const fs::path& io_dir, const std::vector<std::string>& args) {
+  std::string cmd = quoted(LQER_CLI_PATH);
+  for (const auto& a : args) {
+    cmd += ' ';
+    cmd += quoted(a);
+  }
+  const fs::path out = io_dir / "stdout.txt", err = io_dir / "stderr.txt";
+  cmd += " >";
+  cmd += quoted(out.string());
+  cmd += " 2>";
+  cmd += quoted(err.string());
+  cmd += " </dev/null";
+  const int raw_status = std::system(cmd.c_str());
+  run_result r;
+  r.status = WIFEXITED(raw_status) ? WEXITSTATUS(raw_status) : -1;
+  r.out = slurp(out);
+  r.err = slurp(err);
+  return r;
+}
+
+bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
+
+/// A single line: the message, a newline, nothing else.
+bool one_line(const std::string& s) { return !s.empty() && s.back() == '\n' && s.find('\n') == s.size() - 1; }
+
+// ---------------------------------------------------------------------------
+// The good inputs, shared by every cell
+//
+//   W.npy      [8, 32]   weight (out = 8, in = 32: two blocks of 16)
+//   X.npy      [6, 32]   calibration activations
+//   b.npy      [8]       bias
+//   Xf.npy     [5, 32]   activations for forward
+//   layer/               written by `lqer factorize` from the above, rank 4
+//   out.npy              "old content" (the output of quantize / forward)
+//   outdir/report.json   "old content" (the output directory of factorize)
+
+constexpr index_t kOut = 8, kIn = 32, kCalib = 6, kTokens = 5, kRank = 4;
+const std::string kOld = "old content";
+
+/// A directory holding the good inputs; each cell copies it.
+struct fixture {
+  fs::path root;  // holds "template/" and the per-cell copies
+  fs::path tmpl;
+
+  explicit fixture(const std::string& name) {
+    root = fs::path(LQER_CLI_TEST_DIR) / ("matrix_" + name + "." + std::to_string(::getpid()));
+    fs::remove_all(root);
+    tmpl = root / "template";
+    fs::create_directories(tmpl);
+    write_bytes(tmpl / "W.npy", npy_bytes("<f4", shape_text({kOut, kIn}), raw(values(kOut * kIn, 1.0))));
+    write_bytes(tmpl / "X.npy", npy_bytes("<f4", shape_text({kCalib, kIn}), raw(values(kCalib * kIn, 3.0))));
+    write_bytes(tmpl / "b.npy", npy_bytes("<f4", shape_text({kOut}), raw(values(kOut, 0.5))));
+    write_bytes(tmpl / "Xf.npy", npy_bytes("<f4", shape_text({kTokens, kIn}), raw(values(kTokens * kIn, 2.0))));
+    const run_result f = run_lqer(root, {"factorize", "-q", "--weight", (tmpl / "W.npy").string(), "--calib",
+                                         (tmpl / "X.npy").string(), "--bias", (tmpl / "b.npy").string(), "--rank",
+                                         std::to_string(kRank), "--out", (tmpl / "layer").string()});
+    INFO(f.err);
+    REQUIRE(f.status == 0);
+    for (const char* file : {"Wq.npy", "A.npy", "B.npy", "bias.npy", "report.json"})
+      REQUIRE(fs::exists(tmpl / "layer" / file));
+    write_bytes(tmpl / "out.npy", kOld);
+    fs::create_directory(tmpl / "outdir");
+    write_bytes(tmpl / "outdir" / "report.json", kOld);
+  }
+  ~fixture() {
+    std::error_code ec;
+    fs::remove_all(root, ec);
+  }
+
+  /// A fresh copy of the template for one cell.
+  fs::path cell(const std::string& name) const {
+    const fs::path d = root / name;
+    fs::remove_all(d);
+    fs::copy(tmpl, d, fs::copy_options::recursive);
+    return d;
+  }
+};
+
+/// The command line of a subcommand on the inputs in `d`, writing to `out`
+/// (out.npy or outdir by default).
+std::vector<std::string> command_line(const std::string& cmd, const fs::path& d, const fs::path& out) {
+  if (cmd == "quantize") return {"quantize", "-q", "-f", "mxint4", (d / "W.npy").string(), out.string()};
+  if (cmd == "factorize")
+    return {"factorize", "-q",     "--weight", (d / "W.npy").string(), "--calib",          (d / "X.npy").string(),
+            "--bias",    (d / "b.npy").string(), "--rank", std::to_string(kRank), "--out", out.string()};
+  return {"forward", "-q", "--layer", (d / "layer").string(), "--x", (d / "Xf.npy").string(), "--out", out.string()};
+}
+
+fs::path default_out(const std::string& cmd, const fs::path& d) {
+  return cmd == "factorize" ? d / "outdir" : d / "out.npy";
+}
+
+/// Runs one cell that must be refused, and checks everything the header promises.
+/// `needles`: what the one line on stderr must contain (the file, the problem).
+void check_refused(const fs::path& io_dir, const fs::path& d, const std::vector<std::string>& args,
+                   const std::vector<std::string>& needles) {
+  const auto before = snapshot(d);
+  const run_result r = run_lqer(io_dir, args);
+  CAPTURE(r.err);
+  CHECK(r.status == 2);
+  CHECK(r.out.empty());
+  CHECK(one_line(r.err));
+  for (const auto& n : needles) CHECK_MESSAGE(contains(r.err, n), "stderr should name: ", n);
+  const std::string diff = differences(before, snapshot(d));
+  CHECK_MESSAGE(diff.empty(), diff);
+}
+
+// ---------------------------------------------------------------------------
+// The table: input roles × corruptions
+
+/// One input file of one subcommand.
+struct role {
+  const char* command;     // quantize / factorize / forward
+  const char* file;        // relative to the cell directory
+  std::vector<index_t> shape;  // its good shape (1-D for vectors)
+  bool converts;           // read with npy_convert::any_to_float32
+  bool optional;           // the program runs without it (then "missing" must succeed)
+  std::vector<index_t> mismatch;  // a shape fine alone but not with the other inputs; empty: no other input
+};
+
+const std::vector<role>& roles() {
+  static const std::vector<role> r = {
+      {"quantize", "W.npy", {kOut, kIn}, true, false, {}},
+      {"factorize", "W.npy", {kOut, kIn}, true, false, {kOut, kIn + 16}},
+      {"factorize", "X.npy", {kCalib, kIn}, true, false, {kCalib, kIn + 16}},
+      {"factorize", "b.npy", {kOut}, true, false, {kOut - 1}},
+      {"forward", "Xf.npy", {kTokens, kIn}, true, false, {kTokens, kIn + 16}},
+      {"forward", "layer/Wq.npy", {kOut, kIn}, false, false, {kOut, kIn + 16}},
+      {"forward", "layer/A.npy", {kIn, kRank}, false, false, {kIn + 16, kRank}},
+      {"forward", "layer/B.npy", {kRank, kOut}, false, false, {kRank, kOut + 1}},
+      {"forward", "layer/bias.npy", {kOut}, false, true, {kOut + 1}},
+  };
+  return r;
+}
+
+index_t count(const std::vector<index_t>& shape) {
+  index_t n = 1;
+  for (const index_t d : shape) n *= d;
+  return n;
+}
+
+/// One way of breaking a file: writes it (or removes it) and says what stderr must mention.
+struct corruption {
+  const char* name;
+  /// Makes the file bad; returns the words the message must contain besides
+  /// the file name, or sets `expect_ok` when the program must accept it.
+  std::function<std::vector<std::string>(const fs::path& file, const role& r, bool& expect_ok)> apply;
+};
+
+std::string good_npy(const role& r) {
+  return npy_bytes("<f4", shape_text(r.shape), raw(values(static_cast<std::size_t>(count(r.shape)), 1.0)));
+}
+
+/// The file with element `i` (row-major) replaced by `v`; the message names the value.
+std::string with_value(const role& r, std::size_t i, float v) {
+  auto data = values(static_cast<std::size_t>(count(r.shape)), 1.0);
+  data[i] = v;
+  return npy_bytes("<f4", shape_text(r.shape), raw(data));
+}
+
+const std::vector<corruption>& corruptions() {
+  static const std::vector<corruption> c = {
+      {"missing file",
+       [](const fs::path& f, const role& r, bool& ok) -> std::vector<std::string> {
+         fs::remove(f);
+         ok = r.optional;
+         // A.npy without B.npy (or the reverse) is reported as the broken pair.
+         const std::string name = f.filename().string();
+         if (name == "A.npy" || name == "B.npy") return {"the factors come in pairs"};
+         return {"no such file"};
+       }},
+      {"empty file",
+       [](const fs::path& f, const role&, bool&) -> std::vector<std::string> {
+         write_bytes(f, "");
+         return {"truncated"};
+       }},
+      {"truncated header",
+       [](const fs::path& f, const role& r, bool&) -> std::vector<std::string> {
+         write_bytes(f, good_npy(r).substr(0, 40));
+         return {"truncated"};
+       }},
+      {"truncated data",
+       [](const fs::path& f, const role& r, bool&) -> std::vector<std::string> {
+         const std::string g = good_npy(r);
+         write_bytes(f, g.substr(0, g.size() - 5));
+         return {"truncated"};
+       }},
+      {"dtype int32 (read nowhere)",
+       [](const fs::path& f, const role& r, bool&) -> std::vector<std::string> {
+         write_bytes(f, npy_bytes("<i4", shape_text(r.shape),
+                                  raw(std::vector<std::int32_t>(static_cast<std::size_t>(count(r.shape)), 3))));
+         return {"dtype"};
+       }},
+      {"dtype float64 (converted, or refused where float32 is required)",
+       [](const fs::path& f, const role& r, bool& ok) -> std::vector<std::string> {
+         std::vector<double> d(static_cast<std::size_t>(count(r.shape)));
+         const auto v = values(d.size(), 1.0);
+         for (std::size_t i = 0; i < d.size(); ++i) d[i] = v[i];
+         write_bytes(f, npy_bytes("<f8", shape_text(r.shape), raw(d)));
+         ok = r.converts;
+         return {"float32", "float64"};
+       }},
+      {"wrong number of dimensions (3-D)",
+       [](const fs::path& f, const role& r, bool&) -> std::vector<std::string> {
+         const index_t n = count(r.shape);
+         write_bytes(f, npy_bytes("<f4", shape_text({1, 1, n}), raw(values(static_cast<std::size_t>(n), 1.0))));
+         return {"3-D"};
+       }},
+      {"wrong number of dimensions (vector <-> matrix)",
+       [](const fs::path& f, const role& r, bool&) -> std::vector<std::string> {
+         const index_t n = count(r.shape);
+         const std::vector<index_t> other = r.shape.size() == 1 ? std::vector<index_t>{1, n} : std::vector<index_t>{n};
+         write_bytes(f, npy_bytes("<f4", shape_text(other), raw(values(static_cast<std::size_t>(n), 1.0))));
+         return {r.shape.size() == 1 ? "1-D" : "2-D"};
+       }},
+      {"shape mismatch with the other inputs",
+       [](const fs::path& f, const role& r, bool& ok) -> std::vector<std::string> {
+         if (r.mismatch.empty()) {  // a single input: nothing to mismatch, the cell is the good file
+           ok = true;
+           return {};
+         }
+         write_bytes(f, npy_bytes("<f4", shape_text(r.mismatch),
+                                  raw(values(static_cast<std::size_t>(count(r.mismatch)), 1.0))));
+         return {};
+       }},
+      {"NaN",
+       [](const fs::path& f, const role& r, bool&) -> std::vector<std::string> {
+         write_bytes(f, with_value(r, 2, std::numeric_limits<float>::quiet_NaN()));
+         return {"NaN"};
+       }},
+      {"+Inf",
+       [](const fs::path& f, const role& r, bool&) -> std::vector<std::string> {
+         write_bytes(f, with_value(r, 3, std::numeric_limits<float>::infinity()));
+         return {"+Inf"};
+       }},
+      {"-Inf",
+       [](const fs::path& f, const role& r, bool&) -> std::vector<std::string> {
+         write_bytes(f, with_value(r, 4, -std::numeric_limits<float>::infinity()));
+         return {"-Inf"};
+       }},
+      {"header declaring 2^40 elements",
+       [](const fs::path& f, const role& r, bool&) -> std::vector<std::string> {
+         const std::vector<index_t> huge =
+             r.shape.size() == 1 ? std::vector<index_t>{index_t{1} << 40} : std::vector<index_t>{index_t{1} << 20, index_t{1} << 20};
+         write_bytes(f, npy_bytes("<f4", shape_text(huge), raw(values(16, 1.0))));
+         return {"elements"};
+       }},
+  };
+  return c;
+}
+
+void run_input_matrix(const std::string& command) {
+  fixture fx(command + "_inputs");
+  int cells = 0, refused = 0;
+  for (const role& r : roles()) {
+    if (command != r.command) continue;
+    for (const corruption& c : corruptions()) {
+      const std::string role_name = std::string(r.command) + " " + r.file, corruption_name = c.name;
+      CAPTURE(role_name);
+      CAPTURE(corruption_name);
+      const fs::path d = fx.cell("cell" + std::to_string(cells++));
+      const fs::path file = d / r.file;
+      bool expect_ok = false;
+      std::vector<std::string> needles = c.apply(file, r, expect_ok);
+      const auto args = command_line(r.command, d, default_out(r.command, d));
+      if (expect_ok) {
+        const run_result res = run_lqer(fx.root, args);
+        CAPTURE(res.err);
+        CHECK(res.status == 0);
+      } else {
+        needles.push_back(file.filename().string());
+        check_refused(fx.root, d, args, needles);
+        ++refused;
+      }
+      fs::remove_all(d);
+    }
+  }
+  MESSAGE(command, ": ", cells, " input cells, ", refused, " must be refused");
+  CHECK(cells > 0);
+}
+
+}  // namespace
+
+TEST_CASE("bad-input matrix: lqer quantize IN.npy") { run_input_matrix("quantize"); }
+TEST_CASE("bad-input matrix: lqer factorize --weight, --calib, --bias") { run_input_matrix("factorize"); }
+TEST_CASE("bad-input matrix: lqer forward --x and the layer directory's .npy files") { run_input_matrix("forward"); }
+
+TEST_CASE("bad-input matrix: lqer forward DIR/report.json") {
+  fixture fx("report");
+  const std::string good = slurp(fx.tmpl / "layer" / "report.json");
+  struct bad_report {
+    const char* name;
+    std::string bytes;  // "" with missing = true: removed
+    bool missing;
+    const char* needle;
+  };
+  std::string unknown_format = good;
+  // Rewrites the first "format": "mxint4" (the weight's) into an unknown name.
+  const auto pos = unknown_format.find("\"mxint4\"");
+  REQUIRE(pos != std::string::npos);
+  unknown_format.replace(pos, 8, "\"mxint9\"");
+  const std::vector<bad_report> cases = {
+      {"missing", "", true, "report.json"},
+      {"empty", "", false, "report.json"},
+      {"truncated", good.substr(0, good.size() / 2), false, "report.json"},
+      {"not an object", "[1, 2, 3]", false, "report.json"},
+      {"no formats", "{\"rank\": 4}", false, "formats"},
+      {"unknown weight format", unknown_format, false, "mxint9"},
+  };
+  int n = 0;
+  for (const bad_report& b : cases) {
+    const std::string name = b.name;
+    CAPTURE(name);
+    const fs::path d = fx.cell("r" + std::to_string(n++));
+    if (b.missing)
+      fs::remove(d / "layer" / "report.json");
+    else
+      write_bytes(d / "layer" / "report.json", b.bytes);
+    check_refused(fx.root, d, command_line("forward", d, d / "out.npy"), {b.needle});
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Output paths × subcommands
+
+TEST_CASE("bad-input matrix: output paths of every subcommand") {
+  fixture fx("outputs");
+  const bool root = ::geteuid() == 0;
+  int n = 0;
+  for (const std::string cmd : {"quantize", "factorize", "forward"}) {
+    CAPTURE(cmd);
+    {
+      const std::string cell = "in a missing directory";
+      CAPTURE(cell);
+      const fs::path d = fx.cell("o" + std::to_string(n++));
+      const fs::path out = d / "no_such_dir" / (cmd == "factorize" ? "layer" : "Y.npy");
+      check_refused(fx.root, d, command_line(cmd, d, out), {"no_such_dir"});
+    }
+    {
+      const std::string cell = "in a read-only directory";
+      CAPTURE(cell);
+      const fs::path d = fx.cell("o" + std::to_string(n++));
+      fs::create_directory(d / "ro");
+      fs::permissions(d / "ro", fs::perms::owner_read | fs::perms::owner_exec);
+      // Root (and CAP_DAC_OVERRIDE) writes into it regardless: detect that, say
+      // so, and use /proc instead, where nobody can create a file or directory.
+      const bool writable = ::access((d / "ro").c_str(), W_OK) == 0;
+      fs::path ro = d / "ro";
+      if (writable) {
+        MESSAGE("mode 0500 does not stop this user (", std::string(root ? "root" : "CAP_DAC_OVERRIDE"),
+                "): the read-only directory cell writes into /proc instead");
+        ro = "/proc";
+      }
+      const fs::path out = ro / (cmd == "factorize" ? "lqer_layer" : "lqer_Y.npy");
+      check_refused(fx.root, d, command_line(cmd, d, out), {out.string()});
+      CHECK(!fs::exists(out));
+      fs::permissions(d / "ro", fs::perms::owner_all);
+    }
+    {
+      // quantize / forward write a file: give them a directory. factorize writes a
+      // directory: give it a regular file.
+      const std::string cell = cmd == "factorize" ? "a regular file where DIR should be" : "a directory";
+      CAPTURE(cell);
+      const fs::path d = fx.cell("o" + std::to_string(n++));
+      fs::path out;
+      if (cmd == "factorize") {
+        out = d / "out.npy";  // holds "old content"
+      } else {
+        out = d / "outdir";  // holds outdir/report.json = "old content"
+      }
+      check_refused(fx.root, d, command_line(cmd, d, out), {out.filename().string()});
+    }
+  }
+}

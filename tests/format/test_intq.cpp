@@ -134,3 +134,32 @@ TEST_CASE("ggml block layouts: Q4_0 nibble order and Q8_0 bytes") {
   CHECK_THROWS_AS(to_ggml_q4_0(std::vector<float>(31)), shape_error);
   CHECK_THROWS_AS(from_ggml_q8_0(std::vector<std::uint8_t>(35)), shape_error);
 }
+
+// Regression (fuzz_quantize, crash-7ab77c40…): a group of subnormals has d < 2^-128,
+// so 1/d overflowed to +Inf and the zeros of the group encoded as 0·Inf = NaN, whose
+// conversion to int is undefined behaviour (UBSan: "-nan is outside the range of
+// representable values of type 'int'"); nonzero elements all saturated. Now such a
+// group divides by d instead: codes in range, values within one step (f32 scales keep
+// the subnormal d; fp16 scales flush it to 0, so everything decodes to 0).
+TEST_CASE_TEMPLATE("intq: a group of subnormals with zeros among them (fuzz regression)", F,
+                   intq<8, 4, int_scheme::symmetric, scale_dtype::f32>,
+                   intq<4, 4, int_scheme::signed_extreme, scale_dtype::f32>,
+                   intq<4, 4, int_scheme::asymmetric, scale_dtype::f32>, int4_g128_asym, q4_0, q8_0) {
+  constexpr int n = F::kBlock == kPerRow ? 4 : F::kBlock;
+  std::vector<float> x(n, 0.0f);
+  x[1] = std::ldexp(1.0f, -140);
+  x[2] = -std::ldexp(3.0f, -142);
+  x[n - 1] = std::ldexp(5.0f, -143);
+  std::vector<std::int8_t> q(n);
+  const auto s = F::quantize_block(x.data(), n, 1, q.data());
+  const float step = std::fabs(F::scale_value(s));
+  for (int i = 0; i < n; ++i) {
+    INFO("i = " << i << " code " << int(q[i]));
+    CHECK(int(q[i]) >= F::kQmin);
+    CHECK(int(q[i]) <= F::kQmax);
+    const float y = F::decode(q[i], s);
+    CHECK(std::isfinite(y));
+    // One step, or the whole subnormal when the fp16 scale flushed d to 0.
+    CHECK(std::fabs(y - x[i]) <= std::fmax(step, std::ldexp(1.0f, -139)));
+  }
+}

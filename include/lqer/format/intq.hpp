@@ -69,6 +69,15 @@ struct scale_storage<scale_dtype::f16> {
   static half_bits store(float d) noexcept { return float_to_half(d); }
   static float load(half_bits d) noexcept { return half_to_float(d); }
 };
+
+/// v / d computed as v · id (id = 1/d, the multiply every encoder here uses, as
+/// llama.cpp does) — except when 1/d overflowed to +Inf (d < 2^-128: a block of
+/// subnormals), where v · id would be ±Inf or, for v = 0, NaN (0 · Inf), whose
+/// conversion to int is undefined behaviour. There the division itself is exact
+/// enough and finite: every encoder's |v| is at most a few d (|v| ≤ amax = qmax·d).
+/// Blocks with a normal d keep the multiply, so their codes are unchanged.
+inline float times_inverse(float v, float id, float d) noexcept { return std::isfinite(id) ? v * id : v / d; }
+
 }  // namespace detail
 
 template <int Bits, int Group, int_scheme Scheme = int_scheme::symmetric, scale_dtype Scale = scale_dtype::f32>
@@ -124,7 +133,8 @@ struct intq {
       const float d = amax / float(kQmax);
       const float id = d != 0.0f ? 1.0f / d : 0.0f;
       for (index_t i = 0; i < n; ++i)
-        q[i] = static_cast<std::int8_t>(std::clamp(round_half_away(x[i * stride] * id), float(kQmin), float(kQmax)));
+        q[i] = static_cast<std::int8_t>(
+            std::clamp(round_half_away(detail::times_inverse(x[i * stride], id, d)), float(kQmin), float(kQmax)));
       s.d = detail::scale_storage<Scale>::store(d);
     } else if constexpr (Scheme == int_scheme::signed_extreme) {
       float amax = 0.0f, extreme = 0.0f;
@@ -141,7 +151,7 @@ struct intq {
         // Two separately rounded operations, as written in ggml's C: `volatile`
         // keeps a compiler from contracting them into one FMA (GCC does so by
         // default in GNU mode), which would change codes at near-ties.
-        volatile float t = x[i * stride] * id;
+        volatile float t = detail::times_inverse(x[i * stride], id, d);
         const float u = std::min(float((1 << Bits) - 1), std::trunc(t + (float(kOffset) + 0.5f)));
         q[i] = static_cast<std::int8_t>(static_cast<int>(u) - kOffset);
       }
@@ -155,9 +165,9 @@ struct intq {
       constexpr float umax = float((1 << Bits) - 1);
       const float d = (hi - lo) / umax;
       const float id = d != 0.0f ? 1.0f / d : 0.0f;
-      const float z = std::clamp(round_half_away(-lo * id), 0.0f, umax);
+      const float z = std::clamp(round_half_away(detail::times_inverse(-lo, id, d)), 0.0f, umax);
       for (index_t i = 0; i < n; ++i) {
-        const float u = std::clamp(round_half_away(x[i * stride] * id) + z, 0.0f, umax);
+        const float u = std::clamp(round_half_away(detail::times_inverse(x[i * stride], id, d)) + z, 0.0f, umax);
         q[i] = static_cast<std::int8_t>(static_cast<int>(u) - kOffset);
       }
       s.d = detail::scale_storage<Scale>::store(d);

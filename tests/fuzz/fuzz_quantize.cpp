@@ -4,6 +4,10 @@
 //  * every code lies in [kQmin, kQmax];
 //  * MX formats: an element is within half a step of its block unless it
 //    saturates, and then it decodes to ±kQmax·step (the rule's own bound);
+//  * MX formats: the block's scale is the rule's, not merely a safe one: the
+//    block's largest magnitude amax is at least step·2^(Bits−2) (OCP: e =
+//    floor(log2 amax), LQER: e = ceil(log2 amax); both put amax in the top
+//    binade of the codes), except where E8M0's smallest exponent clamps;
 //  * scaled integers: within one step plus the fp16 scale's rounding;
 //  * non-finite input is rejected with lqer::value_error, never encoded.
 #include <cmath>
@@ -35,6 +39,27 @@ void check_matrix(const std::vector<float>& x, lqer::index_t rows, lqer::index_t
     return;
   }
   if (!finite) fail("non-finite input accepted");
+  if constexpr (requires { F::kRule; }) {
+    // Block maxima, blocks along `axis` (cols: [r, c / kBlock]; rows: [r / kBlock, c]).
+    const bool along_cols = axis == block_axis::cols;
+    const index_t nb = ((along_cols ? cols : rows) + F::kBlock - 1) / F::kBlock;
+    const index_t lanes = along_cols ? rows : cols;
+    std::vector<float> amax(static_cast<std::size_t>(lanes * nb), 0.0f);
+    for (index_t r = 0; r < rows; ++r)
+      for (index_t c = 0; c < cols; ++c) {
+        const index_t lane = along_cols ? r : c, blk = (along_cols ? c : r) / F::kBlock;
+        float& m = amax[static_cast<std::size_t>(lane * nb + blk)];
+        m = std::fmax(m, std::fabs(x[static_cast<std::size_t>(r * cols + c)]));
+      }
+    for (index_t r = 0; r < rows; ++r)
+      for (index_t c = 0; c < cols; ++c) {
+        const index_t lane = along_cols ? r : c, blk = (along_cols ? c : r) / F::kBlock;
+        const float m = amax[static_cast<std::size_t>(lane * nb + blk)];
+        const float step = std::fabs(F::scale_value(q.scale(r, c)));
+        // 2^-100: far above the E8M0 floor (2^-127) for every Bits, so the clamp never applies.
+        if (m >= std::ldexp(1.0f, -100) && m < std::ldexp(step, F::kBits - 2)) fail("MX scale larger than the rule's");
+      }
+  }
   for (index_t r = 0; r < rows; ++r)
     for (index_t c = 0; c < cols; ++c) {
       const int code = q.code(r, c);

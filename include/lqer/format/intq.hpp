@@ -44,12 +44,9 @@ enum class scale_dtype { f32, f16 };
 
 inline const char* to_string(int_scheme s) noexcept {
   switch (s) {
-    case int_scheme::symmetric:
-      return "sym";
-    case int_scheme::signed_extreme:
-      return "sext";
-    case int_scheme::asymmetric:
-      return "asym";
+    case int_scheme::symmetric: return "sym";
+    case int_scheme::signed_extreme: return "sext";
+    case int_scheme::asymmetric: return "asym";
   }
   return "?";
 }

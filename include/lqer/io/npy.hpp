@@ -79,16 +79,11 @@ enum class npy_dtype {
 /// The numpy name of the type: "float32", "float16", "float64", "int8", "uint8".
 constexpr const char* to_string(npy_dtype t) noexcept {
   switch (t) {
-    case npy_dtype::float32:
-      return "float32";
-    case npy_dtype::float16:
-      return "float16";
-    case npy_dtype::float64:
-      return "float64";
-    case npy_dtype::int8:
-      return "int8";
-    case npy_dtype::uint8:
-      return "uint8";
+    case npy_dtype::float32: return "float32";
+    case npy_dtype::float16: return "float16";
+    case npy_dtype::float64: return "float64";
+    case npy_dtype::int8: return "int8";
+    case npy_dtype::uint8: return "uint8";
   }
   return "unknown";
 }
@@ -96,16 +91,11 @@ constexpr const char* to_string(npy_dtype t) noexcept {
 /// The 'descr' numpy writes for the type ('|' = byte order irrelevant).
 constexpr const char* npy_descr(npy_dtype t) noexcept {
   switch (t) {
-    case npy_dtype::float32:
-      return "<f4";
-    case npy_dtype::float16:
-      return "<f2";
-    case npy_dtype::float64:
-      return "<f8";
-    case npy_dtype::int8:
-      return "|i1";
-    case npy_dtype::uint8:
-      return "|u1";
+    case npy_dtype::float32: return "<f4";
+    case npy_dtype::float16: return "<f2";
+    case npy_dtype::float64: return "<f8";
+    case npy_dtype::int8: return "|i1";
+    case npy_dtype::uint8: return "|u1";
   }
   return "";
 }
@@ -113,15 +103,11 @@ constexpr const char* npy_descr(npy_dtype t) noexcept {
 /// Bytes per element.
 constexpr std::size_t element_size(npy_dtype t) noexcept {
   switch (t) {
-    case npy_dtype::float32:
-      return 4;
-    case npy_dtype::float16:
-      return 2;
-    case npy_dtype::float64:
-      return 8;
+    case npy_dtype::float32: return 4;
+    case npy_dtype::float16: return 2;
+    case npy_dtype::float64: return 8;
     case npy_dtype::int8:
-    case npy_dtype::uint8:
-      return 1;
+    case npy_dtype::uint8: return 1;
   }
   return 0;
 }
@@ -213,9 +199,7 @@ inline std::vector<float> to_float32(const npy_array& a) {
   // break the aliasing rules.
   const std::byte* p = a.bytes.data();
   switch (a.dtype) {
-    case npy_dtype::float32:
-      std::memcpy(out.data(), p, 4 * n);
-      break;
+    case npy_dtype::float32: std::memcpy(out.data(), p, 4 * n); break;
     case npy_dtype::float16:
       for (std::size_t i = 0; i < n; ++i) {
         half_bits h;

@@ -40,16 +40,11 @@ enum class kernel_path {
 
 inline const char* to_string(kernel_path p) noexcept {
   switch (p) {
-    case kernel_path::generic:
-      return "generic";
-    case kernel_path::avx2:
-      return "avx2";
-    case kernel_path::avx_vnni:
-      return "avx_vnni";
-    case kernel_path::avx512_vnni:
-      return "avx512_vnni";
-    case kernel_path::neon_dotprod:
-      return "neon_dotprod";
+    case kernel_path::generic: return "generic";
+    case kernel_path::avx2: return "avx2";
+    case kernel_path::avx_vnni: return "avx_vnni";
+    case kernel_path::avx512_vnni: return "avx512_vnni";
+    case kernel_path::neon_dotprod: return "neon_dotprod";
   }
   return "?";
 }
@@ -142,21 +137,15 @@ inline std::vector<kernel_path> built_paths() {
 inline bool is_usable(kernel_path p) noexcept {
   const auto& f = detail::cpu();
   switch (p) {
-    case kernel_path::generic:
-      return true;
+    case kernel_path::generic: return true;
 #if defined(__x86_64__)
-    case kernel_path::avx2:
-      return f.avx2;
-    case kernel_path::avx_vnni:
-      return f.avx_vnni;
-    case kernel_path::avx512_vnni:
-      return f.avx512_vnni;
+    case kernel_path::avx2: return f.avx2;
+    case kernel_path::avx_vnni: return f.avx_vnni;
+    case kernel_path::avx512_vnni: return f.avx512_vnni;
 #elif defined(__aarch64__)
-    case kernel_path::neon_dotprod:
-      return f.neon_dotprod;
+    case kernel_path::neon_dotprod: return f.neon_dotprod;
 #endif
-    default:
-      return false;
+    default: return false;
   }
 }
 

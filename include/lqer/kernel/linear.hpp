@@ -140,7 +140,7 @@ struct gemm_runner {
     return {entry<I>()...};
   }
   // table[(nv − 1)·MRmax + (mr − 1)]
-  static constexpr std::array<tile_fn, MRmax * NVmax> kTable =
+  static constexpr std::array<tile_fn, (MRmax * NVmax)> kTable =
       make_table(std::make_integer_sequence<int, MRmax * NVmax>{});
 
   /// Tiles along N: ceil(groups / NVmax).
@@ -174,8 +174,8 @@ struct gemm_runner {
     const index_t group_bytes = x0.layout.group_stride() + (Corr ? x1->layout.group_stride() : 0);
     const index_t chunk = std::max<index_t>(1, kPanelChunkBytes / std::max<index_t>(1, group_bytes));
     const index_t nblk = base.nblk0;
-    const index_t kc = row_groups == 1 ? nblk
-                                       : std::max<index_t>(1, kWeightChunkBytes / (NVmax * group_block_bytes(K0, Block)));
+    const index_t kc =
+        row_groups == 1 ? nblk : std::max<index_t>(1, kWeightChunkBytes / (NVmax * group_block_bytes(K0, Block)));
     for (index_t rg0 = 0; rg0 < row_groups; rg0 += chunk) {
       const index_t rg1 = std::min(row_groups, rg0 + chunk);
       for (index_t t = t0; t < t1; ++t) {
@@ -184,7 +184,8 @@ struct gemm_runner {
         tile_args a = base;
         a.w1 = base.w1 ? base.w1 + g0 * base.group_stride : nullptr;
         if (a.bias)
-          a.bias = reinterpret_cast<const float*>(reinterpret_cast<const std::uint8_t*>(a.bias) + g0 * base.group_stride);
+          a.bias =
+              reinterpret_cast<const float*>(reinterpret_cast<const std::uint8_t*>(a.bias) + g0 * base.group_stride);
         a.n_valid = static_cast<int>(std::min<index_t>(16 * nv, n_total - 16 * g0));
         // GEMV streams each weight once: prefetch 2 KiB ahead (measured +3–4%
         // of DRAM bandwidth at M = 1 on Zen 4); GEMM reuses them from cache.
@@ -320,8 +321,8 @@ struct linear_driver {
   /// rows at once) or GEMM tiles; small problems (< 2^20 MACs, a few µs) run
   /// on the calling thread, where waking workers would cost more.
   template <class Isa, int B, code_kind K0, bool Corr, scale_mode S, class E>
-  static void run_tiles(const tile_args& a, const act_panel_ref& x0, const act_panel_ref* x1, index_t M,
-                        index_t groups, index_t n_total, index_t macs, E& exec) {
+  static void run_tiles(const tile_args& a, const act_panel_ref& x0, const act_panel_ref* x1, index_t M, index_t groups,
+                        index_t n_total, index_t macs, E& exec) {
     const bool parallel = macs >= (index_t{1} << 20);
     if (M <= Isa::kGemvRows)
       run_tiles_as<gemm_runner<Isa, B, K0, Corr, S, Isa::kGemvRows, Isa::kGemvGroups>>(a, x0, x1, M, groups, n_total,
@@ -339,10 +340,10 @@ struct linear_driver {
     const bool parallel = M * a.nblk0 * B * R >= (index_t{1} << 16);
     if (M <= Isa::kGemvRows)
       run_tiles_as<gemm_runner<Isa, B, code_kind::byte, false, S, Isa::kGemvRows, 1>>(a, x, nullptr, M, groups, R,
-                                                                                     parallel, exec);
+                                                                                      parallel, exec);
     else
       run_tiles_as<gemm_runner<Isa, B, code_kind::byte, false, S, Isa::kGemmRows, 1>>(a, x, nullptr, M, groups, R,
-                                                                                     parallel, exec);
+                                                                                      parallel, exec);
   }
 
   template <class G, class E>
@@ -402,7 +403,7 @@ inline linear_workspace& thread_workspace() {
 /// (value_error); on any error y is not written. x may alias y exactly (x is
 /// fully read before y is written).
 template <class W, class Lr, class Act, class L, class E = serial_executor>
-  requires executor<std::remove_cvref_t<E>>
+requires executor<std::remove_cvref_t<E>>
 void linear(const packed_layer<W, Lr, Act, L>& p, matrix_view<const float> x, matrix_view<float> y,
             linear_workspace& ws, E&& exec = E{}, kernel_path path = best_path()) {
   detail::linear_dispatch(p, x, y, ws, exec, path);
@@ -410,7 +411,7 @@ void linear(const packed_layer<W, Lr, Act, L>& p, matrix_view<const float> x, ma
 
 /// The same with this thread's internal workspace.
 template <class W, class Lr, class Act, class L, class E = serial_executor>
-  requires executor<std::remove_cvref_t<E>>
+requires executor<std::remove_cvref_t<E>>
 void linear(const packed_layer<W, Lr, Act, L>& p, matrix_view<const float> x, matrix_view<float> y, E&& exec = E{},
             kernel_path path = best_path()) {
   detail::linear_dispatch(p, x, y, detail::thread_workspace(), exec, path);

@@ -335,14 +335,14 @@ struct avx512_vnni_isa {
   static constexpr kernel_path kPath = kernel_path::avx512_vnni;
   /// vpdpbusd multiplies unsigned weights by signed activations: both kinds keep their offset.
   static constexpr int code_offset(code_kind k) noexcept { return stored_offset(k); }
-  static constexpr int kGemvRows = 4;     ///< M ≤ kGemvRows: one tile of M rows …
+  static constexpr int kGemvRows = 4;  ///< M ≤ kGemvRows: one tile of M rows …
   // 2 groups: two independent accumulator chains per row; measured 13% faster
   // than 1 group at M = 1 from L3 (185 vs 163 GOPS/core, Block 16).
-  static constexpr int kGemvGroups = 2;   ///< … × kGemvGroups groups
+  static constexpr int kGemvGroups = 2;  ///< … × kGemvGroups groups
   // 4 × 2 and 8 × 1 measured alike for M = 128/512 (within the machine's
   // noise, ±5%); 4 × 2 shares the GEMV tile and halves the broadcast loads.
-  static constexpr int kGemmRows = 4;     ///< larger M: tiles of kGemmRows rows …
-  static constexpr int kGemmGroups = 2;   ///< … × kGemmGroups groups, blocked in M and K (linear.hpp)
+  static constexpr int kGemmRows = 4;    ///< larger M: tiles of kGemmRows rows …
+  static constexpr int kGemmGroups = 2;  ///< … × kGemmGroups groups, blocked in M and K (linear.hpp)
 
   template <class ActFormat>
   static void quantize_rows(const float* x, index_t ldx, index_t cols, index_t r0, index_t r1,

@@ -136,18 +136,10 @@ LQER_NEON_INLINE void segment(float32x4_t (&acc)[MR][4 * NV], const act_operand&
             LQER_UNROLL(8)
             for (int m = 0; m < MR; ++m) {
               switch (l) {
-                case 0:
-                  d[m][q] = dot_lane<0>(d[m][q], sq, xv[m]);
-                  break;
-                case 1:
-                  d[m][q] = dot_lane<1>(d[m][q], sq, xv[m]);
-                  break;
-                case 2:
-                  d[m][q] = dot_lane<2>(d[m][q], sq, xv[m]);
-                  break;
-                default:
-                  d[m][q] = dot_lane<3>(d[m][q], sq, xv[m]);
-                  break;
+                case 0: d[m][q] = dot_lane<0>(d[m][q], sq, xv[m]); break;
+                case 1: d[m][q] = dot_lane<1>(d[m][q], sq, xv[m]); break;
+                case 2: d[m][q] = dot_lane<2>(d[m][q], sq, xv[m]); break;
+                default: d[m][q] = dot_lane<3>(d[m][q], sq, xv[m]); break;
               }
             }
           }

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Builds the benchmarks and runs them, then prints the README's tables.
+#
+#   bash scripts/bench.sh              bench_linear (lqer vs oneDNN, measured peaks) + bench_factorize
+#   bash scripts/bench.sh linear       only bench_linear
+#   bash scripts/bench.sh factorize    only bench_factorize
+#
+# JSON goes to build/bench/<suite>.json. Run on a quiet machine: numbers from a
+# loaded one compare nothing (the measured peaks in the same run show it).
+# Extra Google Benchmark flags: LQER_BENCH_FLAGS, e.g. --benchmark_filter=M:1/.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+JOBS=${LQER_JOBS:-2}
+BUILD=build/bench
+suites=("$@")
+((${#suites[@]} > 0)) || suites=(linear factorize)
+
+bash scripts/setup.sh
+cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLQER_BUILD_TESTS=OFF -DLQER_BUILD_TOOLS=OFF \
+  -DLQER_BUILD_EXAMPLES=OFF -DLQER_BUILD_BENCH=ON >/dev/null
+cmake --build "$BUILD" -j "$JOBS" --target "${suites[@]/#/bench_}"
+
+for s in "${suites[@]}"; do
+  echo "==> bench_$s"
+  # Three repetitions: the tables take the median of each.
+  # shellcheck disable=SC2086
+  "$BUILD/bench/bench_$s" --benchmark_repetitions=3 --benchmark_min_time=0.2 \
+    --benchmark_out="$BUILD/$s.json" --benchmark_out_format=json ${LQER_BENCH_FLAGS:-}
+done
+if [[ " ${suites[*]} " == *" linear "* ]]; then python3 scripts/bench_table.py "$BUILD/linear.json"; fi

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -161,5 +162,32 @@ TEST_CASE_TEMPLATE("intq: a group of subnormals with zeros among them (fuzz regr
     CHECK(std::isfinite(y));
     // One step, or the whole subnormal when the fp16 scale flushed d to 0.
     CHECK(std::fabs(y - x[i]) <= std::fmax(step, std::ldexp(1.0f, -139)));
+  }
+}
+
+// Regression (fuzz_quantize, crash-8289ddf9…): a per-row int8 group holding FLT_MAX
+// decoded its largest element to +Inf (d = amax/127 rounded up, 127·d overflows), and
+// an asymmetric group spanning ±FLT_MAX had hi − lo = Inf, d = Inf and NaN values.
+// Every element of finite data now decodes finite, within one step of its input.
+TEST_CASE_TEMPLATE("intq: data near FLT_MAX decodes finite (fuzz regression)", F,
+                   intq<8, kPerRow, int_scheme::symmetric, scale_dtype::f32>,
+                   intq<4, 8, int_scheme::symmetric, scale_dtype::f32>,
+                   intq<4, 8, int_scheme::signed_extreme, scale_dtype::f32>,
+                   intq<8, 8, int_scheme::asymmetric, scale_dtype::f32>,
+                   intq<4, 8, int_scheme::asymmetric, scale_dtype::f32>) {
+  const float big = std::numeric_limits<float>::max();
+  for (const auto& x : {std::vector<float>{big, -big / 3, 1.0f, 0.0f, big / 2, -1e30f, 7.0f, big},
+                        std::vector<float>{-big, big, 0.0f, -big, 3.0f, big / 7, -big / 5, 1e-30f},
+                        std::vector<float>{0.0f, 0.0f, 0.0f, big, 0.0f, 0.0f, 0.0f, 0.0f}}) {
+    std::vector<std::int8_t> q(x.size());
+    const auto s = F::quantize_block(x.data(), index_t(x.size()), 1, q.data());
+    const float step = std::fabs(F::scale_value(s));
+    CHECK(std::isfinite(step));
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      const float y = F::decode(q[i], s);
+      INFO("i = " << i << " x = " << x[i] << " y = " << y << " step = " << step);
+      CHECK(std::isfinite(y));
+      CHECK(std::fabs(double(y) - double(x[i])) <= 1.0001 * double(step));
+    }
   }
 }

@@ -11,6 +11,7 @@
 //  * scaled integers: within one step plus the fp16 scale's rounding;
 //  * non-finite input is rejected with lqer::value_error, never encoded.
 #include <cmath>
+#include <cstdio>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -23,7 +24,7 @@
 namespace {
 
 [[noreturn]] void fail(const char* what) {
-  (void)what;
+  std::fprintf(stderr, "fuzz_quantize: property violated: %s\n", what);
   std::abort();
 }
 
@@ -76,11 +77,16 @@ void check_matrix(const std::vector<float>& x, lqer::index_t rows, lqer::index_t
       } else {
         // One step (signed-extreme and asymmetric grids may clamp by one), the fp16
         // scale's rounding (half an ulp, at least 2^-25) times the largest code
-        // magnitude 2^Bits, and float arithmetic slack relative to |v| and the step.
+        // magnitude 2^Bits, float arithmetic slack relative to |v| and the step,
+        // and the subnormal floor (fuzz finding c83bcd01: per-row int8 of subnormals).
         const float half_ulp = std::fmax(std::ldexp(step, -11), std::ldexp(1.0f, -25));
         const float bound = step * (1 + std::ldexp(1.0f, F::kBits - 22)) +
                             (F::kScaleDtype == scale_dtype::f16 ? half_ulp * float(1 << F::kBits) : 0.0f) +
-                            std::fabs(v) * std::ldexp(1.0f, -21);
+                            std::fabs(v) * std::ldexp(1.0f, -21) +
+                            // Subnormal data: d = amax/qmax and code·d round to the subnormal grid
+                            // (absolute half-ulp 2^-150 each, times up to 2^Bits codes), and d may
+                            // underflow to 0 altogether (then |v| < qmax·2^-149 is lost).
+                            std::ldexp(float(1 << F::kBits), -148);
         if (std::fabs(y - v) > bound) fail("scaled-integer element beyond its bound");
       }
     }
@@ -91,7 +97,7 @@ void check_matrix(const std::vector<float>& x, lqer::index_t rows, lqer::index_t
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using namespace lqer;
   if (size < 3) return 0;
-  const int selector = data[0] % 8;
+  const int selector = data[0] % 10;
   const auto axis = (data[1] & 1) ? block_axis::rows : block_axis::cols;
   const index_t cols = 1 + data[2] % 70;
   data += 3;
@@ -119,7 +125,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     case 4: clamp_for_f16(); check_matrix<q4_0>(x, rows, cols, axis, finite); break;
     case 5: clamp_for_f16(); check_matrix<q8_0>(x, rows, cols, axis, finite); break;
     case 6: check_matrix<intq<8, kPerRow>>(x, rows, cols, axis, finite); break;
-    default: clamp_for_f16(); check_matrix<int4_g128_asym>(x, rows, cols, axis, finite); break;
+    case 7: clamp_for_f16(); check_matrix<int4_g128_asym>(x, rows, cols, axis, finite); break;
+    // f32 scales take the whole float range (fuzz finding 8289ddf9: near FLT_MAX).
+    case 8: check_matrix<intq<8, 32, int_scheme::asymmetric, scale_dtype::f32>>(x, rows, cols, axis, finite); break;
+    default: check_matrix<intq<4, 16, int_scheme::signed_extreme, scale_dtype::f32>>(x, rows, cols, axis, finite); break;
   }
   return 0;
 }

@@ -30,6 +30,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 
 #include "lqer/config.hpp"
@@ -127,7 +128,11 @@ struct intq {
     if constexpr (Scheme == int_scheme::symmetric) {
       float amax = 0.0f;
       for (index_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i * stride]));
-      const float d = amax / float(kQmax);
+      float d = amax / float(kQmax);
+      // Near FLT_MAX, d rounded up can make kQmax·d overflow: decoding the
+      // largest element would give Inf from finite data. One ulp down keeps it
+      // finite (the element then clamps to kQmax, off by about one ulp of itself).
+      if (!std::isfinite(float(kQmax) * d)) d = std::nextafter(d, 0.0f);
       const float id = d != 0.0f ? 1.0f / d : 0.0f;
       for (index_t i = 0; i < n; ++i)
         q[i] = static_cast<std::int8_t>(
@@ -160,11 +165,23 @@ struct intq {
         hi = std::max(hi, x[i * stride]);
       }
       constexpr float umax = float((1 << Bits) - 1);
-      const float d = (hi - lo) / umax;
+      float d = (hi - lo) / umax;
+      // |hi|, |lo| near FLT_MAX: hi − lo overflows (d = Inf and NaN codes).
+      if (!std::isfinite(d)) d = hi / umax - lo / umax;
       const float id = d != 0.0f ? 1.0f / d : 0.0f;
       const float z = std::clamp(round_half_away(detail::times_inverse(-lo, id, d)), 0.0f, umax);
+      // Codes whose decode (u − z)·d would exceed FLT_MAX (a group spanning about
+      // ±FLT_MAX, z rounded to the middle; or umax·d rounded up) are clamped to the
+      // last finite one: such an element is off by at most one step. `span` is
+      // computed in double so that span·d ≤ FLT_MAX holds exactly; for every other
+      // group span ≥ umax and the clamp is the plain [0, umax].
+      const float span =
+          d != 0.0f
+              ? static_cast<float>(std::min(double(umax), std::floor(double(std::numeric_limits<float>::max()) / d)))
+              : umax;
+      const float ulo = std::max(0.0f, z - span), uhi = std::min(umax, z + span);
       for (index_t i = 0; i < n; ++i) {
-        const float u = std::clamp(round_half_away(detail::times_inverse(x[i * stride], id, d)) + z, 0.0f, umax);
+        const float u = std::clamp(round_half_away(detail::times_inverse(x[i * stride], id, d)) + z, ulo, uhi);
         q[i] = static_cast<std::int8_t>(static_cast<int>(u) - kOffset);
       }
       s.d = detail::scale_storage<Scale>::store(d);

@@ -382,6 +382,13 @@ const std::vector<corruption>& corruptions() {
                                   raw(values(static_cast<std::size_t>(count(r.mismatch)), 1.0))));
          return {};
        }},
+      {"empty array (a dimension of 0)",
+       [](const fs::path& f, const role& r, bool&) -> std::vector<std::string> {
+         std::vector<index_t> empty = r.shape;
+         empty[0] = 0;
+         write_bytes(f, npy_bytes("<f4", shape_text(empty), ""));
+         return {};
+       }},
       {"NaN",
        [](const fs::path& f, const role& r, bool&) -> std::vector<std::string> {
          write_bytes(f, with_value(r, 2, std::numeric_limits<float>::quiet_NaN()));
@@ -477,6 +484,15 @@ TEST_CASE("bad-input matrix: lqer forward DIR/report.json") {
       write_bytes(d / "layer" / "report.json", b.bytes);
     check_refused(fx.root, d, command_line("forward", d, d / "out.npy"), {b.needle});
   }
+}
+
+TEST_CASE("bad-input matrix: lqer forward with a rank-0 pair A.npy [in, 0], B.npy [0, out]") {
+  // Each file fits the other and Wq; a rank-0 layer is written without them.
+  fixture fx("rank0");
+  const fs::path d = fx.cell("c");
+  write_bytes(d / "layer" / "A.npy", npy_bytes("<f4", shape_text({kIn, 0}), ""));
+  write_bytes(d / "layer" / "B.npy", npy_bytes("<f4", shape_text({0, kOut}), ""));
+  check_refused(fx.root, d, command_line("forward", d, d / "out.npy"), {"A.npy", "B.npy", "rank 0"});
 }
 
 // ---------------------------------------------------------------------------

@@ -74,6 +74,11 @@ int run_forward(forward_cli o) {
 
   // The layer's files.
   const io::npy_matrix wq = io::read_npy_matrix(dir / "Wq.npy");
+  // Checked here, naming the file: quantize() would refuse an empty matrix
+  // too, but with a message that says neither which file nor why.
+  if (wq.rows == 0 || wq.cols == 0)
+    throw shape_error((dir / "Wq.npy").string() + ": the weight has shape (" + std::to_string(wq.rows) + ", " +
+                      std::to_string(wq.cols) + "); expected a non-empty [out, in] matrix");
   const bool has_a = fs::exists(dir / "A.npy"), has_b = fs::exists(dir / "B.npy");
   if (has_a != has_b)
     throw io_error(dir.string() + ": has " + (has_a ? "A.npy but no B.npy" : "B.npy but no A.npy") +
@@ -86,6 +91,9 @@ int run_forward(forward_cli o) {
       throw shape_error(dir.string() + ": A.npy [" + std::to_string(a.rows) + ", " + std::to_string(a.cols) +
                         "] and B.npy [" + std::to_string(b.rows) + ", " + std::to_string(b.cols) +
                         "] do not fit Wq.npy [" + std::to_string(wq.rows) + ", " + std::to_string(wq.cols) + "]");
+    if (a.cols == 0)
+      throw shape_error(dir.string() + ": A.npy [" + std::to_string(a.rows) + ", 0] and B.npy [0, " +
+                        std::to_string(b.cols) + "] have rank 0; a rank-0 layer has neither file");
   }
   std::vector<float> bias;
   if (fs::exists(dir / "bias.npy")) {

@@ -154,6 +154,34 @@ TEST_CASE("K = 2^20 with the extreme codes: no int32 overflow, linear == referen
   }
 }
 
+TEST_CASE("K = 2^20 in blocks of 1024 (the largest mxint block) with 8-bit extreme codes: the int32 bound at its maximum") {
+  // W8A8, every code ±127: per block |dot| = 127·127·1024 = 16516096 < 2^24,
+  // and the u8×s8 accumulator runs from −128·Σqx = ∓16646144 to ±33030144
+  // (< 2^26, params.hpp). Blocks > 256 take the exact scale mode.
+  using W = mxint<8, 1024, mx_rule::lqer>;
+  using Lr = mxint<8, 1024, mx_rule::lqer>;
+  using Act = mxint<8, 1024, mx_rule::lqer>;
+  constexpr index_t K = index_t{1} << 20, N = 16, M = 2;
+  std::vector<float> w(static_cast<std::size_t>(N * K)), x(static_cast<std::size_t>(M * K));
+  for (index_t n = 0; n < N; ++n)
+    for (index_t k = 0; k < K; ++k) w[static_cast<std::size_t>(n * K + k)] = (n % 2 == 0) ? 0.99f : -0.99f;
+  for (index_t k = 0; k < K; ++k) {
+    x[static_cast<std::size_t>(k)] = 0.99f;
+    x[static_cast<std::size_t>(K + k)] = -0.99f;
+  }
+  const auto layer = layer_of<W, Lr>(w, N, K);
+  REQUIRE(layer.wq.code(0, 0) == 127);
+  const auto y = check_paths<Act>(layer, x, M, "K=2^20 block 1024");
+  // Each block term is ±(127/128)²·1024 exactly; 1024 of them summed in float.
+  const double term = 127.0 / 128.0 * 127.0 / 128.0 * 1024.0, nblk = double(K / 1024);
+  for (index_t n = 0; n < N; ++n)
+    for (index_t m = 0; m < M; ++m) {
+      const double sign = (n % 2 == 0) == (m == 0) ? 1.0 : -1.0;
+      CHECK(std::abs(double(y[static_cast<std::size_t>(m * N + n)]) - sign * term * nblk) <=
+            gamma_n(nblk - 1) * term * nblk);
+    }
+}
+
 TEST_CASE("inputs near FLT_MAX: finite when the product is representable, ±Inf like the reference when not") {
   constexpr index_t K = 64, N = 32, M = 3;
   const float big = std::numeric_limits<float>::max();

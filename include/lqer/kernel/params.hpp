@@ -205,6 +205,13 @@ enum class scale_mode {
 /// Largest block the magic mode takes: |dot| ≤ 127·127·Block must stay below 2^22.
 inline constexpr int kMagicMaxBlock = 256;
 
+// The int32 bounds of the file comment, checked for the largest block mxint
+// allows (Block ≤ 1024, a static_assert in format/mxint.hpp): the exact mode's
+// partial sums, |dot| < 2^24 (float(dot) exact), and the magic mode's window.
+static_assert(std::int64_t{128 + 255} * 127 * 1024 < (std::int64_t{1} << 26));
+static_assert(std::int64_t{127} * 127 * 1024 < (std::int64_t{1} << 24));
+static_assert(std::int64_t{127} * 127 * kMagicMaxBlock < kMagicOffset);
+
 }  // namespace detail
 
 /// True when the fused kernels support this combination of formats: MX

@@ -460,11 +460,14 @@ TEST_CASE("bad-input matrix: lqer forward DIR/report.json") {
     bool missing;
     const char* needle;
   };
-  std::string unknown_format = good;
-  // Rewrites the first "format": "mxint4" (the weight's) into an unknown name.
-  const auto pos = unknown_format.find("\"mxint4\"");
-  REQUIRE(pos != std::string::npos);
-  unknown_format.replace(pos, 8, "\"mxint9\"");
+  // report.json with its first occurrence of `from` replaced by `to`.
+  const auto edited = [&](const std::string& from, const std::string& to) {
+    std::string r = good;
+    const auto pos = r.find(from);
+    REQUIRE(pos != std::string::npos);
+    return r.replace(pos, from.size(), to);
+  };
+  const std::string unknown_format = edited("\"mxint4\"", "\"mxint9\"");
   const std::vector<bad_report> cases = {
       {"missing", "", true, "report.json"},
       {"empty", "", false, "report.json"},
@@ -472,6 +475,14 @@ TEST_CASE("bad-input matrix: lqer forward DIR/report.json") {
       {"not an object", "[1, 2, 3]", false, "report.json"},
       {"no formats", "{\"rank\": 4}", false, "formats"},
       {"unknown weight format", unknown_format, false, "mxint9"},
+      // Formats a layer file may name but forward does not take, and block
+      // lengths that are not shared or not supported: the file's fault, said so.
+      {"4-bit low-rank format", edited("\"mxint8\"", "\"mxint4\""), false, "report.json: the layer's low-rank"},
+      {"unsupported block length in both", edited("\"block\": 16", "\"block\": 24").replace(
+           good.rfind("\"block\": 16"), std::string("\"block\": 16").size(), "\"block\": 24"), false, "report.json: the block length must be"},
+      {"low-rank and weight blocks differ", edited("\"block\": 16", "\"block\": 32"), false,
+       "formats.lowrank.block 32 differs"},
+      {"block is not a number", edited("\"block\": 16", "\"block\": \"x\""), false, "report.json"},
   };
   int n = 0;
   for (const bad_report& b : cases) {

@@ -64,9 +64,24 @@ int run_forward(forward_cli o) {
   } catch (const json::exception& e) {
     throw parse_error(where + ": " + e.what());
   }
+  // The layer's formats come from the file: one this command does not take
+  // (or a block length the two do not share) is the file's problem, reported
+  // naming it — not as an option error pointing at --help.
+  if (lrspec.block != wspec.block)
+    throw value_error(where + ": formats.lowrank.block " + std::to_string(lrspec.block) +
+                      " differs from formats.weight.block " + std::to_string(wspec.block) +
+                      " (lqer factorize writes one shared block length)");
+  try {
+    with_block(wspec.block, [&]<int Block>(std::integral_constant<int, Block>) {
+      with_mx<Block>(wspec, "the layer's weight", detail::weight_bits{}, [](auto) {});
+      with_mx<Block>(lrspec, "the layer's low-rank", detail::lowrank_bits{}, [](auto) {});
+    });
+  } catch (const usage_error& e) {
+    throw value_error(where + ": " + e.what());
+  }
   o.act.rule = parse_rule(o.act_rule);
   if (o.act.block == 0) o.act.block = wspec.block;
-  if (o.act.block != wspec.block || lrspec.block != wspec.block)
+  if (o.act.block != wspec.block)
     throw usage_error("--act-block " + std::to_string(o.act.block) + " must equal the layer's block length " +
                       std::to_string(wspec.block) + " (products are computed block by block)");
   with_mx<16>(o.act, "the activation", detail::activation_bits{}, [](auto) {});

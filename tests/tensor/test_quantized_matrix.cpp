@@ -18,6 +18,8 @@
 
 #include <Eigen/Core>
 
+#include "lqer/exec/executor.hpp"
+#include "lqer/exec/thread_pool.hpp"
 #include "lqer/format/ggml_blocks.hpp"
 #include "lqer/format/intq.hpp"
 #include "lqer/format/mxint.hpp"
@@ -159,6 +161,38 @@ TEST_CASE("nibble packing: element 2j in the low nibble, 2j+1 in the high nibble
   CHECK(q.lane_code(0, 1) == -4);
   CHECK(q.lane_code(0, 6) == -6);
   CHECK(q.value(0, 6) == -1.5f);
+}
+
+TEST_CASE_TEMPLATE("quantize on an executor is bit-identical to the serial encoder", F, mx4_lqer_b16, mx8_ocp_b32, q4_0,
+                   int8_per_row, int4_g32_asym_f32) {
+  // Each lane is one task's and owns its codes and scales: any split of the
+  // lanes over threads must give the same bytes. 2 threads, tails both ways,
+  // both axes; also a serial executor and a pool wider than the work.
+  constexpr index_t rows = 67, cols = 83;
+  const auto a = random_matrix(rows, cols, 11);
+  const matrix_view<const float> v(a.data(), rows, cols);
+  thread_pool_executor pool2(2), pool8(8);
+  for (const block_axis axis : {block_axis::cols, block_axis::rows}) {
+    const auto serial = quantized_matrix<F>::quantize(v, axis);
+    const auto check_same = [&](const quantized_matrix<F>& q) {
+      REQUIRE(q.lanes() == serial.lanes());
+      for (index_t lane = 0; lane < q.lanes(); ++lane) {
+        const auto c = q.lane_codes(lane), cs = serial.lane_codes(lane);
+        CHECK(std::equal(c.begin(), c.end(), cs.begin(), cs.end()));
+        const auto s = q.lane_scales(lane), ss = serial.lane_scales(lane);
+        CHECK(std::equal(s.begin(), s.end(), ss.begin(), ss.end()));
+      }
+    };
+    check_same(quantized_matrix<F>::quantize(v, axis, pool2));
+    check_same(quantized_matrix<F>::quantize(v, axis, pool8));
+    check_same(quantized_matrix<F>::quantize(v, axis, serial_executor{}));
+  }
+  // Bad input is refused before any task runs.
+  auto bad = a;
+  bad[static_cast<std::size_t>(5 * cols + 7)] = std::numeric_limits<float>::quiet_NaN();
+  CHECK_THROWS_AS((void)quantized_matrix<F>::quantize(matrix_view<const float>(bad.data(), rows, cols),
+                                                      block_axis::cols, pool2),
+                  value_error);
 }
 
 TEST_CASE("2- and 3-bit codes also take a nibble each") {

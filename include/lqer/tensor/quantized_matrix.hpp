@@ -27,6 +27,7 @@
 
 #include "lqer/config.hpp"
 #include "lqer/error.hpp"
+#include "lqer/exec/executor.hpp"
 #include "lqer/format/format.hpp"
 #include "lqer/tensor/check.hpp"
 #include "lqer/tensor/view.hpp"
@@ -55,6 +56,22 @@ class quantized_matrix {
     require_finite(src, "quantize");
     quantized_matrix m(src.rows, src.cols, axis);
     for (index_t lane = 0; lane < m.lanes_; ++lane) m.quantize_lane(src, lane);
+    return m;
+  }
+
+  /// The same, with the lanes split over `exec` (any lqer::executor, e.g. a
+  /// thread_pool_executor). Each lane is encoded by one task and owns its codes
+  /// and scales, so the result is bit-identical to the serial overload for any
+  /// executor. Validation runs first, on the calling thread: on bad input
+  /// nothing is encoded.
+  template <executor Executor>
+  static quantized_matrix quantize(matrix_view<const float> src, block_axis axis, Executor&& exec) {
+    src.validate("quantize");
+    require_finite(src, "quantize");
+    quantized_matrix m(src.rows, src.cols, axis);
+    exec.parallel_for(m.lanes_, [&](index_t begin, index_t end) {
+      for (index_t lane = begin; lane < end; ++lane) m.quantize_lane(src, lane);
+    });
     return m;
   }
 

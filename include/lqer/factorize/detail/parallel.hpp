@@ -69,4 +69,15 @@ inline index_t chunk_count(index_t n, index_t chunk) noexcept { return n <= 0 ? 
 /// for dynamic balancing.
 inline constexpr index_t kBandRows = 256;
 
+/// parallel_chunks as an lqer::executor (exec/executor.hpp): for the library's
+/// own executor-taking code (e.g. quantized_matrix::quantize) inside the
+/// offline factorization, so that one OpenMP setting governs all of it.
+struct parallel_chunks_executor {
+  index_t chunk = 64;
+  template <class F>
+  void parallel_for(index_t n_tasks, F&& fn) const {
+    parallel_chunks(n_tasks, chunk, fn);
+  }
+};
+
 }  // namespace lqer::detail

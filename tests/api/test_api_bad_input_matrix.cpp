@@ -13,6 +13,7 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -358,6 +359,13 @@ TEST_CASE("API matrix: pack, linear and reference_forward") {
   auto a_wrong_in = layer;
   const auto a48 = lqer_test::random_matrix(K + 16, R, 0.1f, 922);
   a_wrong_in.a = quantized_matrix<Lr8>::quantize(matrix_view<const float>(a48.data(), K + 16, R), block_axis::rows);
+  // Finite x whose correction overflows: A ~2^100 against x ~2^60 makes
+  // Q(x)·A infinite; with a normal A, t ~2^60 against B ~2^120 makes the paper
+  // mode's Q(Q(x)·A)·B infinite (the fused mode just accumulates it into y).
+  const auto big_a = lqer_test::random_layer<W4, Lr8>(N, K, R, true, 923, 0.05f, std::ldexp(1.0f, 100));
+  const auto big_b = lqer_test::random_layer<W4, Lr8>(N, K, R, true, 924, 0.05f, -1.0f, std::ldexp(1.0f, 120));
+  const auto packed_big_a = pack<Act8>(big_a);
+  const auto x60 = lqer_test::random_matrix(M, K, std::ldexp(1.0f, 60), 925);
   const auto lin = [&](const std::vector<float>& xm, index_t xr, index_t xc, index_t yr, index_t yc) {
     linear(packed, matrix_view<const float>(xm.data(), xr, xc), matrix_view<float>(y.data(), yr, yc));
   };
@@ -376,7 +384,15 @@ TEST_CASE("API matrix: pack, linear and reference_forward") {
       {"linear: an empty packed layer", kind::shape, {"empty"}, [&] { linear(packed_layer<W4, Lr8, Act8>{}, matrix_view<const float>(x.data(), M, K), matrix_view<float>(y.data(), M, N)); }},
       {"reference_forward: x with the wrong number of columns", kind::shape, {"x has 63 columns"}, [&] { ref(layer, x, K - 1, N); }},
       {"reference_forward: y with the wrong number of columns", kind::shape, {"y is 3x33"}, [&] { ref(layer, x, K, N + 1); }},
-      {"reference_forward: NaN in x", kind::value, {"(2, 9)", "NaN"}, [&] { ref(layer, xnan, K, N); }},
+      {"reference_forward: NaN in x", kind::value, {"x", "(2, 9)", "NaN"}, [&] { ref(layer, xnan, K, N); }},
+      {"reference_forward: Q(x)·A overflows", kind::value, {"intermediate Q(x)·A", "element ("}, [&] { ref(big_a, x60, K, N); }},
+      {"reference_forward (paper): Q(Q(x)·A)·B overflows", kind::value, {"Q(Q(x)·A)·B", "Inf"},
+       [&] {
+         reference_forward<Act8>(big_b, matrix_view<const float>(x60.data(), M, K), matrix_view<float>(y.data(), M, N),
+                                 correction_mode::paper);
+       }},
+      {"linear: Q(x)·A overflows", kind::value, {"Q(x)·A", "non-finite"},
+       [&] { linear(packed_big_a, matrix_view<const float>(x60.data(), M, K), matrix_view<float>(y.data(), M, N)); }},
       {"reference_forward: an inconsistent layer", kind::shape, {"bias"}, [&] { ref(bad_bias, x, K, N); }},
   };
   run_table(table, [&] { return all_sentinel(y); });

@@ -144,8 +144,13 @@ int run_forward(forward_cli o) {
             changed += n;
           }
           layer.bias = bias;
-          reference_forward<AF>(layer, matrix_view<const float>(x.data.data(), x.rows, x.cols),
-                                matrix_view<float>(y.data(), x.rows, wq.rows), mode);
+          try {
+            reference_forward<AF>(layer, matrix_view<const float>(x.data.data(), x.rows, x.cols),
+                                  matrix_view<float>(y.data(), x.rows, wq.rows), mode);
+          } catch (const value_error& e) {
+            // Finite inputs whose correction overflows float: name both files.
+            throw value_error(o.x + " through " + dir.string() + ": " + e.what());
+          }
         });
       });
     });

@@ -29,6 +29,7 @@
 #include "lqer/config.hpp"
 #include "lqer/error.hpp"
 #include "lqer/factorize/layer.hpp"
+#include "lqer/tensor/check.hpp"
 #include "lqer/tensor/quantized_matrix.hpp"
 #include "lqer/tensor/view.hpp"
 
@@ -93,7 +94,8 @@ void reference_forward(const lqer_layer<WFormat, LrFormat>& layer, matrix_view<c
                       ", expected " + std::to_string(x.rows) + "x" + std::to_string(layer.out_features()));
 
   const index_t M = x.rows, N = layer.out_features(), k = layer.rank();
-  const auto xq = quantized_matrix<ActFormat>::quantize(x, block_axis::cols);  // throws on NaN/Inf, before any write
+  require_finite(x, "reference_forward: x");  // (quantize would too, without saying which operand)
+  const auto xq = quantized_matrix<ActFormat>::quantize(x, block_axis::cols);
   detail::check_reduction(xq, layer.wq, "x·Wqᵀ");
 
   // The correction's activations t = Q(xq·A), [M, k].
@@ -103,6 +105,9 @@ void reference_forward(const lqer_layer<WFormat, LrFormat>& layer, matrix_view<c
     std::vector<float> u(static_cast<std::size_t>(M * k));
     for (index_t m = 0; m < M; ++m)
       for (index_t j = 0; j < k; ++j) u[m * k + j] = detail::accumulate_block_dots(0.0f, xq, m, layer.a, j);
+    // A finite x can overflow here (|x| near FLT_MAX against a large A): a
+    // value_error that says where, as linear() reports it; y is not written yet.
+    require_finite(u, k, "reference_forward: the correction's intermediate Q(x)·A");
     tq = quantized_matrix<ActFormat>::quantize(matrix_view<const float>(u.data(), M, k), block_axis::cols);
     detail::check_reduction(tq, layer.b, "t·B");
   }
@@ -127,6 +132,7 @@ void reference_forward(const lqer_layer<WFormat, LrFormat>& layer, matrix_view<c
       std::vector<float> v(static_cast<std::size_t>(M * N));
       for (index_t m = 0; m < M; ++m)
         for (index_t n = 0; n < N; ++n) v[m * N + n] = detail::accumulate_block_dots(0.0f, tq, m, layer.b, n);
+      require_finite(v, N, "reference_forward: the correction's output Q(Q(x)·A)·B (paper mode)");
       corr.resize(v.size());
       fake_quantize<ActFormat>(matrix_view<const float>(v.data(), M, N), matrix_view<float>(corr.data(), M, N));
     }

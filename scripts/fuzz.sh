@@ -25,8 +25,11 @@
 # Exit status: 0 when every target ran its time without a finding; 1 on any
 # crash, sanitizer report, leak, timeout or out-of-memory (the reproducer's path
 # is printed: `<target> <path>` replays it), or on a build failure.
-# Bounded: each run is killed at seconds + 120; the build is ~3–4 min from scratch
-# on 2 cores (cmd_factorize.cpp is compiled at -O0 for fuzz_cli_options).
+# Bounded: each run is killed at seconds + 120. Measured on the shared 2-core
+# machine (load 4–7 from other builds): the build takes 4.5–6 min from scratch or
+# after a change to a widely included header (fuzz_linear_differential and
+# cmd_factorize.cpp, compiled at -O0 for fuzz_cli_options, dominate), seconds when
+# nothing changed; the default 5 targets x 30 s add 2.6 min: ~7 min in all.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD

@@ -506,6 +506,38 @@ TEST_CASE("bad-input matrix: lqer forward with a rank-0 pair A.npy [in, 0], B.np
   check_refused(fx.root, d, command_line("forward", d, d / "out.npy"), {"A.npy", "B.npy", "rank 0"});
 }
 
+TEST_CASE("bad-input matrix: finite inputs whose arithmetic overflows float") {
+  fixture fx("overflow");
+  // W near FLT_MAX: its quantization error is too large for the SVD's float
+  // products (it used to surface as "the small SVD did not converge").
+  {
+    const fs::path d = fx.cell("wbig");
+    auto w = values(kOut * kIn, 1.0);
+    for (float& v : w) v *= 3.0e38f;
+    write_bytes(d / "W.npy", npy_bytes("<f4", shape_text({kOut, kIn}), raw(w)));
+    check_refused(fx.root, d, command_line("factorize", d, d / "outdir"), {"overflows float"});
+  }
+  // A layer with subnormal W (hence a correction scaled up) against x near
+  // FLT_MAX: Q(x)·A overflows although every input is finite.
+  {
+    const fs::path d = fx.cell("xbig");
+    auto w = values(kOut * kIn, 1.0);
+    for (float& v : w) v *= 1e-42f;
+    auto x = values(kCalib * kIn, 1.0);
+    for (float& v : x) v *= 3.0e38f;
+    write_bytes(d / "W.npy", npy_bytes("<f4", shape_text({kOut, kIn}), raw(w)));
+    write_bytes(d / "X.npy", npy_bytes("<f4", shape_text({kCalib, kIn}), raw(x)));
+    const run_result f = run_lqer(fx.root, {"factorize", "-q", "--weight", (d / "W.npy").string(), "--calib",
+                                            (d / "X.npy").string(), "--rank", std::to_string(kRank), "--out",
+                                            (d / "big_layer").string()});
+    INFO(f.err);
+    REQUIRE(f.status == 0);
+    const std::vector<std::string> args = {"forward", "-q", "--layer", (d / "big_layer").string(), "--x",
+                                           (d / "X.npy").string(), "--out", (d / "out.npy").string()};
+    check_refused(fx.root, d, args, {"X.npy through", "big_layer", "Q(x)·A"});
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Output paths × subcommands
 

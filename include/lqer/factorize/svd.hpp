@@ -83,6 +83,17 @@ inline void orthonormalize(Eigen::MatrixXf& y) {
   const Eigen::HouseholderQR<Eigen::MatrixXf> qr(y);
   y = qr.householderQ() * Eigen::MatrixXf::Identity(y.rows(), y.cols());
 }
+/// A product with the matrix that overflowed float (entries near FLT_MAX, or
+/// a scale policy multiplying them up) would otherwise surface as "the SVD did
+/// not converge" — or as NaN factors — far from the cause.
+template <class Matrix>
+void require_finite_product(const Matrix& p, std::string_view solver) {
+  if (!p.allFinite())
+    throw value_error(std::string(solver) +
+                      ": a product with the matrix overflows float: its entries (the scaled quantization error of "
+                      "W) are too large for float arithmetic");
+}
+
 }  // namespace detail
 
 // ---------------------------------------------------------------------------
@@ -95,6 +106,7 @@ struct exact_svd {
   svd_triplets operator()(const Op& op, index_t k) const {
     detail::check_rank(op.rows(), op.cols(), k, kName);
     const Eigen::MatrixXd m = Eigen::MatrixXf(op.dense()).template cast<double>();
+    detail::require_finite_product(m, kName);
     const Eigen::BDCSVD<Eigen::MatrixXd> svd(m, Eigen::ComputeThinU | Eigen::ComputeThinV);
     if (svd.info() != Eigen::Success) throw value_error("exact_svd: the SVD did not converge");
     return {svd.matrixU().leftCols(k).cast<float>(), svd.singularValues().head(k).cast<float>(),
@@ -141,18 +153,22 @@ struct randomized_svd {
     const index_t l = std::min(k + oversampling, std::min(m, n));
 
     Eigen::MatrixXf q = op.multiply(gaussian(n, l));  // [m, l]
+    detail::require_finite_product(q, kName);
     detail::orthonormalize(q);
     for (int it = 0; it < power_iterations; ++it) {
       // Re-orthonormalize after every product: in float, σ^(2q+1) would
       // otherwise drive every column toward the top singular vector and lose
       // the rest of the subspace to rounding (HMT Algorithm 4.4).
       Eigen::MatrixXf z = op.multiply_transpose(q);  // [n, l]
+      detail::require_finite_product(z, kName);
       detail::orthonormalize(z);
       q = op.multiply(z);
+      detail::require_finite_product(q, kName);
       detail::orthonormalize(q);
     }
     // Bᵀ = Mᵀ Q [n, l]; M ≈ Q B = Q Û Σ V̂ᵀ.
     const Eigen::MatrixXd bt = op.multiply_transpose(q).template cast<double>();
+    detail::require_finite_product(bt, kName);
     const Eigen::BDCSVD<Eigen::MatrixXd> small(bt, Eigen::ComputeThinU | Eigen::ComputeThinV);
     if (small.info() != Eigen::Success) throw value_error("randomized_svd: the small SVD did not converge");
     // bt = V̂ Σ Ûᵀ: its left vectors are M's right ones, its right vectors rotate Q.

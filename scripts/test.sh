@@ -13,7 +13,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Two cores are all the machine has; LQER_JOBS overrides.
 JOBS=${LQER_JOBS:-2}
-STAGES=(gcc asan tsan aarch64)
+STAGES=(lint docs gcc asan tsan aarch64 fuzz)
 
 log() { printf '\n==> %s\n' "$*"; }
 
@@ -38,12 +38,13 @@ stage_gcc() { configure_build_test build/gcc -DCMAKE_CXX_COMPILER=g++; }
 # fatal: -fno-sanitize-recover=all): the whole test suite, the CLI and the
 # USE-lite example included. It is also the clang warning check (-Werror).
 # Benchmarks are built (and warning-checked) by the gcc stage only: two cores
-# cannot afford every heavy translation unit twice in one CI run.
+# cannot afford every heavy translation unit twice in one CI run. -O1: the
+# sanitizers' usual trade-off between compile time and the tests' run time.
 stage_asan() {
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     configure_build_test build/asan -DCMAKE_CXX_COMPILER=clang++ -DLQER_SANITIZE=address,undefined \
-    -DLQER_BUILD_BENCH=OFF
+    -DLQER_BUILD_BENCH=OFF -DCMAKE_CXX_FLAGS_RELEASE="-O1 -DNDEBUG"
 }
 
 # ThreadSanitizer over what runs threads: the executors and the kernels (which
@@ -68,6 +69,16 @@ stage_tsan() {
 # The AArch64 build of the kernels (neon_dotprod and generic paths), cross
 # compiled and run under qemu-aarch64 with and without the dot-product extension.
 stage_aarch64() { bash scripts/test_aarch64.sh build/aarch64; }
+
+# libFuzzer targets (tests/fuzz), each for a bounded time on its committed seeds
+# plus a scratch corpus; any crash, sanitizer report or leak fails the stage.
+stage_fuzz() { LQER_FUZZ_BUILD=build/fuzz bash scripts/fuzz.sh "${LQER_FUZZ_SECONDS:-30}"; }
+
+# include/ under clang-format, self-containedness and clang-tidy.
+stage_lint() { LQER_LINT_DIR=build/lint bash scripts/lint.sh; }
+
+# Doxygen over include/ and docs/guide.md with zero warnings.
+stage_docs() { bash scripts/docs.sh build/docs; }
 
 main() {
   if (($# > 0)); then STAGES=("$@"); fi

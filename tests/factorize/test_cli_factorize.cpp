@@ -192,6 +192,11 @@ TEST_CASE("bad input: exit 2, one sentence, DIR untouched") {
   check_refused(run(d, "factorize", w, xcal, " --lr-block 32", out), "--lr-block");
   check_refused(run(d, "factorize", w, xcal, " --w-format mxint5", out), "mxint5");
   check_refused(run(d, "factorize", w, out), "--calib");  // mean_abs without calibration
+  // Solver settings that would run for hours (or are meaningless) are refused up front.
+  check_refused(run(d, "factorize", w, xcal, " --power-iterations 1000000000", out), "--power-iterations");
+  check_refused(run(d, "factorize", w, xcal, " --power-iterations -1", out), "--power-iterations");
+  check_refused(run(d, "factorize", w, xcal, " --oversampling 100000", out), "--oversampling");
+  check_refused(run(d, "factorize", w, xcal, " --policy whiten --damping -1", out), "--damping");
   // Non-finite calibration values, named by file and element.
   matrix_rm x = test::load_matrix("layer_small_Xcal");
   x(7, 9) = std::nanf("");

@@ -22,6 +22,7 @@
 
 #include <array>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -181,6 +182,15 @@ int run_factorize(factorize_cli o) {
                       "): products are computed block by block, and the activations share the block too");
   if (o.rank < 0) throw usage_error("--rank must be >= 0");
   if (o.batch_tokens < 0) throw usage_error("--batch-tokens must be >= 0");
+  // Bounds that keep a typo from running for hours: each power iteration is two
+  // passes over the error matrix (q = 3 is the default; beyond ~10 the sketch has
+  // converged for any spectrum), and p beyond a few hundred columns is an exact SVD.
+  if (o.power_iterations < 0 || o.power_iterations > 64)
+    throw usage_error("--power-iterations must be in [0, 64], got " + std::to_string(o.power_iterations));
+  if (o.oversampling < 0 || o.oversampling > 4096)
+    throw usage_error("--oversampling must be in [0, 4096], got " + std::to_string(o.oversampling));
+  if (!(o.damping >= 0.0) || !std::isfinite(o.damping))
+    throw usage_error("--damping must be a finite number >= 0");
   with_block(o.w.block, [&](auto) {});
   with_mx<16>(o.w, "the weight", detail::weight_bits{}, [](auto) {});
   with_mx<16>(o.lr, "the low-rank", detail::lowrank_bits{}, [](auto) {});
@@ -258,17 +268,23 @@ int run_factorize(factorize_cli o) {
           if (!r.scale.empty()) io::write_npy_vector(stage.path() / "scale.npy", r.scale);
           if (!bias.empty()) io::write_npy_vector(stage.path() / "bias.npy", bias);
           const factorize_report& rep = r.report;
+          // Member by member rather than `pp = {{...}}`: clang 14 leaks the
+          // temporary of an initializer-list assignment to an existing json
+          // (LeakSanitizer reports it in the asan stage).
           json pp = json::object();
           if (whiten) {
-            pp = {{"damping", o.damping}, {"lambda", rep.whiten_lambda}, {"factorization", o.whiten_factorization}};
+            pp["damping"] = o.damping;
+            pp["lambda"] = rep.whiten_lambda;
+            pp["factorization"] = o.whiten_factorization;
           } else if (o.policy != "identity") {
-            pp = {{"clamp_min", policy::mean_abs{}.clamp_min}};
+            pp["clamp_min"] = policy::mean_abs{}.clamp_min;
           }
           json sp = json::object();
-          if (!solver.exact)
-            sp = {{"oversampling", o.oversampling},
-                  {"power_iterations", o.power_iterations},
-                  {"seed", solver.randomized.seed}};
+          if (!solver.exact) {
+            sp["oversampling"] = o.oversampling;
+            sp["power_iterations"] = o.power_iterations;
+            sp["seed"] = solver.randomized.seed;
+          }
           report = {
               {"lqer_version", fmt::format("{}.{}.{}", LQER_VERSION_MAJOR, LQER_VERSION_MINOR, LQER_VERSION_PATCH)},
               {"weight", o.weight},

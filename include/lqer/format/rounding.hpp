@@ -15,16 +15,31 @@ enum class rounding {
   half_to_even,         ///< 2.5 -> 2, 3.5 -> 4 (IEEE default; torch.round; LQER block_fp)
 };
 
-/// Round half away from zero. `std::round` is exact for every float (unlike
-/// `floor(|x| + 0.5)`, which rounds 0.49999997f up because the sum is inexact).
-inline float round_half_away(float x) noexcept { return std::round(x); }
+// Both rules split x = t + f with t = trunc(x) (a float-to-int conversion,
+// which truncates whatever the rounding mode) and f = x − t. For |x| < 2^23
+// both steps are exact: t fits an int, and f is x with its integer bits
+// cleared. From 2^23 up every float is already an integer; NaN and ±Inf pass
+// through. No libm call (std::round and fmod are calls at -O2 on x86-64):
+// encoders round once per element, and rounding was most of the cost of
+// quantizing a weight.
+
+/// Round half away from zero (C `round`, exactly, for every float).
+inline float round_half_away(float x) noexcept {
+  const float a = std::fabs(x);
+  if (!(a < 0x1p23f)) return x;  // integral, ±Inf or NaN
+  const int i = static_cast<int>(a);
+  const int up = (a - static_cast<float>(i)) >= 0.5f;  // 0 or 1, no branch (random data mispredicts)
+  return std::copysign(static_cast<float>(i + up), x);  // −0.3 → −0, as round() does
+}
 
 /// Round half to even, independent of the current rounding mode.
 inline float round_half_even(float x) noexcept {
-  const float r = std::round(x);  // ties go away from zero here ...
-  // ... so on an exact tie whose away-rounded result is odd, step back toward zero.
-  if (std::fabs(x - std::trunc(x)) == 0.5f && std::fmod(r, 2.0f) != 0.0f) return r - std::copysign(1.0f, x);
-  return r;
+  const float a = std::fabs(x);
+  if (!(a < 0x1p23f)) return x;  // integral, ±Inf or NaN
+  const int i = static_cast<int>(a);
+  const float f = a - static_cast<float>(i);
+  const int up = static_cast<int>(f > 0.5f) | (static_cast<int>(f == 0.5f) & i);  // i & 1: ties go to even
+  return std::copysign(static_cast<float>(i + (up & 1)), x);  // −0.3 → −0, as rint() does
 }
 
 template <rounding R>

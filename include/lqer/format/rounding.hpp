@@ -28,7 +28,7 @@ inline float round_half_away(float x) noexcept {
   const float a = std::fabs(x);
   if (!(a < 0x1p23f)) return x;  // integral, ±Inf or NaN
   const int i = static_cast<int>(a);
-  const int up = (a - static_cast<float>(i)) >= 0.5f;  // 0 or 1, no branch (random data mispredicts)
+  const int up = (a - static_cast<float>(i)) >= 0.5f;   // 0 or 1, no branch (random data mispredicts)
   return std::copysign(static_cast<float>(i + up), x);  // −0.3 → −0, as round() does
 }
 
@@ -39,7 +39,7 @@ inline float round_half_even(float x) noexcept {
   const int i = static_cast<int>(a);
   const float f = a - static_cast<float>(i);
   const int up = static_cast<int>(f > 0.5f) | (static_cast<int>(f == 0.5f) & i);  // i & 1: ties go to even
-  return std::copysign(static_cast<float>(i + (up & 1)), x);  // −0.3 → −0, as rint() does
+  return std::copysign(static_cast<float>(i + (up & 1)), x);                      // −0.3 → −0, as rint() does
 }
 
 template <rounding R>

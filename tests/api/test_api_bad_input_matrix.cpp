@@ -34,11 +34,16 @@
 #include "lqer/kernel/linear.hpp"
 #include "lqer/kernel/pack.hpp"
 #include "lqer/tensor/quantized_matrix.hpp"
+#include "support/files.hpp"
 
 namespace fs = std::filesystem;
 using namespace lqer;
 
 namespace {
+
+using lqer::test::slurp;
+using lqer::test::write_bytes;
+using lqer::test::npy_bytes;
 
 using W4 = mxint<4, 16, mx_rule::lqer>;
 using Lr8 = mxint<8, 16, mx_rule::lqer>;
@@ -109,35 +114,6 @@ bool all_sentinel(const std::vector<float>& v) {
 
 // ---------------------------------------------------------------------------
 // Files
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-void write_bytes(const fs::path& p, const std::string& bytes) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  REQUIRE(out.good());
-}
-
-std::string npy_bytes(const std::string& descr, const std::string& shape, const std::string& data) {
-  std::string dict = "{'descr': '";
-  dict += descr;
-  dict += "', 'fortran_order': False, 'shape': ";
-  dict += shape;
-  dict += ", }";
-  while ((10 + dict.size() + 1) % 64 != 0) dict += ' ';
-  dict += '\n';
-  std::string out = "\x93NUMPY";
-  out += '\x01';
-  out += '\x00';
-  out += static_cast<char>(dict.size() & 0xff);
-  out += static_cast<char>(dict.size() >> 8);
-  out += dict;
-  out += data;
-  return out;
-}
 
 std::map<std::string, std::string> snapshot(const fs::path& dir) {
   std::map<std::string, std::string> m;

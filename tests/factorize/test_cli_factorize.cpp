@@ -23,6 +23,7 @@
 #include "lqer/factorize/factorize.hpp"
 #include "lqer/factorize/reference_forward.hpp"
 #include "lqer/io/npy.hpp"
+#include "support/files.hpp"
 
 #ifndef LQER_CLI_PATH
 #error "LQER_CLI_PATH must name the built lqer program"
@@ -33,15 +34,12 @@ using namespace lqer;
 
 namespace {
 
+using lqer::test::slurp;
+
 struct run_result {
   int status = -1;
   std::string out, err;
 };
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 
 /// A fresh directory for one test case.
 fs::path scratch(const std::string& name) {

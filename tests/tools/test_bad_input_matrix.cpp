@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "lqer/config.hpp"
+#include "support/files.hpp"
 
 #ifndef LQER_CLI_PATH
 #error "LQER_CLI_PATH must name the built lqer program"
@@ -53,46 +54,13 @@ using lqer::index_t;
 
 namespace {
 
+using lqer::test::slurp;
+using lqer::test::write_bytes;
+using lqer::test::npy_bytes;
+using lqer::test::raw;
+
 // ---------------------------------------------------------------------------
 // Files
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-void write_bytes(const fs::path& p, const std::string& bytes) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  REQUIRE(out.good());
-}
-
-/// A .npy v1.0 file as numpy writes it (by hand, not with lqer::io, so that the
-/// program is tested against the format rather than against its own writer).
-std::string npy_bytes(const std::string& descr, const std::string& shape, const std::string& data) {
-  std::string dict = "{'descr': '";
-  dict += descr;
-  dict += "', 'fortran_order': False, 'shape': ";
-  dict += shape;
-  dict += ", }";
-  while ((10 + dict.size() + 1) % 64 != 0) dict += ' ';
-  dict += '\n';
-  std::string out = "\x93NUMPY";
-  out += '\x01';
-  out += '\x00';
-  out += static_cast<char>(dict.size() & 0xff);
-  out += static_cast<char>(dict.size() >> 8);
-  out += dict;
-  out += data;
-  return out;
-}
-
-template <class T>
-std::string raw(const std::vector<T>& v) {
-  std::string s(v.size() * sizeof(T), '\0');
-  if (!v.empty()) std::memcpy(s.data(), v.data(), s.size());
-  return s;
-}
 
 /// numpy's shape tuple: (n,) or (r, c). Appended piece by piece: GCC 12 warns
 /// falsely (-Wrestrict, bug 105651) on `"literal" + std::string&&` at -O2.

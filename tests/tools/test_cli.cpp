@@ -30,6 +30,7 @@
 
 #include "lqer/io/npy.hpp"
 #include "lqer/lqer.hpp"
+#include "support/files.hpp"
 
 #ifndef LQER_CLI_PATH
 #error "LQER_CLI_PATH must name the built lqer program"
@@ -40,42 +41,13 @@ using namespace lqer;
 
 namespace {
 
+using lqer::test::slurp;
+using lqer::test::write_bytes;
+using lqer::test::npy_bytes;
+using lqer::test::raw;
+
 // ---------------------------------------------------------------------------
 // Files
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-void write_bytes(const fs::path& p, const std::string& bytes) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  REQUIRE(out.good());
-}
-
-/// A .npy v1.0 file as numpy writes it: magic, version, u16 header length,
-/// the dict padded with spaces to a 64-byte boundary and '\n', then the data.
-/// Written by hand (not with lqer::io) so that the program is tested against
-/// the file format, not against lqer's own writer.
-std::string npy_bytes(const std::string& descr, const std::string& shape, const std::string& data) {
-  std::string dict = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + shape + ", }";
-  while ((10 + dict.size() + 1) % 64 != 0) dict += ' ';
-  dict += '\n';
-  std::string out = "\x93NUMPY";
-  out += '\x01';
-  out += '\x00';
-  out += static_cast<char>(dict.size() & 0xff);
-  out += static_cast<char>(dict.size() >> 8);
-  return out + dict + data;
-}
-
-template <class T>
-std::string raw(const std::vector<T>& v) {
-  std::string s(v.size() * sizeof(T), '\0');
-  if (!v.empty()) std::memcpy(s.data(), v.data(), s.size());
-  return s;
-}
 
 // std::string("(") + ...: GCC 12 warns falsely (-Wrestrict, GCC bug 105651) on
 // `"literal" + std::string&&` once inlined at -O2/-O3; appending does not.

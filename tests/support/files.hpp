@@ -1,0 +1,62 @@
+// Test support: whole-file reads and writes, and .npy files made by hand.
+//
+// npy_bytes writes the format as numpy does (magic, version 1.0, u16 header
+// length, the dict padded with spaces to a 64-byte boundary and '\n', then the
+// data) without lqer::io, so that readers and the CLI are tested against the
+// file format rather than against lqer's own writer. Tests that need a broken
+// file start from these bytes and cut or corrupt them.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <cstring>
+#include <iterator>
+#include <string>
+#include <vector>
+
+namespace lqer::test {
+
+/// The whole file as bytes ("" when it cannot be opened).
+inline std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+/// Replaces the file with `bytes`; a failed write fails the test.
+inline void write_bytes(const std::filesystem::path& p, const std::string& bytes) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  REQUIRE(out.good());
+}
+
+/// A .npy v1.0 file: `descr` e.g. "<f4", `shape` a Python tuple e.g. "(2, 3)",
+/// `data` the raw little-endian elements.
+inline std::string npy_bytes(const std::string& descr, const std::string& shape, const std::string& data) {
+  std::string dict = "{'descr': '";
+  dict += descr;
+  dict += "', 'fortran_order': False, 'shape': ";
+  dict += shape;
+  dict += ", }";
+  while ((10 + dict.size() + 1) % 64 != 0) dict += ' ';
+  dict += '\n';
+  std::string out = "\x93NUMPY";
+  out += '\x01';
+  out += '\x00';
+  out += static_cast<char>(dict.size() & 0xff);
+  out += static_cast<char>(dict.size() >> 8);
+  out += dict;
+  out += data;
+  return out;
+}
+
+/// The raw bytes of a vector's elements (the data part of a .npy file).
+template <class T>
+std::string raw(const std::vector<T>& v) {
+  std::string s(v.size() * sizeof(T), '\0');
+  if (!v.empty()) std::memcpy(s.data(), v.data(), s.size());
+  return s;
+}
+
+}  // namespace lqer::test

@@ -3,16 +3,14 @@
 // library (bit for bit) and against the reference (Wq, scale, outputs), and
 // "exit 2, one sentence on stderr, DIR untouched" on bad input.
 //
-// POSIX only (std::system + WEXITSTATUS). Each case works in its own directory:
-// ctest runs the cases of this file as separate processes, in parallel.
+// POSIX only (support/process.hpp runs the program through /bin/sh). Each case
+// works in its own directory: ctest runs the cases of this file as separate
+// processes, in parallel.
 #include <doctest/doctest.h>
-
-#include <sys/wait.h>
 
 #include <nlohmann/json.hpp>
 
 #include <cmath>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -24,22 +22,16 @@
 #include "lqer/factorize/reference_forward.hpp"
 #include "lqer/io/npy.hpp"
 #include "support/files.hpp"
-
-#ifndef LQER_CLI_PATH
-#error "LQER_CLI_PATH must name the built lqer program"
-#endif
+#include "support/process.hpp"
 
 namespace fs = std::filesystem;
 using namespace lqer;
 
 namespace {
 
+using lqer::test::run_lqer;
+using lqer::test::run_result;
 using lqer::test::slurp;
-
-struct run_result {
-  int status = -1;
-  std::string out, err;
-};
 
 /// A fresh directory for one test case.
 fs::path scratch(const std::string& name) {
@@ -58,23 +50,8 @@ std::string cat(const Parts&... parts) {
   return s;
 }
 
-/// 'path', quoted for the shell.
-std::string shell_quoted(const fs::path& p) { return cat("'", p.string(), "'"); }
-
-/// Runs `lqer` with the arguments given as pieces.
-template <class... Parts>
-run_result run(const fs::path& dir, const Parts&... args) {
-  const std::string cmd = cat(shell_quoted(LQER_CLI_PATH), " ", cat(args...), " > ", shell_quoted(dir / "stdout"), " 2> ",
-                              shell_quoted(dir / "stderr"));
-  const int raw = std::system(cmd.c_str());
-  run_result r;
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  r.out = slurp(dir / "stdout");
-  r.err = slurp(dir / "stderr");
-  return r;
-}
-
-std::string data(const std::string& name) { return shell_quoted(test::data_path(name)); }
+/// The path of tests/data/<name>.npy.
+std::string data(const std::string& name) { return test::data_path(name); }
 
 matrix_rm load(const fs::path& p) {
   const io::npy_matrix m = io::read_npy_matrix(p);
@@ -83,7 +60,7 @@ matrix_rm load(const fs::path& p) {
 
 /// Exit status 2, exactly one line on stderr containing `needle`.
 void check_refused(const run_result& r, const std::string& needle) {
-  CHECK(r.status == 2);
+  CHECK(r.exit_code == 2);
   CHECK(r.err.find(needle) != std::string::npos);
   CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
 }
@@ -93,10 +70,10 @@ void check_refused(const run_result& r, const std::string& needle) {
 TEST_CASE("factorize + forward reproduce the library and the LQER reference") {
   const fs::path d = scratch("roundtrip");
   const fs::path layer = d / "layer";
-  const run_result f = run(d, "factorize --weight ", data("layer_small_W"), " --calib ", data("layer_small_Xcal"),
-                           " --rank 16 --solver exact --out ", shell_quoted(layer));
+  const run_result f = run_lqer(d, {"factorize", "--weight", data("layer_small_W"), "--calib", data("layer_small_Xcal"),
+                                    "--rank", "16", "--solver", "exact", "--out", layer.string()});
   INFO(f.err);
-  REQUIRE(f.status == 0);
+  REQUIRE(f.exit_code == 0);
   for (const char* file : {"Wq.npy", "A.npy", "B.npy", "scale.npy", "report.json"}) CHECK(fs::exists(layer / file));
   // Nothing left behind next to DIR.
   index_t entries = 0;
@@ -133,10 +110,10 @@ TEST_CASE("factorize + forward reproduce the library and the LQER reference") {
   for (const char* mode : {"paper", "fused"}) {
     CAPTURE(mode);
     const fs::path y = d / cat("Y_", mode, ".npy");
-    const run_result fw = run(d, "forward --layer ", shell_quoted(layer), " --x ", data("layer_small_Xtest"), " --mode ", mode,
-                              " --out ", shell_quoted(y));
+    const run_result fw = run_lqer(d, {"forward", "--layer", layer.string(), "--x", data("layer_small_Xtest"), "--mode",
+                                       mode, "--out", y.string()});
     INFO(fw.err);
-    REQUIRE(fw.status == 0);
+    REQUIRE(fw.exit_code == 0);
     CHECK(fw.err.empty());  // no re-quantization warning
     matrix_rm want(xtest.rows(), w.rows());
     reference_forward(lib.layer, view_of(xtest), view_of(want),
@@ -148,23 +125,23 @@ TEST_CASE("factorize + forward reproduce the library and the LQER reference") {
 TEST_CASE("rank 0 and identity: no factors, no calibration needed, and a rerun replaces stale factors") {
   const fs::path d = scratch("rank0");
   const fs::path layer = d / "layer";
-  REQUIRE(run(d, "factorize -q --weight ", data("layer_small_W"), " --calib ", data("layer_small_Xcal"),
-              " --rank 8 --out ", shell_quoted(layer))
-              .status == 0);
+  REQUIRE(run_lqer(d, {"factorize", "-q", "--weight", data("layer_small_W"), "--calib", data("layer_small_Xcal"),
+                       "--rank", "8", "--out", layer.string()})
+              .exit_code == 0);
   REQUIRE(fs::exists(layer / "A.npy"));
   fs::create_directories(layer);
   { std::ofstream(layer / "notes.txt") << "mine"; }
-  const run_result r =
-      run(d, "factorize -q --weight ", data("layer_small_W"), " --policy identity --rank 0 --out ", shell_quoted(layer));
+  const run_result r = run_lqer(d, {"factorize", "-q", "--weight", data("layer_small_W"), "--policy", "identity",
+                                    "--rank", "0", "--out", layer.string()});
   INFO(r.err);
-  REQUIRE(r.status == 0);
+  REQUIRE(r.exit_code == 0);
   CHECK(!fs::exists(layer / "A.npy"));
   CHECK(!fs::exists(layer / "B.npy"));
   CHECK(fs::exists(layer / "scale.npy"));       // identity: all ones
   CHECK(slurp(layer / "notes.txt") == "mine");  // files that are not the layer's stay
-  const run_result fw =
-      run(d, "forward -q --layer ", shell_quoted(layer), " --x ", data("layer_small_Xtest"), " --out ", shell_quoted(d / "Y.npy"));
-  REQUIRE(fw.status == 0);
+  const run_result fw = run_lqer(d, {"forward", "-q", "--layer", layer.string(), "--x", data("layer_small_Xtest"),
+                                     "--out", (d / "Y.npy").string()});
+  REQUIRE(fw.exit_code == 0);
   // Plain W4A8 in the paper's semantics: the reference's Y_plain. Same exact
   // products, different summation order: within (γ_in + γ_{in/16})·Σ|xq||wq|
   // (see test_reference_layers), and here in practice identical.
@@ -180,41 +157,49 @@ TEST_CASE("rank 0 and identity: no factors, no calibration needed, and a rerun r
 TEST_CASE("bad input: exit 2, one sentence, DIR untouched") {
   const fs::path d = scratch("bad");
   const fs::path layer = d / "layer";
-  const std::string w = cat(" --weight ", data("layer_small_W"));
-  const std::string out = cat(" --out ", shell_quoted(layer));
-  const std::string xcal = cat(" --calib ", data("layer_small_Xcal"));
+  const std::string w = data("layer_small_W"), xcal = data("layer_small_Xcal");
+  // `lqer factorize --weight W <middle...> --out DIR`.
+  const auto factorize = [&](const std::vector<std::string>& middle) {
+    std::vector<std::string> args = {"factorize", "--weight", w};
+    args.insert(args.end(), middle.begin(), middle.end());
+    args.insert(args.end(), {"--out", layer.string()});
+    return run_lqer(d, args);
+  };
   // Shape mismatch between W [96, 256] and X [.., 512].
-  check_refused(run(d, "factorize", w, " --calib ", data("layer_mid_Xcal"), out), "512 columns");
-  check_refused(run(d, "factorize", w, xcal, " --rank 97", out), "--rank 97");
-  check_refused(run(d, "factorize", w, xcal, " --policy magic", out), "magic");
-  check_refused(run(d, "factorize", w, xcal, " --lr-block 32", out), "--lr-block");
-  check_refused(run(d, "factorize", w, xcal, " --w-format mxint5", out), "mxint5");
-  check_refused(run(d, "factorize", w, out), "--calib");  // mean_abs without calibration
+  check_refused(factorize({"--calib", data("layer_mid_Xcal")}), "512 columns");
+  check_refused(factorize({"--calib", xcal, "--rank", "97"}), "--rank 97");
+  check_refused(factorize({"--calib", xcal, "--policy", "magic"}), "magic");
+  check_refused(factorize({"--calib", xcal, "--lr-block", "32"}), "--lr-block");
+  check_refused(factorize({"--calib", xcal, "--w-format", "mxint5"}), "mxint5");
+  check_refused(factorize({}), "--calib");  // mean_abs without calibration
   // Solver settings that would run for hours (or are meaningless) are refused up front.
-  check_refused(run(d, "factorize", w, xcal, " --power-iterations 1000000000", out), "--power-iterations");
-  check_refused(run(d, "factorize", w, xcal, " --power-iterations -1", out), "--power-iterations");
-  check_refused(run(d, "factorize", w, xcal, " --oversampling 100000", out), "--oversampling");
-  check_refused(run(d, "factorize", w, xcal, " --policy whiten --damping -1", out), "--damping");
+  check_refused(factorize({"--calib", xcal, "--power-iterations", "1000000000"}), "--power-iterations");
+  check_refused(factorize({"--calib", xcal, "--power-iterations", "-1"}), "--power-iterations");
+  check_refused(factorize({"--calib", xcal, "--oversampling", "100000"}), "--oversampling");
+  check_refused(factorize({"--calib", xcal, "--policy", "whiten", "--damping", "-1"}), "--damping");
   // Non-finite calibration values, named by file and element.
   matrix_rm x = test::load_matrix("layer_small_Xcal");
   x(7, 9) = std::nanf("");
   io::write_npy_matrix(d / "Xnan.npy", x.data(), x.rows(), x.cols());
-  const std::string xnan = cat(" --calib ", shell_quoted(d / "Xnan.npy"));
-  check_refused(run(d, "factorize", w, xnan, out), "element (7, 9) is NaN");
+  const std::string xnan = (d / "Xnan.npy").string();
+  check_refused(factorize({"--calib", xnan}), "element (7, 9) is NaN");
   CHECK(!fs::exists(layer));
   // Nothing half-written next to DIR either.
   for (const auto& e : fs::directory_iterator(d)) CHECK(!e.path().filename().string().starts_with(".layer"));
 
   // An existing layer is left as it was by a failing run.
-  REQUIRE(run(d, "factorize -q", w, xcal, " --rank 4", out).status == 0);
+  REQUIRE(run_lqer(d, {"factorize", "-q", "--weight", w, "--calib", xcal, "--rank", "4", "--out", layer.string()})
+              .exit_code == 0);
   const std::string before = slurp(layer / "report.json");
-  check_refused(run(d, "factorize", w, xnan, " --rank 8", out), "NaN");
+  check_refused(factorize({"--calib", xnan, "--rank", "8"}), "NaN");
   CHECK(slurp(layer / "report.json") == before);
 
   // forward: wrong width, not a layer directory.
-  check_refused(run(d, "forward --layer ", shell_quoted(layer), " --x ", data("layer_mid_Xtest"), " --out ", shell_quoted(d / "Y.npy")),
+  check_refused(run_lqer(d, {"forward", "--layer", layer.string(), "--x", data("layer_mid_Xtest"), "--out",
+                             (d / "Y.npy").string()}),
                 "512 columns");
-  check_refused(run(d, "forward --layer ", shell_quoted(d), " --x ", data("layer_small_Xtest"), " --out ", shell_quoted(d / "Y.npy")),
+  check_refused(run_lqer(d, {"forward", "--layer", d.string(), "--x", data("layer_small_Xtest"), "--out",
+                             (d / "Y.npy").string()}),
                 "report.json");
   CHECK(!fs::exists(d / "Y.npy"));
 }

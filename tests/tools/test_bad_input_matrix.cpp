@@ -23,11 +23,11 @@
 // not to stop this user, the read-only cell says so in a MESSAGE and writes
 // into /proc instead, where no user can create a file or a directory.
 //
-// POSIX only (std::system + WEXITSTATUS, shell redirection), like test_cli.cpp.
+// POSIX only (support/process.hpp runs the program through /bin/sh), like
+// test_cli.cpp.
 #include <doctest/doctest.h>
 
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -44,20 +44,19 @@
 
 #include "lqer/config.hpp"
 #include "support/files.hpp"
-
-#ifndef LQER_CLI_PATH
-#error "LQER_CLI_PATH must name the built lqer program"
-#endif
+#include "support/process.hpp"
 
 namespace fs = std::filesystem;
 using lqer::index_t;
 
 namespace {
 
-using lqer::test::slurp;
-using lqer::test::write_bytes;
 using lqer::test::npy_bytes;
 using lqer::test::raw;
+using lqer::test::run_lqer;
+using lqer::test::run_result;
+using lqer::test::slurp;
+using lqer::test::write_bytes;
 
 // ---------------------------------------------------------------------------
 // Files
@@ -109,41 +108,7 @@ std::string differences(const std::map<std::string, std::string>& before,
 }
 
 // ---------------------------------------------------------------------------
-// Running the program
-
-struct run_result {
-  int status = -1;
-  std::string out, err;
-};
-
-std::string quoted(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  q += '\'';
-  return q;
-}
-
-/// Runs lqer with `args`; stdout and stderr go to files in `io_dir`, which must
-/// be outside the directory whose snapshot is compared.
-run_result run_lqer(const fs::path& io_dir, const std::vector<std::string>& args) {
-  std::string cmd = quoted(LQER_CLI_PATH);
-  for (const auto& a : args) {
-    cmd += ' ';
-    cmd += quoted(a);
-  }
-  const fs::path out = io_dir / "stdout.txt", err = io_dir / "stderr.txt";
-  cmd += " >";
-  cmd += quoted(out.string());
-  cmd += " 2>";
-  cmd += quoted(err.string());
-  cmd += " </dev/null";
-  const int raw_status = std::system(cmd.c_str());
-  run_result r;
-  r.status = WIFEXITED(raw_status) ? WEXITSTATUS(raw_status) : -1;
-  r.out = slurp(out);
-  r.err = slurp(err);
-  return r;
-}
+// The program's output (support/process.hpp runs it)
 
 bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
 
@@ -182,7 +147,7 @@ struct fixture {
                                          (tmpl / "X.npy").string(), "--bias", (tmpl / "b.npy").string(), "--rank",
                                          std::to_string(kRank), "--out", (tmpl / "layer").string()});
     INFO(f.err);
-    REQUIRE(f.status == 0);
+    REQUIRE(f.exit_code == 0);
     for (const char* file : {"Wq.npy", "A.npy", "B.npy", "bias.npy", "report.json"})
       REQUIRE(fs::exists(tmpl / "layer" / file));
     write_bytes(tmpl / "out.npy", kOld);
@@ -219,12 +184,14 @@ fs::path default_out(const std::string& cmd, const fs::path& d) {
 
 /// Runs one cell that must be refused, and checks everything the header promises.
 /// `needles`: what the one line on stderr must contain (the file, the problem).
+/// `io_dir` takes the captured stdout and stderr: outside `d`, whose snapshot
+/// is compared.
 void check_refused(const fs::path& io_dir, const fs::path& d, const std::vector<std::string>& args,
                    const std::vector<std::string>& needles) {
   const auto before = snapshot(d);
   const run_result r = run_lqer(io_dir, args);
   CAPTURE(r.err);
-  CHECK(r.status == 2);
+  CHECK(r.exit_code == 2);
   CHECK(r.out.empty());
   CHECK(one_line(r.err));
   for (const auto& n : needles) CHECK_MESSAGE(contains(r.err, n), "stderr should name: ", n);
@@ -400,7 +367,7 @@ void run_input_matrix(const std::string& command) {
       if (expect_ok) {
         const run_result res = run_lqer(fx.root, args);
         CAPTURE(res.err);
-        CHECK(res.status == 0);
+        CHECK(res.exit_code == 0);
       } else {
         needles.push_back(file.filename().string());
         check_refused(fx.root, d, args, needles);
@@ -499,7 +466,7 @@ TEST_CASE("bad-input matrix: finite inputs whose arithmetic overflows float") {
                                             (d / "X.npy").string(), "--rank", std::to_string(kRank), "--out",
                                             (d / "big_layer").string()});
     INFO(f.err);
-    REQUIRE(f.status == 0);
+    REQUIRE(f.exit_code == 0);
     const std::vector<std::string> args = {"forward", "-q", "--layer", (d / "big_layer").string(), "--x",
                                            (d / "X.npy").string(), "--out", (d / "out.npy").string()};
     check_refused(fx.root, d, args, {"X.npy through", "big_layer", "Q(x)·A"});

@@ -8,12 +8,11 @@
 // rounds to nearest, and a value beyond float32's range becomes ±Inf, which is
 // then rejected naming its element); any other dtype is rejected.
 //
-// POSIX only (std::system + WEXITSTATUS, shell redirection), like the program's
-// other users. Each test case works in its own directory, because ctest runs
-// the cases of this file as separate processes, in parallel.
+// POSIX only (support/process.hpp runs the program through /bin/sh), like the
+// program's other users. Each test case works in its own directory, because
+// ctest runs the cases of this file as separate processes, in parallel.
 #include <doctest/doctest.h>
 
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -31,20 +30,19 @@
 #include "lqer/io/npy.hpp"
 #include "lqer/lqer.hpp"
 #include "support/files.hpp"
-
-#ifndef LQER_CLI_PATH
-#error "LQER_CLI_PATH must name the built lqer program"
-#endif
+#include "support/process.hpp"
 
 namespace fs = std::filesystem;
 using namespace lqer;
 
 namespace {
 
-using lqer::test::slurp;
-using lqer::test::write_bytes;
 using lqer::test::npy_bytes;
 using lqer::test::raw;
+using lqer::test::run_lqer;
+using lqer::test::run_result;
+using lqer::test::slurp;
+using lqer::test::write_bytes;
 
 // ---------------------------------------------------------------------------
 // Files
@@ -69,17 +67,6 @@ std::vector<float> test_matrix(index_t rows, index_t cols) {
 // ---------------------------------------------------------------------------
 // Running the program
 
-struct run_result {
-  int status = -1;
-  std::string out, err;
-};
-
-std::string quoted(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
 /// A scratch directory for one test case; removed afterwards.
 struct scratch {
   fs::path dir;
@@ -94,28 +81,7 @@ struct scratch {
   }
   fs::path operator/(const std::string& f) const { return dir / f; }
 
-  run_result run(const std::vector<std::string>& args) const {
-    // Appended piece by piece: see shape2 (GCC 12's false -Wrestrict).
-    std::string cmd = quoted(LQER_CLI_PATH);
-    for (const auto& a : args) {
-      cmd += ' ';
-      cmd += quoted(a);
-    }
-    const fs::path out = dir / "stdout.txt", err = dir / "stderr.txt";
-    cmd += " >";
-    cmd += quoted(out.string());
-    cmd += " 2>";
-    cmd += quoted(err.string());
-    cmd += " </dev/null";
-    const int raw_status = std::system(cmd.c_str());
-    run_result r;
-    r.status = WIFEXITED(raw_status) ? WEXITSTATUS(raw_status) : -1;
-    r.out = slurp(out);
-    r.err = slurp(err);
-    fs::remove(out);
-    fs::remove(err);
-    return r;
-  }
+  run_result run(const std::vector<std::string>& args) const { return run_lqer(dir, args); }
 
   /// Files in the directory other than `keep`: an atomic writer leaves no temporaries.
   std::vector<std::string> stray_files(const std::vector<std::string>& keep) const {
@@ -182,7 +148,7 @@ TEST_CASE("lqer quantize writes exactly what the library's fake_quantize gives")
     args.push_back((s / "W.npy").string());
     args.push_back((s / "Q.npy").string());
     const auto r = s.run(args);
-    CHECK(r.status == 0);
+    CHECK(r.exit_code == 0);
     CHECK(r.err.empty());
     CHECK(one_line(r.out));
     CHECK(contains(r.out, c.name));
@@ -202,7 +168,7 @@ TEST_CASE("--quiet prints nothing; the summary reports the format's bits per wei
   const auto a = test_matrix(4, 64);
   write_bytes(s / "W.npy", npy_bytes("<f4", shape2(4, 64), raw(a)));
   auto r = s.run({"quantize", "-q", "-f", "mxint4", (s / "W.npy").string(), (s / "Q.npy").string()});
-  CHECK(r.status == 0);
+  CHECK(r.exit_code == 0);
   CHECK(r.out.empty());
   CHECK(r.err.empty());
   CHECK(fs::exists(s / "Q.npy"));
@@ -221,7 +187,7 @@ TEST_CASE("float64 and float16 inputs are converted to float32; the output is fl
   std::vector<float> rounded(d.begin(), d.end());
   write_bytes(s / "W64.npy", npy_bytes("<f8", shape2(rows, cols), raw(d)));
   auto r = s.run({"quantize", "-f", "mxint8", (s / "W64.npy").string(), (s / "Q.npy").string()});
-  CHECK(r.status == 0);
+  CHECK(r.exit_code == 0);
   CHECK(io::read_npy_matrix(s / "Q.npy").data ==
         library_fake_quantize<mxint<8, 32, mx_rule::ocp>>(rounded, rows, cols, block_axis::cols));
 
@@ -233,22 +199,22 @@ TEST_CASE("float64 and float16 inputs are converted to float32; the output is fl
   }
   write_bytes(s / "W16.npy", npy_bytes("<f2", shape2(rows, cols), raw(h)));
   r = s.run({"quantize", "-f", "q8_0", (s / "W16.npy").string(), (s / "Q.npy").string()});
-  CHECK(r.status == 0);
+  CHECK(r.exit_code == 0);
   CHECK(io::read_npy_matrix(s / "Q.npy").data == library_fake_quantize<q8_0>(from_half, rows, cols, block_axis::cols));
 }
 
 TEST_CASE("lqer --help, lqer quantize --help and lqer --version") {
   scratch s("help");
   auto r = s.run({"--help"});
-  CHECK(r.status == 0);
+  CHECK(r.exit_code == 0);
   CHECK(contains(r.out, "quantize"));
   r = s.run({"quantize", "--help"});
-  CHECK(r.status == 0);
+  CHECK(r.exit_code == 0);
   for (const char* word : {"--format", "--block", "--rule", "--axis", "--scheme", "--scale", "--quiet", "mxint2",
                            "mxint3", "mxint4", "mxint8", "int4", "int8", "q4_0", "q8_0", "ocp", "lqer"})
     CHECK_MESSAGE(contains(r.out, word), word);
   r = s.run({"--version"});
-  CHECK(r.status == 0);
+  CHECK(r.exit_code == 0);
   CHECK(contains(r.out, std::string("lqer ") + std::to_string(LQER_VERSION_MAJOR) + "." +
                             std::to_string(LQER_VERSION_MINOR)));
 }
@@ -271,7 +237,7 @@ void check_rejected(const scratch& s, const std::vector<std::string>& opts, cons
   args.push_back(target.string());
   const auto r = s.run(args);
   CAPTURE(r.err);
-  CHECK(r.status == 2);
+  CHECK(r.exit_code == 2);
   CHECK(r.out.empty());
   CHECK(one_line(r.err));
   for (const auto& part : message_parts) CHECK_MESSAGE(contains(r.err, part), part);
@@ -374,13 +340,13 @@ TEST_CASE("bad options: exit 2 with a sentence, nothing written") {
 
   // No subcommand, an unknown one, a missing positional.
   auto r = s.run({});
-  CHECK(r.status == 2);
+  CHECK(r.exit_code == 2);
   CHECK(one_line(r.err));
   r = s.run({"quantise", "-f", "mxint4", in.string(), (s / "X.npy").string()});
-  CHECK(r.status == 2);
+  CHECK(r.exit_code == 2);
   CHECK(contains(r.err, "quantise"));
   r = s.run({"quantize", "-f", "mxint4", in.string()});
-  CHECK(r.status == 2);
+  CHECK(r.exit_code == 2);
   CHECK(one_line(r.err));
   CHECK(s.stray_files({"W.npy", "OUT.npy"}).empty());
 }

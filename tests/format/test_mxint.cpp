@@ -3,8 +3,11 @@
 // bound that follows from the format (half a step of the block, or saturation).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <cstdint>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -28,7 +31,7 @@ TEST_CASE("e8m0: exponent range and saturation") {
   CHECK(e8m0::from_exponent(0).bits == 127);
   CHECK(e8m0::from_exponent(-127).bits == 0);
   CHECK(e8m0::from_exponent(127).bits == 254);
-  CHECK(e8m0::from_exponent(128).bits == 254);   // saturates below the NaN encoding
+  CHECK(e8m0::from_exponent(128).bits == 254);  // saturates below the NaN encoding
   CHECK(e8m0::from_exponent(-500).bits == 0);
   CHECK(e8m0::from_exponent(3).value() == 8.0f);
   CHECK(e8m0::from_exponent(-127).value() == std::ldexp(1.0f, -127));
@@ -65,7 +68,7 @@ TEST_CASE("mxint LQER rule: ceil exponent, sign-magnitude, round half to even") 
   using F8 = mxint<8, 16, mx_rule::lqer>;
   using F4 = mxint<4, 16, mx_rule::lqer>;
   static_assert(F8::kFractionBits == 7 && F4::kFractionBits == 3);
-  CHECK(F8::shared_scale(1.0f).exponent() == 0);   // exact power of two: its own ceiling
+  CHECK(F8::shared_scale(1.0f).exponent() == 0);  // exact power of two: its own ceiling
   CHECK(F8::shared_scale(1.01f).exponent() == 1);
   CHECK(F8::shared_scale(0.3f).exponent() == -1);
   // e = 0: m = |x|·2^7, ties to even.
@@ -74,7 +77,7 @@ TEST_CASE("mxint LQER rule: ceil exponent, sign-magnitude, round half to even") 
   CHECK(F8::encode(2.5f / 128, e0) == 2);    // 2.5 -> 2
   CHECK(F8::encode(-2.5f / 128, e0) == -2);  // sign-magnitude: -(2.5 -> 2)
   CHECK(F8::encode(3.5f / 128, e0) == 4);
-  CHECK(F8::encode(0.5f / 128, e0) == 0);    // 0.5 -> 0 (even)
+  CHECK(F8::encode(0.5f / 128, e0) == 0);  // 0.5 -> 0 (even)
   // |x| = 2^e saturates: m = 128 -> clamp 127.
   CHECK(F8::encode(1.0f, e0) == 127);
   // Power-of-two amax: the rules differ. LQER: e = 2, 4/4·8 = 8 -> 7, value 7·2^-1 = 3.5.
@@ -152,4 +155,75 @@ TEST_CASE("mxint: round-trip error is at most half a step unless the element sat
   check(mxint<3, 16, mx_rule::lqer>{});
   check(mxint<2, 8, mx_rule::ocp>{});
   check(mxint<6, 64, mx_rule::ocp>{});
+}
+
+// quantize_whole_block (the SIMD encoder quantized_matrix uses for contiguous
+// blocks) against quantize_block, the rule as written: same codes, same scale
+// bits, on every class of block — random data over the whole exponent range
+// (including the blocks outside the one-multiply range that fall back), exact
+// ties of the rounding rule, amax an exact power of two, zeros and −0, lone
+// outliers, subnormals, and values near FLT_MAX. This file is also compiled
+// with -march=native (test_mxint_native) for the machine's vector width.
+namespace {
+template <class F>
+void check_whole_block_equals_rule() {
+  constexpr int n = F::kBlock;
+  std::mt19937_64 gen(0x51d0u + F::kBits * 1000 + n);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_int_distribution<int> code(-F::kQmax, F::kQmax);
+  std::vector<float> x(static_cast<std::size_t>(n));
+  std::vector<std::int8_t> want(x.size()), got(x.size());
+  int blocks = 0, mismatches = 0;
+  const auto compare = [&] {
+    const e8m0 s_want = F::quantize_block(x.data(), n, 1, want.data());
+    const e8m0 s_got = F::quantize_whole_block(x.data(), got.data());
+    ++blocks;
+    if (s_want.bits != s_got.bits || want != got) ++mismatches;
+  };
+  for (int e = -149; e <= 127; ++e)  // random blocks scaled over the whole float range
+    for (int rep = 0; rep < 4; ++rep) {
+      for (float& v : x) v = std::ldexp(normal(gen), e);
+      compare();
+    }
+  for (int rep = 0; rep < 400; ++rep) {  // exact ties k + 0.5 of the rule's step
+    const int e = static_cast<int>(gen() % 60) - 30;
+    const int step_exp = (F::kRule == mx_rule::ocp ? e : e + 1) - F::kFractionBits;
+    for (float& v : x) v = std::ldexp(static_cast<float>(code(gen)) + (gen() % 2 ? 0.5f : -0.5f), step_exp);
+    x[gen() % x.size()] = (gen() % 2 ? 1.75f : -1.75f) * std::ldexp(1.0f, e);  // fixes floor/ceil log2 at e, e + 1
+    compare();
+  }
+  for (int e = -130; e <= 127; e += 3) {  // amax an exact power of two (the rules differ by one exponent)
+    for (float& v : x) v = std::ldexp(normal(gen), e - 2);
+    x[gen() % x.size()] = -std::ldexp(1.0f, e);
+    compare();
+  }
+  std::fill(x.begin(), x.end(), 0.0f);
+  compare();
+  std::fill(x.begin(), x.end(), -0.0f);
+  compare();
+  for (float big : {1e-3f, 1e10f, FLT_MAX}) {  // a lone outlier among small values
+    for (float& v : x) v = 1e-6f * normal(gen);
+    x[gen() % x.size()] = big;
+    compare();
+  }
+  for (float& v : x)
+    v = std::numeric_limits<float>::denorm_min() * static_cast<float>(gen() % 64) * (gen() % 2 ? 1 : -1);
+  compare();
+  for (float& v : x) v = FLT_MAX * (0.5f + 0.5f * std::fabs(std::tanh(normal(gen)))) * (gen() % 2 ? 1 : -1);
+  compare();
+  CHECK(blocks > 1500);
+  CHECK(mismatches == 0);
+}
+}  // namespace
+
+TEST_CASE("mxint: the SIMD whole-block encoder equals the rule bit for bit") {
+  check_whole_block_equals_rule<mxint<4, 16, mx_rule::ocp>>();
+  check_whole_block_equals_rule<mxint<4, 16, mx_rule::lqer>>();
+  check_whole_block_equals_rule<mxint<8, 16, mx_rule::ocp>>();
+  check_whole_block_equals_rule<mxint<8, 16, mx_rule::lqer>>();
+  check_whole_block_equals_rule<mxint<4, 32, mx_rule::ocp>>();
+  check_whole_block_equals_rule<mxint<8, 32, mx_rule::lqer>>();
+  check_whole_block_equals_rule<mxint<6, 64, mx_rule::lqer>>();
+  check_whole_block_equals_rule<mxint<4, 2, mx_rule::ocp>>();    // shorter than a vector: the scalar path
+  check_whole_block_equals_rule<mxint<8, 18, mx_rule::lqer>>();  // not whole vectors: the scalar path
 }

@@ -42,13 +42,90 @@ TEST_CASE("round_half_away equals roundf and round_half_even equals nearbyintf (
     check(std::nextafter(tie, -INFINITY));
     check(std::nextafter(tie, INFINITY));
   }
-  for (float x : {0.0f, -0.0f, 0.5f, -0.5f, 1.5f, -1.5f, 2.5f, -2.5f, 0.49999997f, -0.49999997f, 8388607.5f,
-                  -8388607.5f, 8388608.0f, 16777217.0f, std::numeric_limits<float>::denorm_min(),
-                  -std::numeric_limits<float>::denorm_min(), std::numeric_limits<float>::max(),
-                  std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+  for (float x : {0.0f,
+                  -0.0f,
+                  0.5f,
+                  -0.5f,
+                  1.5f,
+                  -1.5f,
+                  2.5f,
+                  -2.5f,
+                  0.49999997f,
+                  -0.49999997f,
+                  8388607.5f,
+                  -8388607.5f,
+                  8388608.0f,
+                  16777217.0f,
+                  std::numeric_limits<float>::denorm_min(),
+                  -std::numeric_limits<float>::denorm_min(),
+                  std::numeric_limits<float>::max(),
+                  std::numeric_limits<float>::infinity(),
+                  -std::numeric_limits<float>::infinity(),
                   std::numeric_limits<float>::quiet_NaN()})
     check(x);
   CHECK(checked > 90'000'000);
+  CHECK(bad_away == 0);
+  CHECK(bad_even == 0);
+}
+
+TEST_CASE("the batch forms equal roundf / nearbyintf lane by lane (every lane position)") {
+  // The SIMD encoders use these; this file is also compiled with -march=native
+  // (test_rounding_native), so both the baseline and the machine's vector width
+  // are checked. Inputs are shifted through the lanes so that each value is
+  // seen in every lane position.
+  REQUIRE(std::fegetround() == FE_TONEAREST);
+  using batch = xsimd::batch<float>;
+  constexpr std::size_t kLanes = batch::size;
+  alignas(64) float in[kLanes] = {}, away[kLanes], even[kLanes];
+  std::uint64_t checked = 0, bad_away = 0, bad_even = 0;
+  std::size_t slot = 0;
+  const auto flush = [&] {
+    const batch x = batch::load_aligned(in);
+    lqer::round_half_away(x).store_aligned(away);
+    lqer::round_half_even(x).store_aligned(even);
+    for (std::size_t i = 0; i < kLanes; ++i) {
+      ++checked;
+      if (!same(away[i], std::round(in[i]))) ++bad_away;
+      if (!same(even[i], std::nearbyint(in[i]))) ++bad_even;
+    }
+  };
+  const auto check = [&](float x) {
+    in[slot] = x;
+    slot = (slot + 1) % kLanes;
+    if (slot == 0) flush();
+  };
+  for (std::uint64_t u = 0; u <= 0xffffffffull; u += 613) check(std::bit_cast<float>(static_cast<std::uint32_t>(u)));
+  for (std::int32_t k = -(1 << 23); k < (1 << 23); k += 7) {
+    const float tie = static_cast<float>(k) + 0.5f;
+    check(tie);
+    check(std::nextafter(tie, -INFINITY));
+    check(std::nextafter(tie, INFINITY));
+  }
+  for (int pass = 0; pass < static_cast<int>(kLanes) + 1; ++pass)  // each special in every lane
+    for (float x : {0.0f,
+                    -0.0f,
+                    0.5f,
+                    -0.5f,
+                    1.5f,
+                    -1.5f,
+                    2.5f,
+                    -2.5f,
+                    3.5f,
+                    -3.5f,
+                    0.49999997f,
+                    -0.49999997f,
+                    8388607.5f,
+                    -8388607.5f,
+                    8388608.0f,
+                    16777217.0f,
+                    std::numeric_limits<float>::denorm_min(),
+                    -std::numeric_limits<float>::denorm_min(),
+                    std::numeric_limits<float>::max(),
+                    std::numeric_limits<float>::infinity(),
+                    -std::numeric_limits<float>::infinity(),
+                    std::numeric_limits<float>::quiet_NaN()})
+      check(x);
+  CHECK(checked > 10'000'000);
   CHECK(bad_away == 0);
   CHECK(bad_even == 0);
 }

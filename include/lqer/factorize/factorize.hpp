@@ -54,6 +54,7 @@
 #include "lqer/config.hpp"
 #include "lqer/error.hpp"
 #include "lqer/factorize/detail/parallel.hpp"
+#include "lqer/factorize/detail/thin_gemm.hpp"
 #include "lqer/factorize/layer.hpp"
 #include "lqer/factorize/scale_policy.hpp"
 #include "lqer/factorize/svd.hpp"
@@ -138,7 +139,11 @@ matrix_rm quantization_error(matrix_view<const float> w, const quantized_matrix<
       const auto scales = wq.lane_scales(r);
       const float* src = w.row(r);
       float* dst = e.data() + r * w.cols;
-      for (index_t c = 0; c < w.cols; ++c) dst[c] = src[c] - WFormat::decode(wq.lane_code(r, c), scales[c / len]);
+      for (index_t c0 = 0; c0 < w.cols; c0 += len) {  // block by block: one scale each, no division
+        const auto s = scales[c0 / len];
+        const index_t c1 = std::min(c0 + len, w.cols);
+        for (index_t c = c0; c < c1; ++c) dst[c] = src[c] - WFormat::decode(wq.lane_code(r, c), s);
+      }
     }
   });
   return e;
@@ -156,20 +161,21 @@ class weighted_error_operator {
 
   /// L (Eqᵀ X), X [out, c]: bands of Eq's columns, each giving rows of the result.
   Eigen::MatrixXf multiply(const Eigen::MatrixXf& x) const {
-    Eigen::MatrixXf y(rows(), x.cols());
+    const thin::thin_panel p(x);
+    std::vector<float, xsimd::aligned_allocator<float>> y(static_cast<std::size_t>(rows() * p.ld));
     parallel_chunks(rows(), kBandRows, [&](index_t c0, index_t c1) {
-      y.middleRows(c0, c1 - c0).noalias() = e_.middleCols(c0, c1 - c0).transpose() * x;
+      thin::rows_transposed_times_panel(e_.data() + c0, e_.cols(), c1 - c0, p, y.data() + c0 * p.ld, p.ld);
     });
-    return apply_left(std::move(y));
+    return apply_left(thin::unpad(y, rows(), x.cols(), p.ld));
   }
   /// Eq (Lᵀ Y), Y [in, c]: bands of Eq's rows.
   Eigen::MatrixXf multiply_transpose(const Eigen::MatrixXf& y) const {
-    const Eigen::MatrixXf z = apply_left_transpose(y);
-    Eigen::MatrixXf out(cols(), y.cols());
+    const thin::thin_panel p(apply_left_transpose(y));
+    std::vector<float, xsimd::aligned_allocator<float>> z(static_cast<std::size_t>(cols() * p.ld));
     parallel_chunks(cols(), kBandRows, [&](index_t r0, index_t r1) {
-      out.middleRows(r0, r1 - r0).noalias() = e_.middleRows(r0, r1 - r0) * z;
+      thin::rows_times_panel(e_.data() + r0 * e_.cols(), e_.cols(), r1 - r0, p, z.data() + r0 * p.ld, p.ld);
     });
-    return out;
+    return thin::unpad(z, cols(), y.cols(), p.ld);
   }
   Eigen::MatrixXf dense() const { return apply_left(Eigen::MatrixXf(e_.transpose())); }
 
@@ -223,30 +229,19 @@ inline void compute_residuals(const matrix_rm& e, const matrix_rm& a, const matr
     w.resize(in);
     for (index_t i = 0; i < in; ++i) w(i) = static_cast<float>(ms[static_cast<std::size_t>(i)]);
   }
-  const Eigen::MatrixXf at = a.transpose(), aqt = aq.transpose();  // [k, in]
+  const matrix_rm at = a.transpose(), aqt = aq.transpose();  // [k, in]
   const Eigen::MatrixXd atd = at.cast<double>(), aqtd = aqt.cast<double>();
+  const thin::residual_factors factors{k, in, out, at.data(), aqt.data(), b.data(), bq.data()};
 
   std::vector<residual_sums> bands(static_cast<std::size_t>(chunk_count(out, kBandRows)));
   parallel_chunks(out, kBandRows, [&](index_t r0, index_t r1) {
     residual_sums& s = bands[static_cast<std::size_t>(r0 / kBandRows)];
     const index_t n = r1 - r0;
-    const auto eb = e.middleRows(r0, n);
-    s.e2 = eb.cast<double>().squaredNorm();
-    if (diag) s.we2 = (eb.array().square().rowwise() * w.transpose().array()).cast<double>().sum();
-    if (k > 0) {
-      for (int version = 0; version < 2; ++version) {
-        const matrix_rm& bm = version == 0 ? b : bq;
-        const Eigen::MatrixXf& am = version == 0 ? at : aqt;
-        matrix_rm d = eb;
-        d.noalias() -= bm.middleCols(r0, n).transpose() * am;  // (A B)ᵀ rows r0..r1
-        const double d2 = d.cast<double>().squaredNorm();
-        const double wd2 = diag ? (d.array().square().rowwise() * w.transpose().array()).cast<double>().sum() : 0.0;
-        (version == 0 ? s.d2 : s.dq2) = d2;
-        (version == 0 ? s.wd2 : s.wdq2) = wd2;
-      }
-    }
+    const thin::band_sums t = thin::residual_band(e.data(), in, r0, r1, factors, diag ? w.data() : nullptr);
+    s.e2 = t.e2, s.d2 = t.d2, s.dq2 = t.dq2;
+    s.we2 = t.we2, s.wd2 = t.wd2, s.wdq2 = t.wdq2;
     if (gram) {
-      const Eigen::MatrixXd ed = eb.cast<double>();
+      const Eigen::MatrixXd ed = e.middleRows(r0, n).cast<double>();
       const Eigen::MatrixXd g = ed * r;  // rows r0..r1 of Eq R
       s.ge = (ed.array() * g.array()).sum();
       if (k > 0) {

@@ -41,6 +41,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <xsimd/xsimd.hpp>
 
 #include "lqer/config.hpp"
 #include "lqer/format/e8m0.hpp"
@@ -121,6 +122,46 @@ struct mxint {
     const e8m0 s = shared_scale(amax);
     for (index_t i = 0; i < n; ++i) q[i] = encode(x[i * stride], s);
     return s;
+  }
+
+  /// quantize_block for one whole contiguous block (n = Block, stride 1), in
+  /// SIMD where the block is whole vectors of the compile target. Bit-identical
+  /// to quantize_block: the same shared_scale, the same multiply by 2^shift
+  /// (mul_pow2's one-multiply range; a block outside it, amax ≲ 2^-118 or
+  /// ≳ 2^126, takes the scalar path), the same rounding (rounding.hpp's batch
+  /// forms), the same clamp. tests/format/test_mxint.cpp checks every class of input.
+  static e8m0 quantize_whole_block(const float* x, std::int8_t* q) noexcept {
+    using batch = xsimd::batch<float>;
+    constexpr index_t kLanes = static_cast<index_t>(batch::size);
+    if constexpr (Block % kLanes != 0) {
+      return quantize_block(x, Block, 1, q);
+    } else {
+      constexpr index_t kVectors = Block / kLanes;
+      batch m = xsimd::abs(batch::load_unaligned(x));
+      for (index_t v = 1; v < kVectors; ++v) m = xsimd::max(m, xsimd::abs(batch::load_unaligned(x + v * kLanes)));
+      alignas(64) float lanes[kLanes];
+      m.store_aligned(lanes);
+      float amax = lanes[0];
+      for (index_t i = 1; i < kLanes; ++i) amax = std::max(amax, lanes[i]);
+      const e8m0 s = shared_scale(amax);
+      const int shift = kFractionBits - s.exponent();
+      if (shift < -126 || shift > 127) return quantize_block(x, Block, 1, q);
+      const batch factor(detail::mul_pow2(1.0f, shift));  // what mul_pow2(x, shift) multiplies by
+      alignas(64) float codes[Block];
+      for (index_t v = 0; v < kVectors; ++v) {
+        const batch y = batch::load_unaligned(x + v * kLanes) * factor;
+        batch c;
+        if constexpr (Rule == mx_rule::ocp) {
+          c = xsimd::clip(round_half_away(y), batch(float(kQmin)), batch(float(kQmax)));
+        } else {
+          const batch mag = xsimd::min(round_half_even(xsimd::abs(y)), batch(float(kQmax)));
+          c = xsimd::copysign(mag, y);  // signbit(x) ? −m : m (m ≥ 0; y has x's sign)
+        }
+        c.store_aligned(codes + v * kLanes);
+      }
+      for (index_t i = 0; i < Block; ++i) q[i] = static_cast<std::int8_t>(codes[i]);  // integral, in range
+      return s;
+    }
   }
 };
 

@@ -1,11 +1,13 @@
 // lqer — the rounding rules the formats are defined with, as plain scalar
-// functions. They do not depend on the floating-point environment (no rint /
+// functions and their xsimd batch forms (same steps, lane by lane, so the
+// same bits). They do not depend on the floating-point environment (no rint /
 // nearbyint), so a result never changes with the caller's MXCSR / fenv state.
 // Vectorized kernels that round must agree with these bit for bit; the kernel
 // tests check that.
 #pragma once
 
 #include <cmath>
+#include <xsimd/xsimd.hpp>
 
 namespace lqer {
 
@@ -40,6 +42,29 @@ inline float round_half_even(float x) noexcept {
   const float f = a - static_cast<float>(i);
   const int up = static_cast<int>(f > 0.5f) | (static_cast<int>(f == 0.5f) & i);  // i & 1: ties go to even
   return std::copysign(static_cast<float>(i + (up & 1)), x);                      // −0.3 → −0, as rint() does
+}
+
+// The batch forms: the same split with t = trunc(|x|) as a float (exact, and
+// independent of the rounding mode like the conversion above), t + 1 exact
+// below 2^23, and "i odd" as trunc(t/2) ≠ t/2 (t/2 exact).
+
+/// round_half_away, lane by lane.
+template <class A>
+inline xsimd::batch<float, A> round_half_away(const xsimd::batch<float, A>& x) noexcept {
+  using batch = xsimd::batch<float, A>;
+  const batch a = xsimd::abs(x), t = xsimd::trunc(a);
+  const batch r = t + xsimd::select(a - t >= batch(0.5f), batch(1.0f), batch(0.0f));
+  return xsimd::select(a < batch(0x1p23f), xsimd::copysign(r, x), x);
+}
+
+/// round_half_even, lane by lane.
+template <class A>
+inline xsimd::batch<float, A> round_half_even(const xsimd::batch<float, A>& x) noexcept {
+  using batch = xsimd::batch<float, A>;
+  const batch a = xsimd::abs(x), t = xsimd::trunc(a), f = a - t, half_t = t * batch(0.5f);
+  const auto up = (f > batch(0.5f)) | ((f == batch(0.5f)) & (xsimd::trunc(half_t) != half_t));
+  const batch r = t + xsimd::select(up, batch(1.0f), batch(0.0f));
+  return xsimd::select(a < batch(0x1p23f), xsimd::copysign(r, x), x);
 }
 
 template <rounding R>

@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <string>
 #include <vector>
@@ -168,7 +169,27 @@ class quantized_matrix {
       qbuf = row_codes.data();
     }
     std::uint8_t* out = codes_.data() + lane * lane_code_bytes_;
-    for (index_t b = 0; b < blocks_per_lane_; ++b) {
+    index_t b = 0;
+    if constexpr (requires(const float* x, std::int8_t* c) { Format::quantize_whole_block(x, c); }) {
+      // Contiguous whole blocks (the weight's case: blocks along a row) take the
+      // format's SIMD encoder, bit-identical to quantize_block; codes are packed
+      // a pair per byte at once (a whole block starts on a byte: Block is even).
+      if (step == 1) {
+        for (; (b + 1) * block_len_ <= depth_; ++b) {
+          const index_t start = b * block_len_;
+          scales_[lane * blocks_per_lane_ + b] = Format::quantize_whole_block(base + start, qbuf);
+          check_scale(scales_[lane * blocks_per_lane_ + b], lane, b);
+          if constexpr (kNibblePacked) {
+            for (index_t i = 0; i < block_len_; i += 2)
+              out[(start + i) >> 1] = static_cast<std::uint8_t>((static_cast<std::uint8_t>(qbuf[i]) & 0x0f) |
+                                                                (static_cast<std::uint8_t>(qbuf[i + 1]) << 4));
+          } else {
+            std::memcpy(out + start, qbuf, static_cast<std::size_t>(block_len_));
+          }
+        }
+      }
+    }
+    for (; b < blocks_per_lane_; ++b) {
       const index_t start = b * block_len_;
       const index_t n = std::min(block_len_, depth_ - start);
       scales_[lane * blocks_per_lane_ + b] = Format::quantize_block(base + start * step, n, step, qbuf);

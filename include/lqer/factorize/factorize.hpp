@@ -12,8 +12,8 @@
 //
 // Memory and passes: Eq is formed once (float, out × in). M is never formed:
 // the solver sees it as an operator, L·(Eqᵀ X) and Eq·(Lᵀ Y), whose products
-// with Eq run as independent row/column bands of single-threaded GEMMs in
-// parallel (detail/parallel.hpp says why).
+// with Eq run as independent row/column bands (detail/parallel.hpp) of the
+// register-tiled kernels of detail/thin_gemm.hpp (why not Eigen's GEMM: there).
 //
 // The report (factorize_report) is recomputed from Eq, A and B, not taken from
 // the solver, so it also checks the solver:
@@ -30,7 +30,7 @@
 //                                   channels, it drops the cross terms otherwise.
 //                                   Basis "none": no statistics (identity without
 //                                   calibration data); the three are 0.
-// The weight path uses D computed in float (A B as a float GEMM, its rounding
+// The weight path uses D computed in float (A B as a float FMA chain, its rounding
 // ≤ γ_k·|A||B|); the Gram path expands tr(Dᵀ R D) = tr(Eq R Eqᵀ) − 2⟨A B, R Eqᵀ⟩
 // + ⟨AᵀRA, B Bᵀ⟩ in double, costing one O(out·in²) product (the same order as
 // accumulating R or factoring it). Every sum is taken per band and the bands

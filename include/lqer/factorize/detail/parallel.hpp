@@ -3,11 +3,10 @@
 // the same way (it reads the same OpenMP setting), so one `OMP_NUM_THREADS` /
 // `omp_set_num_threads` governs the whole factorization.
 //
-// Why not Eigen's own parallel GEMM everywhere: the products here are tall and
-// skinny (a 4096 × 11008 error times 42 columns). Eigen's parallel GEMM packs
-// the big operand in shared panels and measured 2–6× slower on 2 cores than
-// cutting the big operand into independent bands, one single-threaded GEMM per
-// band (Eigen runs a GEMM single-threaded when called inside a parallel region).
+// The big products are cut into independent bands of the big operand, one
+// single-threaded kernel call per band (detail/thin_gemm.hpp): on 2 cores
+// Eigen's own parallel GEMM, which packs the big operand in shared panels,
+// measured 2–6× slower than that on these tall, skinny products.
 #pragma once
 
 #include <atomic>
@@ -61,11 +60,11 @@ void parallel_chunks(index_t n, index_t chunk, Body&& body) {
 /// Number of chunks parallel_chunks(n, chunk, …) makes.
 inline index_t chunk_count(index_t n, index_t chunk) noexcept { return n <= 0 ? 0 : (n + chunk - 1) / chunk; }
 
-/// Rows (or columns) of the big operand per single-threaded GEMM band. Fixed,
+/// Rows (or columns) of the big operand per single-threaded band. Fixed,
 /// not derived from the thread count, so that every output element is computed
-/// by the same GEMM call whatever the number of threads: results do not change
+/// by the same kernel call whatever the number of threads: results do not change
 /// with OMP_NUM_THREADS. 256 rows of a 4096-wide float matrix are 4 MB, large
-/// enough for a full-speed GEMM and small enough (16–43 bands at LLaMA sizes)
+/// enough for a full-speed kernel call and small enough (16–43 bands at LLaMA sizes)
 /// for dynamic balancing.
 inline constexpr index_t kBandRows = 256;
 

@@ -11,6 +11,12 @@
 //       every call streams its weights from DRAM; cold = 0 reuses one copy.
 //   BM_onednn_u8s8f32/M/K/N/threads/cold   (LQER_BENCH_ONEDNN) int8 weights
 //       prepacked by oneDNN, per-output-channel scales; excludes quantizing x.
+//   BM_ggml_q4_0/M/K/N/threads/cold/repack  (LQER_BENCH_GGML) ggml's Q4_0 (block
+//       32, fp16 scales, 4.5 bits/weight; x quantized to Q8_0 inside the op and
+//       timed, like lqer's prologue); repack = 1 stores the weights in the CPU
+//       backend's repack buffer type (its interleaved AVX-512 layout), ggml's
+//       fastest 4-bit path. ggml is not a Debian package: build it from its
+//       public source and point CMake at it (bench/CMakeLists.txt).
 //
 // Counters: GOPS = 2·M·N·K / s (the correction's extra work is not counted: it
 // is overhead), wGB/s = bytes of weights streamed per call / s (lqer: the
@@ -39,6 +45,15 @@
 
 #if defined(__x86_64__)
 #include <immintrin.h>
+#endif
+#if defined(LQER_BENCH_GGML)
+#include <ggml-alloc.h>
+#include <ggml-backend.h>
+#include <ggml-cpu.h>
+#include <ggml.h>
+
+#include <cstdio>
+#include <string>
 #endif
 #if defined(LQER_BENCH_ONEDNN)
 #include <omp.h>
@@ -356,6 +371,114 @@ void onednn_args(benchmark::internal::Benchmark* b) {
   b->Unit(benchmark::kMicrosecond)->UseRealTime();
 }
 BENCHMARK(BM_onednn_u8s8f32)->Apply(onednn_args);
+#endif
+
+// ---------------------------------------------------------------------------
+// ggml Q4_0: y[M, N] = x[M, K] · W[N, K]ᵀ through ggml_mul_mat on the CPU backend
+
+#if defined(LQER_BENCH_GGML)
+/// Owns what one benchmark case allocated from ggml (released in reverse order).
+struct ggml_case {
+  ggml_backend_t backend = nullptr;
+  ggml_context* weight_ctx = nullptr;
+  ggml_context* ctx = nullptr;
+  ggml_backend_buffer_t weight_buf = nullptr;
+  ggml_backend_buffer_t buf = nullptr;
+  std::vector<ggml_cgraph*> graphs;  // one per weight copy
+  ggml_case() = default;
+  ggml_case(const ggml_case&) = delete;
+  ggml_case& operator=(const ggml_case&) = delete;
+  ~ggml_case() {
+    if (buf) ggml_backend_buffer_free(buf);
+    if (weight_buf) ggml_backend_buffer_free(weight_buf);
+    if (ctx) ggml_free(ctx);
+    if (weight_ctx) ggml_free(weight_ctx);
+    if (backend) ggml_backend_free(backend);
+  }
+};
+
+/// The CPU backend's repack buffer type ("CPU_REPACK"), or null when this ggml build has none.
+ggml_backend_buffer_type_t ggml_repack_buffer_type(ggml_backend_t backend) {
+  ggml_backend_dev_t dev = ggml_backend_get_device(backend);
+  ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(dev);
+  auto get = reinterpret_cast<ggml_backend_dev_get_extra_bufts_t>(
+      ggml_backend_reg_get_proc_address(reg, "ggml_backend_dev_get_extra_bufts"));
+  if (!get) return nullptr;
+  for (ggml_backend_buffer_type_t* b = get(dev); b && *b; ++b)
+    if (std::string(ggml_backend_buft_name(*b)) == "CPU_REPACK") return *b;
+  return nullptr;
+}
+
+void BM_ggml_q4_0(benchmark::State& state) {
+  const index_t M = state.range(0), K = state.range(1), N = state.range(2);
+  const int threads = int(state.range(3));
+  const bool cold = state.range(4) != 0, repack = state.range(5) != 0;
+  // ggml logs every repacked tensor at INFO; keep warnings and errors only.
+  ggml_log_set(
+      [](ggml_log_level level, const char* text, void*) {
+        if (level == GGML_LOG_LEVEL_WARN || level == GGML_LOG_LEVEL_ERROR) std::fputs(text, stderr);
+      },
+      nullptr);
+  ggml_case c;
+  c.backend = ggml_backend_cpu_init();
+  ggml_backend_cpu_set_n_threads(c.backend, threads);
+  ggml_backend_buffer_type_t wbuft = repack ? ggml_repack_buffer_type(c.backend) : ggml_backend_cpu_buffer_type();
+  if (!wbuft) {
+    state.SkipWithError("this ggml build has no CPU_REPACK buffer type");
+    return;
+  }
+  const std::size_t wbytes = ggml_row_size(GGML_TYPE_Q4_0, K) * std::size_t(N);
+  const std::size_t copies = cold ? kColdBytes / wbytes + 2 : 1;
+
+  const ggml_init_params wparams{ggml_tensor_overhead() * copies, nullptr, true};
+  c.weight_ctx = ggml_init(wparams);
+  std::vector<ggml_tensor*> w(copies);
+  for (auto& t : w) t = ggml_new_tensor_2d(c.weight_ctx, GGML_TYPE_Q4_0, K, N);  // ne0 = K: rows of W
+  c.weight_buf = ggml_backend_alloc_ctx_tensors_from_buft(c.weight_ctx, wbuft);
+  {
+    const auto wf = random_vec(std::size_t(N * K), 0.02f, 7);
+    std::vector<std::uint8_t> q(wbytes);
+    ggml_quantize_chunk(GGML_TYPE_Q4_0, wf.data(), q.data(), 0, N, K, nullptr);
+    for (auto* t : w) ggml_backend_tensor_set(t, q.data(), 0, wbytes);  // the repack buffer repacks here
+  }
+  const ggml_init_params params{ggml_tensor_overhead() * (copies + 1) + ggml_graph_overhead() * copies, nullptr,
+                                true};
+  c.ctx = ggml_init(params);
+  ggml_tensor* x = ggml_new_tensor_2d(c.ctx, GGML_TYPE_F32, K, M);
+  for (auto* t : w) {
+    ggml_cgraph* g = ggml_new_graph(c.ctx);
+    ggml_build_forward_expand(g, ggml_mul_mat(c.ctx, t, x));
+    c.graphs.push_back(g);
+  }
+  c.buf = ggml_backend_alloc_ctx_tensors(c.ctx, c.backend);  // x and every y
+  const auto xs = random_vec(std::size_t(M * K), 1.0f, 5);
+  ggml_backend_tensor_set(x, xs.data(), 0, xs.size() * sizeof(float));
+  if (ggml_backend_graph_compute(c.backend, c.graphs[0]) != GGML_STATUS_SUCCESS) {
+    state.SkipWithError("ggml_backend_graph_compute failed");
+    return;
+  }
+  std::size_t i = 0;
+  const auto t0 = clk::now();
+  for (auto _ : state) {
+    ggml_backend_graph_compute(c.backend, c.graphs[i]);
+    if (++i == c.graphs.size()) i = 0;
+  }
+  const double secs = std::chrono::duration<double>(clk::now() - t0).count();
+  set_counters(state, secs, M, K, N, double(wbytes), threads);
+  state.SetLabel(repack ? "q4_0 repack" : "q4_0");
+}
+
+void ggml_args(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"M", "K", "N", "threads", "cold", "repack"});
+  for (auto [K, N] : {std::pair<int, int>{4096, 4096}, {4096, 11008}, {11008, 4096}})
+    for (int M : {1, 8, 32, 128, 512})
+      for (int threads : {1, 2})
+        for (int cold : {0, 1})
+          for (int repack : {0, 1})
+            if (!cold || M <= 8) b->Args({M, K, N, threads, cold, repack});
+  b->Unit(benchmark::kMicrosecond)->UseRealTime();
+}
+BENCHMARK(BM_ggml_q4_0)->Apply(ggml_args);
 #endif
 
 }  // namespace

@@ -8,6 +8,8 @@
 # JSON goes to build/bench/<suite>.json. Run on a quiet machine: numbers from a
 # loaded one compare nothing (the measured peaks in the same run show it).
 # Extra Google Benchmark flags: LQER_BENCH_FLAGS, e.g. --benchmark_filter=M:1/.
+# ggml side by side (optional, not a Debian package): LQER_GGML_SOURCE_DIR=<ggml
+# checkout> LQER_GGML_BUILD_DIR=<its build dir> (bench/CMakeLists.txt says how to build it).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -18,7 +20,8 @@ suites=("$@")
 
 bash scripts/setup.sh
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLQER_BUILD_TESTS=OFF -DLQER_BUILD_TOOLS=OFF \
-  -DLQER_BUILD_EXAMPLES=OFF -DLQER_BUILD_BENCH=ON >/dev/null
+  -DLQER_BUILD_EXAMPLES=OFF -DLQER_BUILD_BENCH=ON -DLQER_GGML_SOURCE_DIR="${LQER_GGML_SOURCE_DIR:-}" \
+  -DLQER_GGML_BUILD_DIR="${LQER_GGML_BUILD_DIR:-}" >/dev/null
 cmake --build "$BUILD" -j "$JOBS" --target "${suites[@]/#/bench_}"
 
 for s in "${suites[@]}"; do

@@ -7,6 +7,8 @@ Per (K, N, M, hot/cold), 2 threads, wall time: GOPS (2·M·N·K / s) of
   b16 r0 / r32   lqer W4A8, MXINT4/MXINT8 block 16, LQER rule (4.5 bits/weight), rank 0 / 32
   b32 r0 / r32   lqer W4A8, OCP MXINT4/MXINT8 block 32 (4.25 bits/weight), rank 0 / 32
   oneDNN         u8s8f32 matmul, int8 weights prepacked by oneDNN (same run)
+  ggml           Q4_0 in ggml's repack buffer (its interleaved AVX-512 layout, 4.5 bits/weight),
+                 when bench_linear was built against ggml (same run)
 and the ratios the issue asks about: lqer / oneDNN, the rank-32 overhead, and for
 cold M = 1 the fraction of the measured DRAM bandwidth on every byte read.
 Repetitions of one benchmark: the median is used (aggregate rows when present,
@@ -51,6 +53,10 @@ def main(paths):
     def dnn(M, K, N, threads, cold, key="GOPS"):
         return median(rows, f"BM_onednn_u8s8f32/M:{M}/K:{K}/N:{N}/threads:{threads}/cold:{cold}/real_time", key)
 
+    def gg(M, K, N, threads, cold, key="GOPS"):
+        return median(rows, f"BM_ggml_q4_0/M:{M}/K:{K}/N:{N}/threads:{threads}/cold:{cold}/repack:1/real_time", key)
+
+    have_ggml = any(k.startswith("BM_ggml_q4_0/") for k in rows)
     f = lambda x: f"{x:.0f}" if x else "–"
     r = lambda a, b: f"{a / b:.2f}" if a and b else "–"
     pct = lambda a, b: f"{(a / b - 1) * 100:+.1f}%" if a and b else "–"
@@ -62,8 +68,9 @@ def main(paths):
         print(f"GOPS, {threads} thread{'s' if threads > 1 else ''} (wall time; lqer includes quantizing x, oneDNN does not)")
         print()
         print("| K × N | M | weights | b16 r0 | b16 r32 | b32 r0 | b32 r32 | oneDNN u8s8 | b16 r32 / oneDNN "
-              "| b32 r32 / oneDNN | r32 cost (b16) | r32 DRAM use (b16, b32) |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+              "| b32 r32 / oneDNN | r32 cost (b16) | r32 DRAM use (b16, b32) |"
+              + (" ggml q4_0 repack | b32 r32 / ggml |" if have_ggml else ""))
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if have_ggml else ""))
         for K, N, M, cold in shapes:
             v = [lq("b16", M, K, N, 0, threads, cold), lq("b16", M, K, N, 32, threads, cold),
                  lq("b32", M, K, N, 0, threads, cold), lq("b32", M, K, N, 32, threads, cold),
@@ -75,8 +82,10 @@ def main(paths):
                 b16 = lq("b16", M, K, N, 32, threads, cold, "frac_bw")
                 b32 = lq("b32", M, K, N, 32, threads, cold, "frac_bw")
                 bw = ", ".join(f"{x * 100:.0f}%" for x in (b16, b32) if x is not None) or "–"
+            g = gg(M, K, N, threads, cold)
             print(f"| {K} × {N} | {M} | {'cold' if cold else 'hot'} | " + " | ".join(f(x) for x in v)
-                  + f" | {r(v[1], v[4])} | {r(v[3], v[4])} | {pct(v[0], v[1])} | {bw} |")
+                  + f" | {r(v[1], v[4])} | {r(v[3], v[4])} | {pct(v[0], v[1])} | {bw} |"
+                  + (f" {f(g)} | {r(v[3], g)} |" if have_ggml else ""))
         print()
 
 

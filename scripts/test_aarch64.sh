@@ -25,7 +25,9 @@ done
 
 mkdir -p "$out"
 flags=(-std=c++20 -O2 -Wall -Wextra -pthread -I"$root/include" -I"$root/tests")
-tests=(kernel/test_linear kernel/test_prologue kernel/test_pack kernel/test_dispatch exec/test_executor)
+# format/: the rounding rules' NEON batch forms and mxint's SIMD whole-block encoder.
+tests=(kernel/test_linear kernel/test_prologue kernel/test_pack kernel/test_dispatch exec/test_executor
+  format/test_mxint format/test_rounding)
 
 echo "test_aarch64: compiling with $("$cxx" --version | head -1)"
 "$cxx" "${flags[@]}" -c "$root/tests/doctest_main.cpp" -o "$out/doctest_main.o"

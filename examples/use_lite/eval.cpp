@@ -78,6 +78,18 @@ struct result_row {
 void run_quality_table(const eval_options& opt, std::ostream& out) {
   const tokenizer tok = tokenizer::load(std::filesystem::path(opt.model_dir) / "vocab.json");
   auto weights = std::make_shared<const model_weights>(model_weights::load(opt.model_dir));
+  check_vocabulary_fits(tok.size(), std::filesystem::path(opt.model_dir));
+  // Every rank checked before the table's header is printed (one line on
+  // stderr and nothing on stdout for a bad one).
+  if (opt.layer_ranks) {
+    check_ranks(*weights, *opt.layer_ranks, "--layer-ranks");
+  } else {
+    for (const int r : opt.ranks) {
+      std::array<int, kNumLinears> all;
+      all.fill(r);
+      check_ranks(*weights, all, "--ranks");
+    }
+  }
   token_ids calib_ids, eval_ids;
   for (const auto& l : read_lines(opt.calib_file)) calib_ids.push_back(tok.encode(l));
   for (const auto& l : read_lines(opt.eval_file)) eval_ids.push_back(tok.encode(l));

@@ -9,8 +9,10 @@
 // stderr); 1 anything unexpected.
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <exception>
+#include <filesystem>
 #include <iostream>
 #include <lqer/io/npy.hpp>
 #include <optional>
@@ -59,6 +61,10 @@ struct format_options {
       c.mode = lqer::correction_mode::paper;
     else
       throw usage_error("--mode must be fused or paper, not '" + mode + "'");
+    // Checked here, before anything is loaded: lqer's whiten refuses it too,
+    // but only once the model is calibrated, after eval has begun its table.
+    if (!std::isfinite(damping) || damping < 0)
+      throw usage_error("--damping must be finite and >= 0, not " + std::to_string(damping));
     (void)c.describe();  // throws value_error naming the supported formats
     return c;
   }
@@ -130,8 +136,27 @@ struct embed_options {
   int rank = 32;
 };
 
+/// An --out that cannot be written (a directory, or in a directory that does
+/// not exist) is refused before the model is loaded and the sentences are
+/// embedded, with the writer's own words; the writer checks again at the end.
+void check_output_path(const std::string& out) {
+  namespace fs = std::filesystem;
+  if (out.empty()) throw usage_error("--out is empty");
+  std::error_code ec;
+  const fs::path target(out);
+  if (!target.has_filename() || fs::is_directory(target, ec))
+    throw lqer::io_error(out + ": cannot write: it is a directory");
+  const fs::path dir = target.parent_path().empty() ? fs::path(".") : target.parent_path();
+  if (!fs::is_directory(dir, ec))
+    throw lqer::io_error(out + ": cannot write: " + dir.string() + " is not an existing directory");
+}
+
 int run_embed(const common_options& o, const embed_options& e, const format_options& f) {
+  check_output_path(e.out);
   std::optional<quant_config> cfg;
+  // The format options are checked even without --quant (which alone uses
+  // them): a misspelt value is an error, not silently ignored.
+  (void)f.config();
   if (!e.quant.empty()) {
     cfg = f.config();
     // plain = rank 0; lqer = identity; l2qer = mean_abs; rms; whiten (the names).
@@ -153,6 +178,8 @@ int run_embed(const common_options& o, const embed_options& e, const format_opti
   const auto lines = read_nonempty(o.sentences, "--sentences");
   const tokenizer tok = tokenizer::load(std::filesystem::path(o.model) / "vocab.json");
   auto weights = std::make_shared<const model_weights>(model_weights::load(o.model));
+  check_vocabulary_fits(tok.size(), std::filesystem::path(o.model));
+  if (cfg) check_ranks(*weights, cfg->ranks, "--rank");
   thread_pool pool(o.threads);
   const encoder fp32(weights, make_fp32_linears(weights));
   std::vector<float> emb;
@@ -209,7 +236,15 @@ int run_eval(const common_options& o, const eval_cli& e, const format_options& f
     opt.ranks.push_back(r);
   }
   std::stringstream ps(e.policies);
-  for (std::string p; std::getline(ps, p, ',');) opt.policies.push_back(parse_scale_policy(p));
+  for (std::string p; std::getline(ps, p, ',');) {
+    try {
+      opt.policies.push_back(parse_scale_policy(p));
+    } catch (const lqer::value_error& err) {
+      throw usage_error(std::string("--policies: ") + err.what());
+    }
+  }
+  // An empty list would print a table of fp32 alone, which nobody asked for.
+  if (opt.policies.empty()) throw usage_error("--policies is empty");
   for (int t : parse_int_list(e.threads, "--threads-list")) {
     if (t < 1 || t > 256) throw usage_error("--threads-list entries must be in [1, 256]");
     opt.thread_counts.push_back(t);
@@ -217,6 +252,10 @@ int run_eval(const common_options& o, const eval_cli& e, const format_options& f
   if (!e.layer_ranks.empty()) {
     const auto lr = parse_int_list(e.layer_ranks, "--layer-ranks");
     if (lr.size() != kNumLinears) throw usage_error("--layer-ranks needs " + std::to_string(kNumLinears) + " ranks");
+    // As --ranks: a negative rank would otherwise reach factorize only after
+    // calibration, with the table's header already on stdout.
+    for (int r : lr)
+      if (r < 0) throw usage_error("--layer-ranks must be >= 0");
     std::copy(lr.begin(), lr.end(), opt.layer_ranks.emplace().begin());
   }
   opt.layer_rows = e.layer_rows;
@@ -279,24 +318,44 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   add_format_options(eval_cmd, eval_fmt);
 
+  // The subcommand that was chosen, for the prefix of error messages.
+  const auto where = [&] {
+    for (const auto* c : {tok_cmd, emb_cmd, eval_cmd})
+      if (c->parsed()) return "use_lite " + c->get_name();
+    return std::string("use_lite");
+  };
   try {
     app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;
+    // One line, as every other error: CLI11's app.exit(e) would add a second
+    // ("Run with --help for more information."). As lqer's main.cpp does.
+    // Before any command, CLI11 says "A subcommand is required" whatever it
+    // met: name the word instead.
+    if (argc > 1 && where() == "use_lite") {
+      std::fprintf(stderr, "use_lite: unknown %s '%s'; see 'use_lite --help'\n",
+                   argv[1][0] == '-' ? "option (options go after the command)" : "command", argv[1]);
+      return 2;
+    }
+    std::fprintf(stderr, "%s: %s; see '%s --help'\n", where().c_str(), e.what(), where().c_str());
+    return 2;
   }
-  const std::string where = "use_lite " + app.get_subcommands().front()->get_name();
+  const std::string sub = where();
   try {
     if (tok_cmd->parsed()) return run_tokenize(tok_opts);
     if (emb_cmd->parsed()) return run_embed(emb_opts, emb, emb_fmt);
     if (eval_cmd->parsed()) return run_eval(eval_opts, ev, eval_fmt);
   } catch (const usage_error& e) {
-    std::fprintf(stderr, "%s: %s; see '%s --help'\n", where.c_str(), e.what(), where.c_str());
+    std::fprintf(stderr, "%s: %s; see '%s --help'\n", sub.c_str(), e.what(), sub.c_str());
     return 2;
   } catch (const lqer::error& e) {
-    std::fprintf(stderr, "%s: %s\n", where.c_str(), e.what());
+    std::fprintf(stderr, "%s: %s\n", sub.c_str(), e.what());
     return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "%s: unexpected error: %s\n", where.c_str(), e.what());
+    std::fprintf(stderr, "%s: unexpected error: %s\n", sub.c_str(), e.what());
     return 1;
   }
   return 1;

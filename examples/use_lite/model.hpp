@@ -27,9 +27,11 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <lqer/error.hpp>
 #include <lqer/tensor/view.hpp>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "linear.hpp"
@@ -71,6 +73,17 @@ struct model_weights {
   /// norms, timing): they stay fp32 in every configuration.
   std::size_t other_bytes() const noexcept;
 };
+
+/// A vocabulary (DIR/vocab.json) with more entries than the model's embedding
+/// table has rows would hand the encoder ids it cannot look up, and the
+/// encoder's own check names no file: refuse the pair up front, naming both
+/// files (value_error).
+inline void check_vocabulary_fits(std::size_t vocab_size, const std::filesystem::path& model_dir) {
+  if (vocab_size > static_cast<std::size_t>(model_weights::kVocab))
+    throw lqer::value_error((model_dir / "vocab.json").string() + ": " + std::to_string(vocab_size) +
+                            " entries, more than the " + std::to_string(model_weights::kVocab) +
+                            " rows of the embedding table in " + (model_dir / "model.json").string());
+}
 
 /// Called with the input of every linear layer as the forward pass meets it
 /// (for calibration statistics and per-layer error measurements).

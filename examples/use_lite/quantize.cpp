@@ -51,6 +51,15 @@ scale_policy_kind parse_scale_policy(std::string_view name) {
   throw lqer::value_error("unknown scale policy '" + std::string(name) + "' (identity, mean_abs, rms or whiten)");
 }
 
+void check_ranks(const model_weights& w, const std::array<int, kNumLinears>& ranks, const std::string& option) {
+  for (int i = 0; i < kNumLinears; ++i) {
+    const index_t limit = std::min(w.linears[i].in, w.linears[i].out);
+    if (ranks[i] < 0 || ranks[i] > limit)
+      throw lqer::value_error(option + ": rank " + std::to_string(ranks[i]) + " is outside layer " + linear_name(i) +
+                              "'s [0, min(in, out)] = [0, " + std::to_string(limit) + "]");
+  }
+}
+
 std::string quant_config::supported() {
   return "weights mxint4 | mxint3; A/B mxint8 | mxint4; block 16 | 32 | 64 (all MX formats with the LQER rule)";
 }

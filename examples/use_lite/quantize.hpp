@@ -84,6 +84,11 @@ struct quantized_model {
   double bits_per_weight() const noexcept { return weights ? 8.0 * double(matrix_bytes) / double(weights) : 0.0; }
 };
 
+/// Each layer's rank against min(in, out) of that layer, before any
+/// calibration or factorization: a usage mistake is reported at once, naming
+/// `option` and the layer (value_error), not by factorize after the work.
+void check_ranks(const model_weights& w, const std::array<int, kNumLinears>& ranks, const std::string& option);
+
 /// Factorizes every linear layer of `w` under `cfg` (value_error for an
 /// unsupported combination, naming what is supported).
 quantized_model quantize_model(std::shared_ptr<const model_weights> w, const calibration& calib,

@@ -15,6 +15,11 @@ namespace use_lite {
 /// '\n' stays part of the sentence, as do leading spaces). A final newline
 /// does not start another sentence; an empty line is an empty sentence.
 inline std::vector<std::string> read_lines(const std::filesystem::path& path) {
+  // An ifstream opens a directory on Linux and reads nothing from it: without
+  // this check a directory would pass for a file with no sentences.
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw lqer::io_error(path.string() + ": is a directory, not a text file");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw lqer::io_error(path.string() + ": cannot open for reading");
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

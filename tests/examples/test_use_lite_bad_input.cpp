@@ -1,0 +1,674 @@
+// The bad-input matrix of the `use_lite` program (examples/use_lite/main.cpp),
+// after tests/tools/test_bad_input_matrix.cpp: every input of every subcommand
+// (the model directory's model.json, shards and vocab.json, the sentence and
+// calibration files, the numeric and named options, embed's --out) × every way
+// it can be bad. Each cell runs the program as a process on a fresh copy of a
+// directory of good inputs with one thing broken, and expects
+//
+//   exit status 2 (main.cpp: "a usage error or an lqer::error"), nothing on
+//   stdout, exactly one line on stderr naming the file or option at fault,
+//   and the directory byte-for-byte as it was before the run: no --out
+//   created or modified, no input touched, no temporary left.
+//
+// The last check is one snapshot comparison of the whole cell directory, which
+// holds out/emb.npy with known bytes ("old content") before every run, so a run
+// that rewrote or half-wrote it would be caught.
+//
+// The model is not in the repository (tests/examples/CMakeLists.txt): the
+// template copies model.json and vocab.json from where the program finds it
+// ($LQER_USE_LITE_MODEL, else the cache) and links the seven shards (27 MB)
+// instead of copying them; a cell that breaks a shard first replaces its link
+// by a file of its own, so the cache is never written through. Without the
+// model, the cells that need it are skipped with a MESSAGE; the option cells
+// (refused before anything is loaded) run regardless. The sentences come from
+// the TF.js fixture in data/.
+//
+// POSIX only (support/process.hpp runs the program through /bin/sh).
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <limits>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "support/files.hpp"
+#include "support/process.hpp"
+#include "text.hpp"
+#include "tfjs_weights.hpp"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+using lqer::test::run_lqer;  // runs LQER_CLI_PATH, here the use_lite program
+using lqer::test::run_result;
+using lqer::test::slurp;
+using lqer::test::write_bytes;
+
+const std::string kOld = "old content";
+const std::string kEmbeddings = "module/Embeddings_en";  // the weight the NaN cells poison
+
+// ---------------------------------------------------------------------------
+// Snapshots of a cell directory
+
+/// Every entry under `dir` with its bytes; directories map to "<dir>" and
+/// symbolic links (the shards) to their target, unread.
+std::map<std::string, std::string> snapshot(const fs::path& dir) {
+  std::map<std::string, std::string> m;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    const std::string rel = fs::relative(e.path(), dir).string();
+    if (e.is_symlink()) {
+      std::string link = "<link ";  // appended piece by piece: GCC 12's false -Wrestrict (bug 105651)
+      link += fs::read_symlink(e.path()).string();
+      m[rel] = link + ">";
+    } else {
+      m[rel] = e.is_directory() ? std::string("<dir>") : slurp(e.path());
+    }
+  }
+  return m;
+}
+
+std::string differences(const std::map<std::string, std::string>& before,
+                        const std::map<std::string, std::string>& after) {
+  std::string d;
+  for (const auto& [k, v] : after) {
+    const auto it = before.find(k);
+    if (it == before.end())
+      d += "created " + k + "; ";
+    else if (it->second != v)
+      d += "modified " + k + "; ";
+  }
+  for (const auto& kv : before)
+    if (!after.count(kv.first)) d += "removed " + kv.first + "; ";
+  return d;
+}
+
+bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
+
+/// A single line: the message, a newline, nothing else.
+bool one_line(const std::string& s) { return !s.empty() && s.back() == '\n' && s.find('\n') == s.size() - 1; }
+
+// ---------------------------------------------------------------------------
+// The good inputs, shared by every cell
+//
+//   model/          model.json, vocab.json (copies), group1-shard*of7 (links)
+//   sentences.txt   3 sentences of the fixture
+//   calib.txt       6 others
+//   out/emb.npy     "old content" (embed's --out)
+
+/// The fixture's sentences [first, last) as a file's text, one per line.
+std::string fixture_lines(std::size_t first, std::size_t last) {
+  const auto lines = use_lite::read_lines(fs::path(LQER_USE_LITE_FIXTURE_DIR) / "use_lite_sentences.txt");
+  REQUIRE(lines.size() >= last);
+  std::string text;
+  for (std::size_t i = first; i < last; ++i) text += lines[i] + "\n";
+  return text;
+}
+
+struct fixture {
+  fs::path root;  // holds "template/" and the per-cell copies
+  fs::path tmpl;
+  bool model = false;
+
+  explicit fixture(const std::string& name) {
+    root = fs::path(LQER_USE_LITE_TEST_DIR) / ("matrix_" + name + "." + std::to_string(::getpid()));
+    fs::remove_all(root);
+    tmpl = root / "template";
+    fs::create_directories(tmpl / "model");
+    fs::create_directories(tmpl / "out");
+    const fs::path src = use_lite::default_model_dir();
+    model = fs::exists(src / "model.json") && fs::exists(src / "vocab.json");
+    if (model) {
+      for (const auto& e : fs::directory_iterator(src)) {
+        if (!e.is_regular_file()) continue;
+        const std::string file = e.path().filename().string();
+        if (file == "model.json" || file == "vocab.json")
+          fs::copy_file(e.path(), tmpl / "model" / file);
+        else
+          fs::create_symlink(fs::absolute(e.path()), tmpl / "model" / file);
+      }
+    } else {
+      MESSAGE("skipped: the cells that read the model (no USE-lite model in " << src.string()
+                                                                              << "; run scripts/fetch_use_lite.sh)");
+    }
+    write_bytes(tmpl / "sentences.txt", fixture_lines(0, 3));
+    write_bytes(tmpl / "calib.txt", fixture_lines(3, 9));
+    write_bytes(tmpl / "out" / "emb.npy", kOld);
+  }
+  ~fixture() {
+    std::error_code ec;
+    fs::remove_all(root, ec);
+  }
+
+  /// A fresh copy of the template for one cell (links copied as links).
+  fs::path cell(const std::string& name) const {
+    const fs::path d = root / name;
+    fs::remove_all(d);
+    fs::copy(tmpl, d, fs::copy_options::recursive | fs::copy_options::copy_symlinks);
+    return d;
+  }
+};
+
+/// `p` as a file of the cell's own: a link (a shard) is replaced by a copy of
+/// what it points to, so that writing to it cannot reach the cache.
+void own(const fs::path& p) {
+  if (!fs::is_symlink(p)) return;
+  const std::string bytes = slurp(p);
+  fs::remove(p);
+  write_bytes(p, bytes);
+}
+
+/// Replaces `p` (file or link) with `bytes`.
+void replace(const fs::path& p, const std::string& bytes) {
+  fs::remove(p);
+  write_bytes(p, bytes);
+}
+
+/// Replaces `p` with an empty directory.
+void make_directory(const fs::path& p) {
+  fs::remove(p);
+  fs::create_directory(p);
+}
+
+// ---------------------------------------------------------------------------
+// Command lines
+
+using option_list = std::vector<std::pair<std::string, std::string>>;
+
+/// The good command line of `cmd` on the inputs in `d`, with `changes` applied:
+/// an option already there gets the new value ("<drop>": removed), another is
+/// appended ("" value: a flag). `cmd` is tokenize, embed, embed-rms (embed
+/// --quant rms with --calib) or eval (the smallest table: rank 0, one policy,
+/// one thread count, one timing run).
+std::vector<std::string> command_line(const std::string& cmd, const fs::path& d, const option_list& changes = {}) {
+  const std::string model = (d / "model").string(), sentences = (d / "sentences.txt").string(),
+                    calib = (d / "calib.txt").string(), out = (d / "out" / "emb.npy").string();
+  option_list opts;
+  std::string sub = cmd;
+  if (cmd == "tokenize") {
+    opts = {{"--model", model}, {"--sentences", sentences}};
+  } else if (cmd == "embed") {
+    opts = {{"--model", model}, {"--sentences", sentences}, {"--out", out}};
+  } else if (cmd == "embed-rms") {
+    sub = "embed";
+    opts = {{"--model", model}, {"--sentences", sentences}, {"--out", out}, {"--quant", "rms"},
+            {"--rank", "8"},    {"--calib", calib}};
+  } else {
+    REQUIRE(cmd == "eval");
+    opts = {{"--model", model},         {"--calib", calib},      {"--sentences", sentences}, {"--ranks", "0"},
+            {"--policies", "identity"}, {"--threads-list", "1"}, {"--timing-runs", "1"},     {"--layer-rows", "16"}};
+  }
+  for (const auto& [key, value] : changes) {
+    bool found = false;
+    for (auto it = opts.begin(); it != opts.end(); ++it)
+      if (it->first == key) {
+        found = true;
+        if (value == "<drop>")
+          opts.erase(it);
+        else
+          it->second = value;
+        break;
+      }
+    if (!found) opts.emplace_back(key, value);
+  }
+  std::vector<std::string> args = {sub};
+  for (const auto& [key, value] : opts) {
+    args.push_back(key);
+    if (!value.empty() || key == "--ranks" || key == "--policies" || key == "--out") args.push_back(value);
+  }
+  return args;
+}
+
+/// Runs one cell that must be refused and checks everything the header promises.
+void check_refused(const fs::path& io_dir, const fs::path& d, const std::vector<std::string>& args,
+                   const std::vector<std::string>& needles) {
+  const auto before = snapshot(d);
+  const run_result r = run_lqer(io_dir, args);
+  CAPTURE(r.err);
+  CHECK(r.exit_code == 2);
+  CHECK(r.out.empty());
+  CHECK(one_line(r.err));
+  for (const auto& n : needles) CHECK_MESSAGE(contains(r.err, n), "stderr should name: ", n);
+  const std::string diff = differences(before, snapshot(d));
+  CHECK_MESSAGE(diff.empty(), diff);
+}
+
+// ---------------------------------------------------------------------------
+// The table
+
+/// One cell: a command line and what breaks it.
+struct cell_spec {
+  std::string name;
+  std::string cmd;                              // see command_line
+  option_list changes;                          // options changed on the command line ("{d}" = the cell directory)
+  std::function<void(const fs::path& d)> make;  // breaks an input in the cell directory (or nothing)
+  std::vector<std::string> needles;             // what the one stderr line must contain
+  bool needs_model = true;                      // false: refused before anything is read
+  bool expect_ok = false;                       // a cell the program must accept
+};
+
+/// `s` with every "{d}" replaced by the cell directory.
+std::string expand(std::string s, const fs::path& d) {
+  for (std::size_t p; (p = s.find("{d}")) != std::string::npos;) s.replace(p, 3, d.string());
+  return s;
+}
+
+void run_cells(const std::string& name, const std::vector<cell_spec>& cells) {
+  fixture fx(name);
+  int run = 0, skipped = 0, n = 0;
+  for (const cell_spec& c : cells) {
+    const std::string cell = c.cmd + ": " + c.name;
+    CAPTURE(cell);
+    if (c.needs_model && !fx.model) {
+      ++skipped;
+      continue;
+    }
+    const fs::path d = fx.cell("c" + std::to_string(n++));
+    if (c.make) c.make(d);
+    option_list changes = c.changes;
+    for (auto& kv : changes) kv.second = expand(kv.second, d);
+    const auto args = command_line(c.cmd, d, changes);
+    if (c.expect_ok) {
+      const run_result r = run_lqer(fx.root, args);
+      CAPTURE(r.err);
+      CHECK(r.exit_code == 0);
+    } else {
+      std::vector<std::string> needles;
+      for (const auto& s : c.needles) needles.push_back(expand(s, d));
+      check_refused(fx.root, d, args, needles);
+    }
+    ++run;
+    fs::remove_all(d);
+  }
+  MESSAGE(name, ": ", run, " cells run, ", skipped, " skipped without the model");
+  CHECK((run > 0 || !fx.model));  // without the model, a table of model cells runs none
+}
+
+// --- model.json, edited as JSON --------------------------------------------
+
+/// Edits model.json in the cell directory: `f` gets the parsed document and
+/// the manifest entry of the embedding table.
+std::function<void(const fs::path&)> edit_model_json(std::function<void(nlohmann::json& doc, nlohmann::json& emb)> f) {
+  return [f](const fs::path& d) {
+    const fs::path p = d / "model" / "model.json";
+    nlohmann::json doc = nlohmann::json::parse(slurp(p));
+    nlohmann::json* emb = nullptr;
+    for (auto& g : doc.at("weightsManifest"))
+      for (auto& w : g.at("weights"))
+        if (w.at("name") == kEmbeddings) emb = &w;
+    REQUIRE(emb != nullptr);
+    f(doc, *emb);
+    replace(p, doc.dump());
+  };
+}
+
+/// The shard holding the embedding table's first bytes, and the offset of its
+/// element `i` in that shard (from the manifest and the shards' sizes).
+std::pair<std::string, std::uint64_t> embedding_location(const fs::path& model_dir, std::uint64_t i) {
+  const std::string text = slurp(model_dir / "model.json");
+  const use_lite::tfjs_manifest m = use_lite::parse_tfjs_manifest(text, "model.json");
+  std::uint64_t offset = 0;
+  bool found = false;
+  for (const auto& e : m.entries)
+    if (e.name == kEmbeddings) {
+      offset = e.offset + 4 * i;
+      found = true;
+    }
+  REQUIRE(found);
+  for (const auto& g : m.groups)
+    for (const auto& p : g.paths) {
+      const std::uint64_t size = fs::file_size(model_dir / p);
+      if (offset < size) return {p, offset};
+      offset -= size;
+    }
+  FAIL("the embedding table lies outside the shards");
+  return {};
+}
+
+/// Writes `v` over element 5 of the embedding table, in the cell's own copy of its shard.
+std::function<void(const fs::path&)> poison_embeddings(float v) {
+  return [v](const fs::path& d) {
+    const auto [shard, offset] = embedding_location(d / "model", 5);
+    const fs::path p = d / "model" / shard;
+    own(p);
+    std::string bytes = slurp(p);
+    std::memcpy(bytes.data() + offset, &v, sizeof v);
+    write_bytes(p, bytes);
+  };
+}
+
+/// The shard holding the embedding table (the one the shard cells break).
+std::string embedding_shard(const fs::path& d) { return embedding_location(d / "model", 0).first; }
+
+std::function<void(const fs::path&)> on_shard(std::function<void(const fs::path& shard)> f) {
+  return [f](const fs::path& d) {
+    const fs::path p = d / "model" / embedding_shard(d);
+    own(p);
+    f(p);
+  };
+}
+
+// --- the cells ----------------------------------------------------------------
+
+/// Cells for a file every listed command reads: missing, empty, a directory.
+void add_file_cells(std::vector<cell_spec>& cells, const std::vector<std::string>& cmds, const std::string& file,
+                    bool empty_ok_for_tokenize = false) {
+  const std::string leaf = fs::path(file).filename().string();
+  for (const auto& cmd : cmds) {
+    cells.push_back({"missing " + file, cmd, {}, [file](const fs::path& d) { fs::remove(d / file); }, {leaf}});
+    cells.push_back({"empty " + file,
+                     cmd,
+                     {},
+                     [file](const fs::path& d) { replace(d / file, ""); },
+                     {leaf},
+                     true,
+                     cmd == "tokenize" && empty_ok_for_tokenize});
+    cells.push_back(
+        {"a directory as " + file, cmd, {}, [file](const fs::path& d) { make_directory(d / file); }, {leaf}});
+  }
+}
+
+std::vector<cell_spec> vocab_cells() {
+  std::vector<cell_spec> cells;
+  add_file_cells(cells, {"tokenize", "embed"}, "model/vocab.json");
+  const auto vocab = [](std::function<void(nlohmann::json&)> f) {
+    return [f](const fs::path& d) {
+      const fs::path p = d / "model" / "vocab.json";
+      nlohmann::json v = nlohmann::json::parse(slurp(p));
+      f(v);
+      replace(p, v.dump());
+    };
+  };
+  for (const std::string cmd : {"tokenize", "embed"}) {
+    cells.push_back({"truncated vocab.json",
+                     cmd,
+                     {},
+                     [](const fs::path& d) {
+                       const std::string v = slurp(d / "model" / "vocab.json");
+                       replace(d / "model" / "vocab.json", v.substr(0, v.size() / 2));
+                     },
+                     {"vocab.json"}});
+    cells.push_back({"vocab.json not a list",
+                     cmd,
+                     {},
+                     vocab([](nlohmann::json& v) {
+                       v = {{"a", 1}};
+                     }),
+                     {"vocab.json"}});
+    cells.push_back({"vocab.json of 3 entries",
+                     cmd,
+                     {},
+                     vocab([](nlohmann::json& v) {
+                       v = nlohmann::json::array({v[0], v[1], v[2]});
+                     }),
+                     {"vocab.json"}});
+    cells.push_back(
+        {"vocab.json entry not a pair", cmd, {}, vocab([](nlohmann::json& v) { v[100] = 5; }), {"vocab.json"}});
+    cells.push_back({"vocab.json score not a number",
+                     cmd,
+                     {},
+                     vocab([](nlohmann::json& v) { v[100][1] = "high"; }),
+                     {"vocab.json"}});
+  }
+  // A piece listed again at id 8002 (the last id wins, tokenizer.hpp): the
+  // first sentence's first piece gets an id the embedding table does not have.
+  // tokenize has no table and prints the id; embed must name both files.
+  const auto beyond_table = vocab([](nlohmann::json& v) {
+    const nlohmann::json piece = v[133];  // "▁In", the first sentence's first token (data/use_lite_tokens.txt)
+    v.push_back(nlohmann::json::array({"extra_a", -100.0}));
+    v.push_back(nlohmann::json::array({"extra_b", -100.0}));
+    v.push_back(piece);
+  });
+  cells.push_back({"vocab.json longer than the embedding table", "tokenize", {}, beyond_table, {}, true, true});
+  cells.push_back({"vocab.json longer than the embedding table",
+                   "embed",
+                   {},
+                   beyond_table,
+                   {"vocab.json", "model.json", "8003 entries"}});
+  return cells;
+}
+
+std::vector<cell_spec> model_cells() {
+  using nlohmann::json;
+  std::vector<cell_spec> cells;
+  add_file_cells(cells, {"embed"}, "model/model.json");
+  const auto add = [&](const std::string& name, std::function<void(const fs::path&)> make,
+                       std::vector<std::string> needles) {
+    cells.push_back({name, "embed", {}, std::move(make), std::move(needles)});
+  };
+  add("truncated model.json",
+      [](const fs::path& d) {
+        const std::string t = slurp(d / "model" / "model.json");
+        replace(d / "model" / "model.json", t.substr(0, t.size() / 2));
+      },
+      {"model.json", "not valid JSON"});
+  add("model.json not an object", [](const fs::path& d) { replace(d / "model" / "model.json", "[1, 2, 3]"); },
+      {"model.json", "not a JSON object"});
+  add("model.json without weightsManifest", [](const fs::path& d) { replace(d / "model" / "model.json", "{}"); },
+      {"model.json", "weightsManifest"});
+  add("weight dtype int32 (same bytes)", edit_model_json([](json&, json& e) { e["dtype"] = "int32"; }),
+      {"model.json", kEmbeddings, "int32, expected float32"});
+  add("weight dtype float16 (TF.js, not read)", edit_model_json([](json&, json& e) { e["dtype"] = "float16"; }),
+      {"model.json", kEmbeddings, "float16"});
+  add("weight dtype unknown", edit_model_json([](json&, json& e) { e["dtype"] = "float99"; }),
+      {"model.json", kEmbeddings, "float99"});
+  add("weight dtype not a string", edit_model_json([](json&, json& e) { e["dtype"] = 4; }),
+      {"model.json", kEmbeddings, "dtype"});
+  add("weight shape transposed (same bytes)", edit_model_json([](json&, json& e) {
+        e["shape"] = {256, 8002};
+      }),
+      {"model.json", kEmbeddings, "[256, 8002], expected [8002, 256]"});
+  add("weight shape 3-D (same bytes)", edit_model_json([](json&, json& e) {
+        e["shape"] = {1, 8002, 256};
+      }),
+      {"model.json", kEmbeddings, "[1, 8002, 256]"});
+  add("weight shape one row short (shards too long)", edit_model_json([](json&, json& e) {
+        e["shape"] = {8001, 256};
+      }),
+      {"model.json", "bytes but its weights need"});
+  add("weight shape one row long (shards too short)", edit_model_json([](json&, json& e) {
+        e["shape"] = {8003, 256};
+      }),
+      {"model.json", "truncated?"});
+  add("weight shape negative", edit_model_json([](json&, json& e) {
+        e["shape"] = {-8002, 256};
+      }),
+      {"model.json", kEmbeddings, "non-negative"});
+  add("weight shape not integers", edit_model_json([](json&, json& e) {
+        e["shape"] = {8002.5, 256};
+      }),
+      {"model.json", kEmbeddings, "non-negative integers"});
+  add("weight shape of 2^60 elements", edit_model_json([](json&, json& e) {
+        e["shape"] = {std::uint64_t{1} << 40, std::uint64_t{1} << 20};
+      }),
+      {"model.json", kEmbeddings, "holds more than"});
+  add("weight renamed (missing)", edit_model_json([](json&, json& e) { e["name"] = "module/Embeddings_xx"; }),
+      {"model.json", "no weight", kEmbeddings});
+  add("weight listed twice", edit_model_json([](json& doc, json&) {
+        // Another weight renamed after the table: the bytes still add up.
+        for (auto& w : doc["weightsManifest"][0]["weights"])
+          if (w["name"] != kEmbeddings) {
+            w["name"] = kEmbeddings;
+            break;
+          }
+      }),
+      {"model.json", kEmbeddings, "listed twice"});
+  add("quantized weight", edit_model_json([](json&, json& e) {
+        e["quantization"] = {{"dtype", "uint8"}, {"scale", 1.0}, {"min", 0.0}};
+      }),
+      {"model.json", kEmbeddings, "quantized"});
+  add("shard path outside the model directory",
+      edit_model_json([](json& doc, json&) { doc["weightsManifest"][0]["paths"][0] = "../calib.txt"; }),
+      {"model.json", "../calib.txt", "not a plain file name"});
+  add("shard path absolute",
+      edit_model_json([](json& doc, json&) { doc["weightsManifest"][0]["paths"][0] = "/etc/passwd"; }),
+      {"model.json", "/etc/passwd", "not a plain file name"});
+  add("shard path not a string", edit_model_json([](json& doc, json&) { doc["weightsManifest"][0]["paths"][0] = 7; }),
+      {"model.json", "paths[0]"});
+  add("shard listed that does not exist",
+      edit_model_json([](json& doc, json&) { doc["weightsManifest"][0]["paths"][0] = "group1-shard0of7"; }),
+      {"group1-shard0of7"});
+
+  // The shards (the one holding the embedding table).
+  add("missing shard", [](const fs::path& d) { fs::remove(d / "model" / embedding_shard(d)); }, {"group1-shard"});
+  add("empty shard", on_shard([](const fs::path& p) { write_bytes(p, ""); }), {"model.json", "truncated?"});
+  add("a directory as a shard", [](const fs::path& d) { make_directory(d / "model" / embedding_shard(d)); },
+      {"group1-shard"});
+  add("shard 4 bytes short", on_shard([](const fs::path& p) {
+        const std::string b = slurp(p);
+        write_bytes(p, b.substr(0, b.size() - 4));
+      }),
+      {"model.json", "group1-shard", "truncated?"});
+  add("shard 4 bytes long", on_shard([](const fs::path& p) { write_bytes(p, slurp(p) + "abcd"); }),
+      {"model.json", "group1-shard", "bytes but its weights need"});
+  add("NaN weight", poison_embeddings(std::numeric_limits<float>::quiet_NaN()),
+      {"model.json", kEmbeddings, "element 5 is not finite"});
+  add("+Inf weight", poison_embeddings(std::numeric_limits<float>::infinity()),
+      {"model.json", kEmbeddings, "element 5 is not finite"});
+  add("-Inf weight", poison_embeddings(-std::numeric_limits<float>::infinity()),
+      {"model.json", kEmbeddings, "element 5 is not finite"});
+  // eval reads the model through the same loader: one cell says it is refused there too.
+  cells.push_back({"NaN weight",
+                   "eval",
+                   {},
+                   poison_embeddings(std::numeric_limits<float>::quiet_NaN()),
+                   {"model.json", "not finite"}});
+  return cells;
+}
+
+std::vector<cell_spec> text_cells() {
+  std::vector<cell_spec> cells;
+  // An empty sentence file: tokenize prints nothing (and succeeds), embed has
+  // nothing to embed, eval needs 3 sentences.
+  add_file_cells(cells, {"tokenize", "embed", "eval"}, "sentences.txt", /*empty_ok_for_tokenize=*/true);
+  cells.push_back({"2 evaluation sentences",
+                   "eval",
+                   {},
+                   [](const fs::path& d) { write_bytes(d / "sentences.txt", fixture_lines(0, 2)); },
+                   {"sentences.txt", "at least 3"}});
+  add_file_cells(cells, {"embed-rms", "eval"}, "calib.txt");
+  return cells;
+}
+
+cell_spec option(const std::string& cmd, option_list changes, std::vector<std::string> needles,
+                 bool needs_model = false) {
+  std::string name;
+  for (const auto& [k, v] : changes) name += k + " '" + v + "' ";
+  return {name, cmd, std::move(changes), nullptr, std::move(needles), needs_model};
+}
+
+std::vector<cell_spec> option_cells() {
+  std::vector<cell_spec> c;
+  // Thread counts (tokenize and embed take --threads, in [1, 256]).
+  for (const std::string cmd : {"tokenize", "embed"})
+    for (const std::string t : {"0", "-1", "257", "99999999999", "two", "1.5", ""})
+      c.push_back(option(cmd, {{"--threads", t}}, {"--threads"}));
+  // Options and commands that do not exist, required options left out.
+  c.push_back(option("tokenize", {{"--frobnicate", "1"}}, {"--frobnicate"}));
+  c.push_back(option("tokenize", {{"--sentences", "<drop>"}}, {"--sentences"}));
+  c.push_back(option("embed", {{"--out", "<drop>"}}, {"--out"}));
+  c.push_back(option("eval", {{"--threads", "2"}}, {"--threads"}));  // eval times --threads-list instead
+  // embed's quantization options.
+  c.push_back(option("embed", {{"--quant", "gptq"}}, {"--quant", "gptq"}));
+  c.push_back(option("embed", {{"--quant", ""}}, {"--quant"}));
+  for (const std::string r : {"-1", "513", "eight", "99999999999"})
+    c.push_back(option("embed-rms", {{"--rank", r}}, {"--rank"}));
+  c.push_back(option("embed-rms", {{"--rank", "300"}}, {"--rank", "rank 300", "l0.qkv"}, true));
+  c.push_back(option("embed", {{"--calib", "{d}/calib.txt"}}, {"--calib", "--quant"}));
+  c.push_back(option("embed-rms", {{"--calib", "<drop>"}}, {"--quant rms", "--calib"}));
+  // Format options, for embed (with or without --quant) and eval.
+  for (const std::string cmd : {"embed", "embed-rms", "eval"}) {
+    for (const std::string b : {"24", "0", "-16", "1048576"})
+      c.push_back(option(cmd, {{"--block", b}}, {"block length " + b}));
+    c.push_back(option(cmd, {{"--block", "sixteen"}}, {"--block"}));
+    c.push_back(option(cmd, {{"--weight-format", "mxint9"}}, {"weight format 'mxint9'"}));
+    c.push_back(option(cmd, {{"--lowrank-format", "fp16"}}, {"A/B format 'fp16'"}));
+    c.push_back(option(cmd, {{"--mode", "exact"}}, {"--mode", "exact"}));
+    for (const std::string v : {"-1", "nan", "inf", "-inf"})
+      c.push_back(option(cmd, {{"--damping", v}}, {"--damping"}));
+    c.push_back(option(cmd, {{"--damping", "tiny"}}, {"--damping"}));
+  }
+  // eval's lists and counts.
+  for (const std::string r : {"", "a", "8,,16", "-1", "8,-1", "99999999999", "8;16"})
+    c.push_back(option("eval", {{"--ranks", r}}, {"--ranks"}));
+  c.push_back(option("eval", {{"--ranks", "0,300"}}, {"--ranks", "rank 300", "l0.qkv"}, true));
+  for (const std::string p : {"", "gptq", "identity,,rms", "Identity"})
+    c.push_back(option("eval", {{"--policies", p}}, {"--policies"}));
+  for (const std::string t : {"0", "257", "-2", "x", "1,,2"})
+    c.push_back(option("eval", {{"--threads-list", t}}, {"--threads-list"}));
+  c.push_back(option("eval", {{"--layer-ranks", "8,8,8"}}, {"--layer-ranks", "10"}));
+  c.push_back(option("eval", {{"--layer-ranks", "8,8,8,8,8,-8,8,8,8,8"}}, {"--layer-ranks", ">= 0"}));
+  c.push_back(option("eval", {{"--layer-ranks", "8,8,8,8,8,8,8,8,8,x"}}, {"--layer-ranks"}));
+  c.push_back(
+      option("eval", {{"--layer-ranks", "8,8,8,8,8,8,8,8,8,600"}}, {"--layer-ranks", "rank 600", "tanh"}, true));
+  for (const std::string v : {"0", "-1", "2000000", "many"})
+    c.push_back(option("eval", {{"--layer-rows", v}}, {"--layer-rows"}));
+  for (const std::string v : {"0", "101", "-5"}) c.push_back(option("eval", {{"--timing-runs", v}}, {"--timing-runs"}));
+  return c;
+}
+
+std::vector<cell_spec> output_cells() {
+  std::vector<cell_spec> c;
+  for (const std::string cmd : {"embed", "embed-rms"}) {
+    c.push_back(
+        option(cmd, {{"--out", "{d}/no_such_dir/emb.npy"}}, {"{d}/no_such_dir/emb.npy", "not an existing directory"}));
+    c.push_back(option(cmd, {{"--out", "{d}/out"}}, {"{d}/out", "directory"}));
+    c.push_back(option(cmd, {{"--out", "{d}/out/"}}, {"{d}/out/", "directory"}));
+    c.push_back(option(cmd, {{"--out", "{d}/out/emb.npy/x.npy"}}, {"{d}/out/emb.npy/x.npy"}));
+    c.push_back(option(cmd, {{"--out", ""}}, {"--out"}));
+  }
+  // A directory nobody may create files in, found out only when the
+  // embeddings are written (mode 0500 does not stop root; /proc stops everyone).
+  c.push_back(option("embed", {{"--out", "/proc/use_lite_emb.npy"}}, {"/proc/use_lite_emb.npy"}, true));
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("use_lite bad-input matrix: the good inputs are accepted") {
+  // Without this, every refused cell below could pass on a broken template.
+  std::vector<cell_spec> cells = {
+      {"good inputs", "tokenize", {}, nullptr, {}, true, true},
+      {"good inputs", "embed", {}, nullptr, {}, true, true},
+  };
+  run_cells("good", cells);
+}
+
+TEST_CASE("use_lite bad-input matrix: model/vocab.json") { run_cells("vocab", vocab_cells()); }
+TEST_CASE("use_lite bad-input matrix: model/model.json and its shards") { run_cells("model", model_cells()); }
+TEST_CASE("use_lite bad-input matrix: --sentences and --calib files") { run_cells("text", text_cells()); }
+TEST_CASE("use_lite bad-input matrix: options of every subcommand") { run_cells("options", option_cells()); }
+TEST_CASE("use_lite bad-input matrix: embed --out") { run_cells("output", output_cells()); }
+
+TEST_CASE("use_lite bad-input matrix: no command, an unknown command") {
+  const fs::path dir = fs::path(LQER_USE_LITE_TEST_DIR) / ("matrix_commands." + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  struct bad_command {
+    std::vector<std::string> args;
+    const char* needle;
+  };
+  for (const bad_command& b : {bad_command{{}, "subcommand"}, bad_command{{"frobnicate"}, "frobnicate"},
+                               bad_command{{"--frobnicate"}, "--frobnicate"}}) {
+    const std::string needle = b.needle;
+    CAPTURE(needle);
+    const run_result r = run_lqer(dir, b.args);
+    CAPTURE(r.err);
+    CHECK(r.exit_code == 2);
+    CHECK(r.out.empty());
+    CHECK(one_line(r.err));
+    CHECK(contains(r.err, needle));
+  }
+  // --help is not an error: the help on stdout, status 0.
+  const run_result help = run_lqer(dir, {"embed", "--help"});
+  CHECK(help.exit_code == 0);
+  CHECK(contains(help.out, "--out"));
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+}

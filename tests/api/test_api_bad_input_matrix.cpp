@@ -42,6 +42,7 @@ using namespace lqer;
 namespace {
 
 using lqer::test::slurp;
+using lqer::test::snapshot;
 using lqer::test::write_bytes;
 using lqer::test::npy_bytes;
 
@@ -114,13 +115,6 @@ bool all_sentinel(const std::vector<float>& v) {
 
 // ---------------------------------------------------------------------------
 // Files
-
-std::map<std::string, std::string> snapshot(const fs::path& dir) {
-  std::map<std::string, std::string> m;
-  for (const auto& e : fs::recursive_directory_iterator(dir))
-    m[fs::relative(e.path(), dir).string()] = e.is_directory() ? std::string("<dir>") : slurp(e.path());
-  return m;
-}
 
 struct scratch {
   fs::path dir;

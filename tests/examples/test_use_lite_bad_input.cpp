@@ -47,53 +47,17 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using lqer::test::contains;
+using lqer::test::differences;
+using lqer::test::one_line;
 using lqer::test::run_lqer;  // runs LQER_CLI_PATH, here the use_lite program
 using lqer::test::run_result;
 using lqer::test::slurp;
+using lqer::test::snapshot;
 using lqer::test::write_bytes;
 
 const std::string kOld = "old content";
 const std::string kEmbeddings = "module/Embeddings_en";  // the weight the NaN cells poison
-
-// ---------------------------------------------------------------------------
-// Snapshots of a cell directory
-
-/// Every entry under `dir` with its bytes; directories map to "<dir>" and
-/// symbolic links (the shards) to their target, unread.
-std::map<std::string, std::string> snapshot(const fs::path& dir) {
-  std::map<std::string, std::string> m;
-  for (const auto& e : fs::recursive_directory_iterator(dir)) {
-    const std::string rel = fs::relative(e.path(), dir).string();
-    if (e.is_symlink()) {
-      std::string link = "<link ";  // appended piece by piece: GCC 12's false -Wrestrict (bug 105651)
-      link += fs::read_symlink(e.path()).string();
-      m[rel] = link + ">";
-    } else {
-      m[rel] = e.is_directory() ? std::string("<dir>") : slurp(e.path());
-    }
-  }
-  return m;
-}
-
-std::string differences(const std::map<std::string, std::string>& before,
-                        const std::map<std::string, std::string>& after) {
-  std::string d;
-  for (const auto& [k, v] : after) {
-    const auto it = before.find(k);
-    if (it == before.end())
-      d += "created " + k + "; ";
-    else if (it->second != v)
-      d += "modified " + k + "; ";
-  }
-  for (const auto& kv : before)
-    if (!after.count(kv.first)) d += "removed " + kv.first + "; ";
-  return d;
-}
-
-bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
-
-/// A single line: the message, a newline, nothing else.
-bool one_line(const std::string& s) { return !s.empty() && s.back() == '\n' && s.find('\n') == s.size() - 1; }
 
 // ---------------------------------------------------------------------------
 // The good inputs, shared by every cell

@@ -1,4 +1,6 @@
-// Test support: whole-file reads and writes, and .npy files made by hand.
+// Test support: whole-file reads and writes, .npy files made by hand, and
+// snapshots of a directory (the bad-input matrices check that a refused input
+// leaves everything byte-identical).
 //
 // npy_bytes writes the format as numpy does (magic, version 1.0, u16 header
 // length, the dict padded with spaces to a 64-byte boundary and '\n', then the
@@ -9,10 +11,11 @@
 
 #include <doctest/doctest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <cstring>
 #include <iterator>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -57,6 +60,41 @@ std::string raw(const std::vector<T>& v) {
   std::string s(v.size() * sizeof(T), '\0');
   if (!v.empty()) std::memcpy(s.data(), v.data(), s.size());
   return s;
+}
+
+/// Every entry under `dir` (recursively), by relative path: a regular file
+/// maps to its bytes, a directory to "<dir>", a symbolic link to "<link target>"
+/// (unread: fixtures link large read-only files instead of copying them).
+inline std::map<std::string, std::string> snapshot(const std::filesystem::path& dir) {
+  namespace fs = std::filesystem;
+  std::map<std::string, std::string> m;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    const std::string rel = fs::relative(e.path(), dir).string();
+    if (e.is_symlink()) {
+      std::string link = "<link ";  // appended piece by piece: GCC 12's false -Wrestrict (bug 105651)
+      link += fs::read_symlink(e.path()).string();
+      m[rel] = link + ">";
+    } else {
+      m[rel] = e.is_directory() ? std::string("<dir>") : slurp(e.path());
+    }
+  }
+  return m;
+}
+
+/// What changed between two snapshots ("created x; modified y; removed z; "), "" when nothing.
+inline std::string differences(const std::map<std::string, std::string>& before,
+                               const std::map<std::string, std::string>& after) {
+  std::string d;
+  for (const auto& [k, v] : after) {
+    const auto it = before.find(k);
+    if (it == before.end())
+      d += "created " + k + "; ";
+    else if (it->second != v)
+      d += "modified " + k + "; ";
+  }
+  for (const auto& kv : before)
+    if (!after.count(kv.first)) d += "removed " + kv.first + "; ";
+  return d;
 }
 
 }  // namespace lqer::test

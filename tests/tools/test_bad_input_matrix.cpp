@@ -51,11 +51,15 @@ using lqer::index_t;
 
 namespace {
 
+using lqer::test::contains;
+using lqer::test::differences;
 using lqer::test::npy_bytes;
+using lqer::test::one_line;
 using lqer::test::raw;
 using lqer::test::run_lqer;
 using lqer::test::run_result;
 using lqer::test::slurp;
+using lqer::test::snapshot;
 using lqer::test::write_bytes;
 
 // ---------------------------------------------------------------------------
@@ -80,40 +84,6 @@ std::vector<float> values(std::size_t n, double scale) {
   for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<float>(scale * std::sin(0.37 * double(i) + 0.2) + 0.01 * scale);
   return v;
 }
-
-/// Every regular file under `dir` (recursively) with its bytes, and every directory (mapped to "<dir>").
-std::map<std::string, std::string> snapshot(const fs::path& dir) {
-  std::map<std::string, std::string> m;
-  for (const auto& e : fs::recursive_directory_iterator(dir)) {
-    const std::string rel = fs::relative(e.path(), dir).string();
-    m[rel] = e.is_directory() ? std::string("<dir>") : slurp(e.path());
-  }
-  return m;
-}
-
-/// The entries of `after` that are not in `before` or differ from it, and those that vanished.
-std::string differences(const std::map<std::string, std::string>& before,
-                        const std::map<std::string, std::string>& after) {
-  std::string d;
-  for (const auto& [k, v] : after) {
-    const auto it = before.find(k);
-    if (it == before.end())
-      d += "created " + k + "; ";
-    else if (it->second != v)
-      d += "modified " + k + "; ";
-  }
-  for (const auto& kv : before)
-    if (!after.count(kv.first)) d += "removed " + kv.first + "; ";
-  return d;
-}
-
-// ---------------------------------------------------------------------------
-// The program's output (support/process.hpp runs it)
-
-bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
-
-/// A single line: the message, a newline, nothing else.
-bool one_line(const std::string& s) { return !s.empty() && s.back() == '\n' && s.find('\n') == s.size() - 1; }
 
 // ---------------------------------------------------------------------------
 // The good inputs, shared by every cell

@@ -37,7 +37,9 @@ using namespace lqer;
 
 namespace {
 
+using lqer::test::contains;
 using lqer::test::npy_bytes;
+using lqer::test::one_line;
 using lqer::test::raw;
 using lqer::test::run_lqer;
 using lqer::test::run_result;
@@ -93,11 +95,6 @@ struct scratch {
     return stray;
   }
 };
-
-bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
-
-/// A single line: the message, a newline, nothing else.
-bool one_line(const std::string& s) { return !s.empty() && s.back() == '\n' && s.find('\n') == s.size() - 1; }
 
 template <class F>
 std::vector<float> library_fake_quantize(const std::vector<float>& a, index_t rows, index_t cols, block_axis axis) {

@@ -47,13 +47,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using lqer::test::check_refused;
 using lqer::test::contains;
-using lqer::test::differences;
 using lqer::test::one_line;
 using lqer::test::run_lqer;  // runs LQER_CLI_PATH, here the use_lite program
 using lqer::test::run_result;
 using lqer::test::slurp;
-using lqer::test::snapshot;
 using lqer::test::write_bytes;
 
 const std::string kOld = "old content";
@@ -188,20 +187,6 @@ std::vector<std::string> command_line(const std::string& cmd, const fs::path& d,
     if (!value.empty() || key == "--ranks" || key == "--policies" || key == "--out") args.push_back(value);
   }
   return args;
-}
-
-/// Runs one cell that must be refused and checks everything the header promises.
-void check_refused(const fs::path& io_dir, const fs::path& d, const std::vector<std::string>& args,
-                   const std::vector<std::string>& needles) {
-  const auto before = snapshot(d);
-  const run_result r = run_lqer(io_dir, args);
-  CAPTURE(r.err);
-  CHECK(r.exit_code == 2);
-  CHECK(r.out.empty());
-  CHECK(one_line(r.err));
-  for (const auto& n : needles) CHECK_MESSAGE(contains(r.err, n), "stderr should name: ", n);
-  const std::string diff = differences(before, snapshot(d));
-  CHECK_MESSAGE(diff.empty(), diff);
 }
 
 // ---------------------------------------------------------------------------

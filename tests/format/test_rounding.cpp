@@ -18,6 +18,31 @@ namespace {
 
 std::uint32_t bits(float x) { return std::bit_cast<std::uint32_t>(x); }
 
+/// Zeros, ties either side of zero, the last ties below 2^23, the first
+/// integers above it, the smallest and largest magnitudes, ±Inf and NaN.
+const float kSpecials[] = {0.0f,
+                           -0.0f,
+                           0.5f,
+                           -0.5f,
+                           1.5f,
+                           -1.5f,
+                           2.5f,
+                           -2.5f,
+                           3.5f,
+                           -3.5f,
+                           0.49999997f,
+                           -0.49999997f,
+                           8388607.5f,
+                           -8388607.5f,
+                           8388608.0f,
+                           16777217.0f,
+                           std::numeric_limits<float>::denorm_min(),
+                           -std::numeric_limits<float>::denorm_min(),
+                           std::numeric_limits<float>::max(),
+                           std::numeric_limits<float>::infinity(),
+                           -std::numeric_limits<float>::infinity(),
+                           std::numeric_limits<float>::quiet_NaN()};
+
 /// Same float, or both NaN.
 bool same(float a, float b) { return (std::isnan(a) && std::isnan(b)) || bits(a) == bits(b); }
 
@@ -42,27 +67,7 @@ TEST_CASE("round_half_away equals roundf and round_half_even equals nearbyintf (
     check(std::nextafter(tie, -INFINITY));
     check(std::nextafter(tie, INFINITY));
   }
-  for (float x : {0.0f,
-                  -0.0f,
-                  0.5f,
-                  -0.5f,
-                  1.5f,
-                  -1.5f,
-                  2.5f,
-                  -2.5f,
-                  0.49999997f,
-                  -0.49999997f,
-                  8388607.5f,
-                  -8388607.5f,
-                  8388608.0f,
-                  16777217.0f,
-                  std::numeric_limits<float>::denorm_min(),
-                  -std::numeric_limits<float>::denorm_min(),
-                  std::numeric_limits<float>::max(),
-                  std::numeric_limits<float>::infinity(),
-                  -std::numeric_limits<float>::infinity(),
-                  std::numeric_limits<float>::quiet_NaN()})
-    check(x);
+  for (float x : kSpecials) check(x);
   CHECK(checked > 90'000'000);
   CHECK(bad_away == 0);
   CHECK(bad_even == 0);
@@ -102,29 +107,7 @@ TEST_CASE("the batch forms equal roundf / nearbyintf lane by lane (every lane po
     check(std::nextafter(tie, INFINITY));
   }
   for (int pass = 0; pass < static_cast<int>(kLanes) + 1; ++pass)  // each special in every lane
-    for (float x : {0.0f,
-                    -0.0f,
-                    0.5f,
-                    -0.5f,
-                    1.5f,
-                    -1.5f,
-                    2.5f,
-                    -2.5f,
-                    3.5f,
-                    -3.5f,
-                    0.49999997f,
-                    -0.49999997f,
-                    8388607.5f,
-                    -8388607.5f,
-                    8388608.0f,
-                    16777217.0f,
-                    std::numeric_limits<float>::denorm_min(),
-                    -std::numeric_limits<float>::denorm_min(),
-                    std::numeric_limits<float>::max(),
-                    std::numeric_limits<float>::infinity(),
-                    -std::numeric_limits<float>::infinity(),
-                    std::numeric_limits<float>::quiet_NaN()})
-      check(x);
+    for (float x : kSpecials) check(x);
   CHECK(checked > 10'000'000);
   CHECK(bad_away == 0);
   CHECK(bad_even == 0);

@@ -83,4 +83,21 @@ inline bool contains(const std::string& hay, const std::string& needle) {
 /// A single line: the message, a newline, nothing else (how the CLIs report an error).
 inline bool one_line(const std::string& s) { return !s.empty() && s.back() == '\n' && s.find('\n') == s.size() - 1; }
 
+/// One bad-input cell: runs the program on `args`, which must be refused with
+/// exit status 2, nothing on stdout, one line on stderr containing every
+/// `needle` (the file or option, the problem), and `d` left byte-identical.
+/// `io_dir` takes the captured output: outside `d`, whose snapshot is compared.
+inline void check_refused(const std::filesystem::path& io_dir, const std::filesystem::path& d,
+                          const std::vector<std::string>& args, const std::vector<std::string>& needles) {
+  const auto before = snapshot(d);
+  const run_result r = run_lqer(io_dir, args);
+  CAPTURE(r.err);
+  CHECK(r.exit_code == 2);
+  CHECK(r.out.empty());
+  CHECK(one_line(r.err));
+  for (const auto& n : needles) CHECK_MESSAGE(contains(r.err, n), "stderr should name: ", n);
+  const std::string diff = differences(before, snapshot(d));
+  CHECK_MESSAGE(diff.empty(), diff);
+}
+
 }  // namespace lqer::test

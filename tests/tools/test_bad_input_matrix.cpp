@@ -51,15 +51,12 @@ using lqer::index_t;
 
 namespace {
 
-using lqer::test::contains;
-using lqer::test::differences;
+using lqer::test::check_refused;
 using lqer::test::npy_bytes;
-using lqer::test::one_line;
 using lqer::test::raw;
 using lqer::test::run_lqer;
 using lqer::test::run_result;
 using lqer::test::slurp;
-using lqer::test::snapshot;
 using lqer::test::write_bytes;
 
 // ---------------------------------------------------------------------------
@@ -150,23 +147,6 @@ std::vector<std::string> command_line(const std::string& cmd, const fs::path& d,
 
 fs::path default_out(const std::string& cmd, const fs::path& d) {
   return cmd == "factorize" ? d / "outdir" : d / "out.npy";
-}
-
-/// Runs one cell that must be refused, and checks everything the header promises.
-/// `needles`: what the one line on stderr must contain (the file, the problem).
-/// `io_dir` takes the captured stdout and stderr: outside `d`, whose snapshot
-/// is compared.
-void check_refused(const fs::path& io_dir, const fs::path& d, const std::vector<std::string>& args,
-                   const std::vector<std::string>& needles) {
-  const auto before = snapshot(d);
-  const run_result r = run_lqer(io_dir, args);
-  CAPTURE(r.err);
-  CHECK(r.exit_code == 2);
-  CHECK(r.out.empty());
-  CHECK(one_line(r.err));
-  for (const auto& n : needles) CHECK_MESSAGE(contains(r.err, n), "stderr should name: ", n);
-  const std::string diff = differences(before, snapshot(d));
-  CHECK_MESSAGE(diff.empty(), diff);
 }
 
 // ---------------------------------------------------------------------------

@@ -276,14 +276,21 @@ void BM_lqer(benchmark::State& state) {
   state.SetLabel(lqer::to_string(lqer::best_path()));
 }
 
-void lqer_args(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"M", "K", "N", "rank", "threads", "cold"});
+/// The grid: (K, N) × M × threads × hot/cold (cold only for M ≤ 8, where
+/// the weights' bandwidth matters), each case passed to add(M, K, N, threads, cold).
+template <class Add>
+void for_each_case(Add add) {
   for (auto [K, N] : {std::pair<int, int>{4096, 4096}, {4096, 11008}, {11008, 4096}})
     for (int M : {1, 8, 32, 128, 512})
-      for (int rank : {0, 32})
-        for (int threads : {1, 2})
-          for (int cold : {0, 1})
-            if (!cold || M <= 8) b->Args({M, K, N, rank, threads, cold});
+      for (int threads : {1, 2})
+        for (int cold : {0, 1})
+          if (!cold || M <= 8) add(M, K, N, threads, cold);
+}
+
+void lqer_args(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"M", "K", "N", "rank", "threads", "cold"});
+  for (int rank : {0, 32})
+    for_each_case([&](int M, int K, int N, int threads, int cold) { b->Args({M, K, N, rank, threads, cold}); });
   b->Unit(benchmark::kMicrosecond)->UseRealTime();
 }
 
@@ -363,11 +370,7 @@ void BM_onednn_u8s8f32(benchmark::State& state) {
 
 void onednn_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"M", "K", "N", "threads", "cold"});
-  for (auto [K, N] : {std::pair<int, int>{4096, 4096}, {4096, 11008}, {11008, 4096}})
-    for (int M : {1, 8, 32, 128, 512})
-      for (int threads : {1, 2})
-        for (int cold : {0, 1})
-          if (!cold || M <= 8) b->Args({M, K, N, threads, cold});
+  for_each_case([&](int M, int K, int N, int threads, int cold) { b->Args({M, K, N, threads, cold}); });
   b->Unit(benchmark::kMicrosecond)->UseRealTime();
 }
 BENCHMARK(BM_onednn_u8s8f32)->Apply(onednn_args);
@@ -470,12 +473,8 @@ void BM_ggml_q4_0(benchmark::State& state) {
 
 void ggml_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"M", "K", "N", "threads", "cold", "repack"});
-  for (auto [K, N] : {std::pair<int, int>{4096, 4096}, {4096, 11008}, {11008, 4096}})
-    for (int M : {1, 8, 32, 128, 512})
-      for (int threads : {1, 2})
-        for (int cold : {0, 1})
-          for (int repack : {0, 1})
-            if (!cold || M <= 8) b->Args({M, K, N, threads, cold, repack});
+  for (int repack : {0, 1})
+    for_each_case([&](int M, int K, int N, int threads, int cold) { b->Args({M, K, N, threads, cold, repack}); });
   b->Unit(benchmark::kMicrosecond)->UseRealTime();
 }
 BENCHMARK(BM_ggml_q4_0)->Apply(ggml_args);

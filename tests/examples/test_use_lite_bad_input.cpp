@@ -75,15 +75,11 @@ std::string fixture_lines(std::size_t first, std::size_t last) {
   return text;
 }
 
-struct fixture {
-  fs::path root;  // holds "template/" and the per-cell copies
-  fs::path tmpl;
+struct fixture : lqer::test::cell_directories {
   bool model = false;
 
-  explicit fixture(const std::string& name) {
-    root = fs::path(LQER_USE_LITE_TEST_DIR) / ("matrix_" + name + "." + std::to_string(::getpid()));
-    fs::remove_all(root);
-    tmpl = root / "template";
+  explicit fixture(const std::string& name)
+      : cell_directories(fs::path(LQER_USE_LITE_TEST_DIR) / ("matrix_" + name + "." + std::to_string(::getpid()))) {
     fs::create_directories(tmpl / "model");
     fs::create_directories(tmpl / "out");
     const fs::path src = use_lite::default_model_dir();
@@ -104,18 +100,6 @@ struct fixture {
     write_bytes(tmpl / "sentences.txt", fixture_lines(0, 3));
     write_bytes(tmpl / "calib.txt", fixture_lines(3, 9));
     write_bytes(tmpl / "out" / "emb.npy", kOld);
-  }
-  ~fixture() {
-    std::error_code ec;
-    fs::remove_all(root, ec);
-  }
-
-  /// A fresh copy of the template for one cell (links copied as links).
-  fs::path cell(const std::string& name) const {
-    const fs::path d = root / name;
-    fs::remove_all(d);
-    fs::copy(tmpl, d, fs::copy_options::recursive | fs::copy_options::copy_symlinks);
-    return d;
   }
 };
 

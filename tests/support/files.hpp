@@ -17,6 +17,8 @@
 #include <iterator>
 #include <map>
 #include <string>
+#include <system_error>
+#include <utility>
 #include <vector>
 
 namespace lqer::test {
@@ -96,5 +98,33 @@ inline std::string differences(const std::map<std::string, std::string>& before,
     if (!after.count(kv.first)) d += "removed " + kv.first + "; ";
   return d;
 }
+
+/// A bad-input matrix's directories: `root` holds "template/", which the
+/// fixture fills once, and one fresh copy of it per cell (cell()); `root` is
+/// removed at the end. Links in the template stay links in the copies.
+struct cell_directories {
+  std::filesystem::path root;
+  std::filesystem::path tmpl;
+
+  explicit cell_directories(std::filesystem::path dir) : root(std::move(dir)), tmpl(root / "template") {
+    std::filesystem::remove_all(root);
+    std::filesystem::create_directories(tmpl);
+  }
+  cell_directories(const cell_directories&) = delete;
+  cell_directories& operator=(const cell_directories&) = delete;
+  ~cell_directories() {
+    std::error_code ec;
+    std::filesystem::remove_all(root, ec);
+  }
+
+  /// A fresh copy of the template for one cell.
+  std::filesystem::path cell(const std::string& name) const {
+    const std::filesystem::path d = root / name;
+    std::filesystem::remove_all(d);
+    std::filesystem::copy(tmpl, d,
+                          std::filesystem::copy_options::recursive | std::filesystem::copy_options::copy_symlinks);
+    return d;
+  }
+};
 
 }  // namespace lqer::test

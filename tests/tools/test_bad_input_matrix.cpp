@@ -97,15 +97,9 @@ constexpr index_t kOut = 8, kIn = 32, kCalib = 6, kTokens = 5, kRank = 4;
 const std::string kOld = "old content";
 
 /// A directory holding the good inputs; each cell copies it.
-struct fixture {
-  fs::path root;  // holds "template/" and the per-cell copies
-  fs::path tmpl;
-
-  explicit fixture(const std::string& name) {
-    root = fs::path(LQER_CLI_TEST_DIR) / ("matrix_" + name + "." + std::to_string(::getpid()));
-    fs::remove_all(root);
-    tmpl = root / "template";
-    fs::create_directories(tmpl);
+struct fixture : lqer::test::cell_directories {
+  explicit fixture(const std::string& name)
+      : cell_directories(fs::path(LQER_CLI_TEST_DIR) / ("matrix_" + name + "." + std::to_string(::getpid()))) {
     write_bytes(tmpl / "W.npy", npy_bytes("<f4", shape_text({kOut, kIn}), raw(values(kOut * kIn, 1.0))));
     write_bytes(tmpl / "X.npy", npy_bytes("<f4", shape_text({kCalib, kIn}), raw(values(kCalib * kIn, 3.0))));
     write_bytes(tmpl / "b.npy", npy_bytes("<f4", shape_text({kOut}), raw(values(kOut, 0.5))));
@@ -120,18 +114,6 @@ struct fixture {
     write_bytes(tmpl / "out.npy", kOld);
     fs::create_directory(tmpl / "outdir");
     write_bytes(tmpl / "outdir" / "report.json", kOld);
-  }
-  ~fixture() {
-    std::error_code ec;
-    fs::remove_all(root, ec);
-  }
-
-  /// A fresh copy of the template for one cell.
-  fs::path cell(const std::string& name) const {
-    const fs::path d = root / name;
-    fs::remove_all(d);
-    fs::copy(tmpl, d, fs::copy_options::recursive);
-    return d;
   }
 };
 

@@ -169,32 +169,19 @@ class quantized_matrix {
       qbuf = row_codes.data();
     }
     std::uint8_t* out = codes_.data() + lane * lane_code_bytes_;
-    index_t b = 0;
-    if constexpr (requires(const float* x, std::int8_t* c) { Format::quantize_whole_block(x, c); }) {
-      // Contiguous whole blocks (the weight's case: blocks along a row) take the
-      // format's SIMD encoder, bit-identical to quantize_block; codes are packed
-      // a pair per byte at once (a whole block starts on a byte: Block is even).
-      if (step == 1) {
-        for (; (b + 1) * block_len_ <= depth_; ++b) {
-          const index_t start = b * block_len_;
-          scales_[lane * blocks_per_lane_ + b] = Format::quantize_whole_block(base + start, qbuf);
-          check_scale(scales_[lane * blocks_per_lane_ + b], lane, b);
-          if constexpr (kNibblePacked) {
-            for (index_t i = 0; i < block_len_; i += 2)
-              out[(start + i) >> 1] = static_cast<std::uint8_t>((static_cast<std::uint8_t>(qbuf[i]) & 0x0f) |
-                                                                (static_cast<std::uint8_t>(qbuf[i + 1]) << 4));
-          } else {
-            std::memcpy(out + start, qbuf, static_cast<std::size_t>(block_len_));
-          }
-        }
-      }
-    }
-    for (; b < blocks_per_lane_; ++b) {
+    for (index_t b = 0; b < blocks_per_lane_; ++b) {
       const index_t start = b * block_len_;
       const index_t n = std::min(block_len_, depth_ - start);
-      scales_[lane * blocks_per_lane_ + b] = Format::quantize_block(base + start * step, n, step, qbuf);
-      check_scale(scales_[lane * blocks_per_lane_ + b], lane, b);
-      for (index_t i = 0; i < n; ++i) put_code(out, start + i, qbuf[i]);  // padding stays 0
+      block_scale& s = scales_[lane * blocks_per_lane_ + b];
+      // A whole contiguous block (the weight's case: blocks along a row) takes
+      // the format's SIMD encoder where it has one, bit-identical to quantize_block.
+      if constexpr (requires(const float* x, std::int8_t* c) { Format::quantize_whole_block(x, c); })
+        s = step == 1 && n == block_len_ ? Format::quantize_whole_block(base + start, qbuf)
+                                         : Format::quantize_block(base + start * step, n, step, qbuf);
+      else
+        s = Format::quantize_block(base + start * step, n, step, qbuf);
+      check_scale(s, lane, b);
+      put_codes(out, start, qbuf, n);  // padding stays 0
     }
   }
 
@@ -214,6 +201,20 @@ class quantized_matrix {
                      : static_cast<std::uint8_t>((byte & 0xf0) | nib);
     } else {
       lane_bytes[i] = static_cast<std::uint8_t>(q);
+    }
+  }
+  /// Codes q[0, n) as elements start … start + n − 1 of a lane: nibble pairs a
+  /// byte at a time (blocks start on a byte: block_len_ is even), an odd last one alone.
+  static void put_codes(std::uint8_t* lane_bytes, index_t start, const std::int8_t* q, index_t n) noexcept {
+    if constexpr (kNibblePacked) {
+      index_t i = 0;
+      if (start % 2 == 0)
+        for (; i + 1 < n; i += 2)
+          lane_bytes[(start + i) >> 1] = static_cast<std::uint8_t>((static_cast<std::uint8_t>(q[i]) & 0x0f) |
+                                                                   (static_cast<std::uint8_t>(q[i + 1]) << 4));
+      for (; i < n; ++i) put_code(lane_bytes, start + i, q[i]);
+    } else {
+      std::memcpy(lane_bytes + start, q, static_cast<std::size_t>(n));
     }
   }
 

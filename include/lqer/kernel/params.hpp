@@ -192,7 +192,8 @@ struct tile_args {
   bool load_acc = false;
   bool finish = true;
   /// Software-prefetch distance in bytes along the weight stream, 0 for none
-  /// (GEMV only, where the weights come from DRAM once; paths may ignore it).
+  /// (a hint: paths may ignore it; a prefetch past the end of the stream does
+  /// not fault and nothing reads what it brings in).
   index_t prefetch = 0;
 };
 

@@ -1,7 +1,8 @@
 // The prologue: every path's vectorized activation quantizer against the
 // scalar one, which calls ActFormat::quantize_block itself — codes, block
 // records and exponent ranges must be identical, on random, tie, subnormal,
-// huge, power-of-two and signed-zero data, for both MX rules and blocks 8/16/32.
+// huge, power-of-two and signed-zero data, for both MX rules and blocks 8/16/32,
+// on rows of whole groups of 16 blocks, partial groups and partial blocks.
 #include <doctest/doctest.h>
 
 #include <bit>
@@ -120,7 +121,10 @@ std::vector<std::vector<float>> data_sets(index_t rows, index_t cols, int block,
 
 template <class Act>
 void check_format() {
-  for (index_t cols : {index_t{Act::kBlock}, index_t{1}, index_t{7}, index_t{100}, index_t{4096 + 17}}) {
+  // The AVX-512 prologue takes 16 whole blocks at a time and the rest one by one:
+  // 16·B + 16·B + 7·B + 5 has two whole groups, whole blocks after them and a partial block.
+  for (index_t cols : {index_t{Act::kBlock}, index_t{1}, index_t{7}, index_t{100}, index_t{4096 + 17},
+                       index_t{39 * Act::kBlock + 5}}) {
     const index_t rows = 5;
     int i = 0;
     for (const auto& x : data_sets(rows, cols, Act::kBlock, Act::kFractionBits)) {

@@ -35,6 +35,8 @@
 
 #include <immintrin.h>
 
+#include <array>
+#include <bit>
 #include <climits>
 #include <cmath>
 #include <cstdint>
@@ -243,16 +245,17 @@ LQER_AVX512_TARGET void gemm_qmx8_f32_qmxw_n16c4_avx512vnni(const tile_args& a) 
 // ---------------------------------------------------------------------------
 // Prologue: 16 floats per step, bit-identical to ActFormat::quantize_block.
 
-/// Codes of one chunk of ≤ 16 elements scaled by 2^shift (see prologue.hpp),
-/// rounded by ActFormat's rule and clamped; lanes outside `valid` are zero.
+/// Codes of one chunk of ≤ 16 elements scaled by s1·s2 (s2 only when
+/// two_step), rounded by ActFormat's rule and clamped; zero lanes stay zero.
+/// The scale is 2^shift with shift = F − e: one correctly rounded product
+/// (= ldexp) when shift ≤ 127, else two exact steps 2^127 · 2^(shift − 127)
+/// (a block whose amax is below 2^(F−127)); a lane with s2 = 1 is unchanged
+/// by the second step, so blocks of both kinds can share it.
 template <class ActFormat>
-LQER_AVX512_INLINE __m512i encode16(__m512 v, int shift) {
+LQER_AVX512_INLINE __m512i encode16(__m512 v, __m512 s1, __m512 s2, bool two_step) {
   constexpr float qmax = float(ActFormat::kQmax);
-  __m512 y;
-  if (shift > 127)  // scaling up by more than 2^127: two exact steps
-    y = _mm512_mul_ps(_mm512_mul_ps(v, _mm512_set1_ps(exp2_exact(127))), _mm512_set1_ps(exp2_exact(shift - 127)));
-  else
-    y = _mm512_mul_ps(v, _mm512_set1_ps(exp2_exact(shift)));  // one correctly rounded product = ldexp
+  __m512 y = _mm512_mul_ps(v, s1);
+  if (two_step) y = _mm512_mul_ps(y, s2);
   __m512 r;
   if constexpr (ActFormat::kRule == mx_rule::lqer) {
     // round(|y|) half to even, with y's sign = round_half_even(y): the rounding is symmetric.
@@ -269,6 +272,119 @@ LQER_AVX512_INLINE __m512i encode16(__m512 v, int shift) {
   return _mm512_cvtps_epi32(r);  // integral already: exact
 }
 
+/// Lane j of the result = op over the 16 lanes of v[j] (v is clobbered): a
+/// transposed reduction in four levels. Level c (8, 4, 2, 1 lanes) pairs
+/// v[i] with v[i + n/2] and combines the even c-lane chunks of both with the
+/// odd ones, which halves the vectors and doubles the blocks each one holds;
+/// the pairing keeps block j in lane j. 15 steps of two permutes and one op
+/// for 16 blocks, where 16 horizontal reductions take ~8 dependent ops each.
+/// permutex2var indices of reduce16: [2·level] picks the even chunks, [2·level + 1] the odd.
+inline constexpr std::array<std::array<std::int32_t, 16>, 8> kReduce16Index = [] {
+  std::array<std::array<std::int32_t, 16>, 8> t{};
+  for (int level = 0; level < 4; ++level) {
+    const int c = 8 >> level;  // lanes per chunk
+    for (int l = 0; l < 16; ++l) {
+      const int in = l % (2 * c), gs = l - in;  // position in, and start of, its 2c-lane group
+      t[2 * level][l] = in < c ? gs + in : 16 + gs + in - c;
+      t[2 * level + 1][l] = t[2 * level][l] + c;
+    }
+  }
+  return t;
+}();
+
+struct max_u32 {
+  LQER_AVX512_INLINE __m512i operator()(__m512i a, __m512i b) const { return _mm512_max_epu32(a, b); }
+};
+struct add_i32 {
+  LQER_AVX512_INLINE __m512i operator()(__m512i a, __m512i b) const { return _mm512_add_epi32(a, b); }
+};
+
+template <class Op>
+LQER_AVX512_INLINE __m512i reduce16(__m512i (&v)[16], Op op) {
+  LQER_UNROLL(4)
+  for (int level = 0; level < 4; ++level) {
+    const int half = 8 >> level;  // pairs at this level
+    const __m512i px = _mm512_loadu_si512(kReduce16Index[2 * level].data());
+    const __m512i py = _mm512_loadu_si512(kReduce16Index[2 * level + 1].data());
+    LQER_UNROLL(8)
+    for (int i = 0; i < half; ++i) {
+      const __m512i x = _mm512_permutex2var_epi32(v[i], px, v[i + half]);
+      const __m512i y = _mm512_permutex2var_epi32(v[i], py, v[i + half]);
+      v[i] = op(x, y);
+    }
+  }
+  return v[0];
+}
+
+LQER_AVX512_INLINE void put_meta(std::uint8_t* at, const act_block_meta& m) { std::memcpy(at, &m, sizeof m); }
+
+/// Blocks [b0, b1) of one row, one block at a time; stops at a non-finite
+/// element (st.bad_col). The codes go to `codes` + b·block_bytes, the record
+/// of consumer k to `meta` + b·block_bytes + k·consumer_bytes. Returns false
+/// when it stopped.
+template <class ActFormat>
+LQER_AVX512_INLINE bool quantize_blocks_one_by_one(const float* xr, index_t cols, index_t b0, index_t b1,
+                                                   std::int8_t* codes, std::uint8_t* meta, index_t block_bytes,
+                                                   index_t consumer_bytes, index_t consumers,
+                                                   const act_consumer* cons, row_status& st) {
+  constexpr int B = ActFormat::kBlock;
+  constexpr int kChunks = (B + 15) / 16;
+  constexpr int F = ActFormat::kFractionBits;
+  constexpr int kTail = B % 16 == 0 ? 16 : B % 16;  // lanes of the last chunk that belong to the block
+  const __m512 inf = _mm512_set1_ps(__builtin_inff());
+  for (index_t b = b0; b < b1; ++b) {
+    const index_t start = b * B;
+    const index_t n = cols - start < B ? cols - start : B;
+    __m512 v[kChunks];
+    __m512 amax = _mm512_setzero_ps();
+    bool finite = true;
+    LQER_UNROLL(64)
+    for (int c = 0; c < kChunks; ++c) {
+      const index_t left = n - 16 * c;
+      const __mmask16 lanes = left >= 16 ? __mmask16(0xffff) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
+      v[c] = _mm512_maskz_loadu_ps(lanes, xr + start + 16 * c);  // masked lanes are not read
+      const __m512 av = abs_ps(v[c]);
+      finite &= _mm512_mask_cmp_ps_mask(lanes, av, inf, _CMP_LT_OQ) == lanes;  // NaN and Inf fail
+      amax = _mm512_max_ps(amax, av);
+    }
+    if (!finite) {
+      for (index_t i = start; i < start + n; ++i)
+        if (!(std::fabs(xr[i]) < __builtin_inff())) {
+          st.bad_col = i;
+          return false;
+        }
+    }
+    const int e = block_exponent<ActFormat>(_mm512_reduce_max_ps(amax));
+    const int shift = F - e;
+    const bool two_step = shift > 127;
+    const __m512 s1 = _mm512_set1_ps(exp2_exact(two_step ? 127 : shift));
+    const __m512 s2 = _mm512_set1_ps(exp2_exact(two_step ? shift - 127 : 0));
+    __m512i sum = _mm512_setzero_si512();
+    __mmask16 nonzero = 0;
+    LQER_UNROLL(64)
+    for (int c = 0; c < kChunks; ++c) {
+      const __m512i q = encode16<ActFormat>(v[c], s1, s2, two_step);
+      sum = _mm512_add_epi32(sum, q);
+      nonzero |= _mm512_test_epi32_mask(q, q);
+      const __mmask16 store = c == kChunks - 1 ? __mmask16((1u << kTail) - 1) : __mmask16(0xffff);
+      _mm_mask_storeu_epi8(codes + b * block_bytes + 16 * c, store, _mm512_cvtepi32_epi8(q));
+    }
+    const int ex = nonzero ? e : 0;
+    st.ex.add(ex);
+    const int code_sum = _mm512_reduce_add_epi32(sum);
+    for (index_t k = 0; k < consumers; ++k)
+      put_meta(meta + b * block_bytes + k * consumer_bytes, make_block_meta(code_sum, ex, F, cons[k]));
+  }
+  return true;
+}
+
+/// Rows [r0, r1) into the panel, 16 blocks at a time: the 16 blocks' amax and
+/// code sums come out of one transposed reduction each (reduce16), and the
+/// scalar steps — exponent (block_exponent, the format's rule from the float's
+/// bits), scale, record (make_block_meta) — run per block beside the vector
+/// work. The codes, records and ranges are those of quantize_blocks_one_by_one,
+/// which also takes any 16 blocks that hold a NaN or Inf (to find it) and the
+/// blocks after the last whole 16.
 template <class ActFormat>
 LQER_AVX512_TARGET void quantize_rows(const float* x, index_t ldx, index_t cols, index_t r0, index_t r1,
                                       const act_panel_layout& lay, std::uint8_t* panel, const act_consumer* cons,
@@ -276,53 +392,90 @@ LQER_AVX512_TARGET void quantize_rows(const float* x, index_t ldx, index_t cols,
   constexpr int B = ActFormat::kBlock;
   constexpr int kChunks = (B + 15) / 16;
   constexpr int F = ActFormat::kFractionBits;
+  constexpr int kTail = B % 16 == 0 ? 16 : B % 16;
+  static_assert(F >= 1, "2^(F − e) ≥ 2^-126 for every e ≤ 127: one normal scale per block");
   const index_t nblk = lay.nblk;
+  const index_t consumers = lay.consumers;
   const __m512 inf = _mm512_set1_ps(__builtin_inff());
   for (index_t r = r0; r < r1; ++r) {
     const float* xr = x + r * ldx;
     row_status st;
-    for (index_t b = 0; b < nblk && st.bad_col < 0; ++b) {
-      const index_t start = b * B;
-      const index_t n = cols - start < B ? cols - start : B;
-      __m512 v[kChunks];
-      __mmask16 lanes[kChunks];
-      __m512 amax = _mm512_setzero_ps();
-      bool finite = true;
-      LQER_UNROLL(64)
-      for (int c = 0; c < kChunks; ++c) {
-        const index_t left = n - 16 * c;
-        lanes[c] = left >= 16 ? __mmask16(0xffff) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
-        v[c] = _mm512_maskz_loadu_ps(lanes[c], xr + start + 16 * c);  // masked lanes are not read
-        const __m512 av = abs_ps(v[c]);
-        finite &= _mm512_mask_cmp_ps_mask(lanes[c], av, inf, _CMP_LT_OQ) == lanes[c];  // NaN and Inf fail
-        amax = _mm512_max_ps(amax, av);
+    // Blocks of a row are block_stride(g) bytes apart, for codes and records
+    // alike; consumer k's record is k·(rows of the group)·8 bytes after 0's.
+    const index_t g = r / lay.group_rows;
+    const index_t block_bytes = lay.block_stride(g);
+    const index_t consumer_bytes = lay.rows_in_group(g) * index_t{sizeof(act_block_meta)};
+    std::int8_t* codes = lay.codes(panel, r, 0);
+    auto* meta = reinterpret_cast<std::uint8_t*>(lay.meta(panel, r, 0, 0));
+    // Whole groups of 16 blocks that lie inside the row (the last, partial block goes one by one).
+    const index_t whole = cols / B;
+    index_t b0 = 0;
+    bool ok = true;
+    for (; ok && b0 + 16 <= whole; b0 += 16) {
+      const float* xg = xr + b0 * B;
+      __m512i amax[16];
+      __mmask16 bad = 0;
+      LQER_UNROLL(16)
+      for (int j = 0; j < 16; ++j) {
+        __m512 m = _mm512_setzero_ps();
+        LQER_UNROLL(64)
+        for (int c = 0; c < kChunks; ++c) {
+          const __mmask16 lanes = c == kChunks - 1 ? __mmask16((1u << kTail) - 1) : __mmask16(0xffff);
+          const __m512 av = abs_ps(_mm512_maskz_loadu_ps(lanes, xg + j * B + 16 * c));
+          bad |= _mm512_mask_cmp_ps_mask(lanes, av, inf, _CMP_NLT_UQ);  // NaN and Inf
+          m = _mm512_max_ps(m, av);
+        }
+        amax[j] = _mm512_castps_si512(m);
       }
-      if (!finite) {
-        for (index_t i = start; i < start + n; ++i)
-          if (!(std::fabs(xr[i]) < __builtin_inff())) {
-            st.bad_col = i;
-            break;
-          }
+      if (bad) {  // find the element, and quantize the blocks before it, one by one
+        ok = quantize_blocks_one_by_one<ActFormat>(xr, cols, b0, b0 + 16, codes, meta, block_bytes, consumer_bytes,
+                                                   consumers, cons, st);
         break;
       }
-      const int e = block_exponent<ActFormat>(_mm512_reduce_max_ps(amax));
-      const int shift = F - e;
-      __m512i sum = _mm512_setzero_si512();
-      __mmask16 nonzero = 0;
-      constexpr int kTail = B % 16 == 0 ? 16 : B % 16;  // lanes of the last chunk that belong to the block
-      LQER_UNROLL(64)
-      for (int c = 0; c < kChunks; ++c) {
-        const __m512i q = encode16<ActFormat>(v[c], shift);
-        sum = _mm512_add_epi32(sum, q);
-        nonzero |= _mm512_test_epi32_mask(q, q);
-        const __mmask16 store = c == kChunks - 1 ? __mmask16((1u << kTail) - 1) : __mmask16(0xffff);
-        _mm512_mask_cvtsepi32_storeu_epi8(lay.codes(panel, r, b) + 16 * c, store, q);
+      // |x| is a non-negative float: its bits order like its values.
+      alignas(64) std::uint32_t amax_bits[16];
+      _mm512_store_si512(amax_bits, reduce16(amax, max_u32{}));
+      alignas(64) int e[16];
+      alignas(64) float s1[16], s2[16];
+      bool two_step = false;
+      for (int j = 0; j < 16; ++j) {
+        e[j] = block_exponent<ActFormat>(std::bit_cast<float>(amax_bits[j]));
+        const int shift = F - e[j];
+        two_step |= shift > 127;
+        s1[j] = exp2_exact(shift > 127 ? 127 : shift);
+        s2[j] = exp2_exact(shift > 127 ? shift - 127 : 0);
       }
-      const int code_sum = _mm512_reduce_add_epi32(sum);
-      const int ex = nonzero ? e : 0;
-      st.ex.add(ex);
-      for (index_t k = 0; k < lay.consumers; ++k) *lay.meta(panel, r, b, k) = make_block_meta(code_sum, ex, F, cons[k]);
+      __m512i sums[16];
+      __mmask16 nonzero = 0;
+      LQER_UNROLL(16)
+      for (int j = 0; j < 16; ++j) {
+        const __m512 sc1 = _mm512_set1_ps(s1[j]), sc2 = _mm512_set1_ps(s2[j]);
+        std::int8_t* q8 = codes + (b0 + j) * block_bytes;
+        __m512i sum = _mm512_setzero_si512();
+        __mmask16 nz = 0;
+        LQER_UNROLL(64)
+        for (int c = 0; c < kChunks; ++c) {
+          const __mmask16 lanes = c == kChunks - 1 ? __mmask16((1u << kTail) - 1) : __mmask16(0xffff);
+          const __m512i q = encode16<ActFormat>(_mm512_maskz_loadu_ps(lanes, xg + j * B + 16 * c), sc1, sc2, two_step);
+          sum = _mm512_add_epi32(sum, q);
+          nz |= _mm512_test_epi32_mask(q, q);
+          _mm_mask_storeu_epi8(q8 + 16 * c, lanes, _mm512_cvtepi32_epi8(q));
+        }
+        sums[j] = sum;
+        nonzero |= __mmask16(nz != 0) << j;
+      }
+      alignas(64) int code_sum[16];
+      _mm512_store_si512(code_sum, reduce16(sums, add_i32{}));
+      for (int j = 0; j < 16; ++j) {
+        const int ex = (nonzero >> j) & 1 ? e[j] : 0;
+        st.ex.add(ex);
+        for (index_t k = 0; k < consumers; ++k)
+          put_meta(meta + (b0 + j) * block_bytes + k * consumer_bytes, make_block_meta(code_sum[j], ex, F, cons[k]));
+      }
     }
+    if (ok)
+      quantize_blocks_one_by_one<ActFormat>(xr, cols, b0, nblk, codes, meta, block_bytes, consumer_bytes, consumers,
+                                            cons, st);
     status[r] = st;
   }
 }

@@ -37,9 +37,9 @@
 //
 // Register budget (32 zmm): MR·NV float accumulators + MR·NV int32 block
 // accumulators + 2·NV unpacked weights + 2·NV scale vectors + constants: the
-// 4 × 2-group tile takes 29. GEMV (M ≤ 4) runs one tile of M rows over the
-// whole reduction; GEMM (M > 4) the same tile in the blocked loop nest of
-// linear.hpp (M-chunks in L2, K-chunks of weights in L1).
+// 4 × 2-group tile takes 29. GEMV (M ≤ 2) runs one M × 4-group tile over the
+// whole reduction; M = 3, 4 one 4 × 2 tile likewise; larger M the 4 × 2 tile
+// in the blocked loop nest of linear.hpp (M-chunks in L2, K-chunks in L1).
 #pragma once
 
 #if defined(__x86_64__)
@@ -499,12 +499,17 @@ struct avx512_vnni_isa {
   static constexpr kernel_path kPath = kernel_path::avx512_vnni;
   /// vpdpbusd multiplies unsigned weights by signed activations: both kinds keep their offset.
   static constexpr int code_offset(code_kind k) noexcept { return stored_offset(k); }
-  static constexpr int kGemvRows = 4;  ///< M ≤ kGemvRows: one tile of M rows …
-  // 2 groups: two independent accumulator chains per row; measured 13% faster
-  // than 1 group at M = 1 from L3 (185 vs 163 GOPS/core, Block 16).
-  static constexpr int kGemvGroups = 2;  ///< … × kGemvGroups groups
+  // M = 1 and 2 take 4 groups: four weight streams and independent chains
+  // per row. Measured on Zen 5, 1 core, K = 4096, N = 11008 from L3: against
+  // 2 groups M = 1 +16% (160 → 186 GOPS), M = 2 +5%, but M = 3 −4% and M = 4
+  // −7.5% (4 rows × 4 groups spill), so those keep the 4 × 2 tile; 2 threads,
+  // M = 1: +7–20% from L3 and from DRAM. (On Zen 4, 2 groups were 13% faster
+  // than 1 at M = 1.)
+  static constexpr int kGemvRows = 2;    ///< M ≤ kGemvRows: one tile of M rows …
+  static constexpr int kGemvGroups = 4;  ///< … × kGemvGroups groups
   // 4 × 2 and 8 × 1 measured alike for M = 128/512 (within the machine's
-  // noise, ±5%); 4 × 2 shares the GEMV tile and halves the broadcast loads.
+  // noise, ±5%); 4 × 2 halves the broadcast loads. With one row group (M ≤ 4)
+  // it runs the whole reduction at once, as a GEMV tile.
   static constexpr int kGemmRows = 4;    ///< larger M: tiles of kGemmRows rows …
   static constexpr int kGemmGroups = 2;  ///< … × kGemmGroups groups, blocked in M and K (linear.hpp)
 

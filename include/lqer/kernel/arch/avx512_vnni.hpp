@@ -336,8 +336,8 @@ LQER_AVX512_INLINE void put_meta(std::uint8_t* at, const act_block_meta& m) { st
 template <class ActFormat>
 LQER_AVX512_INLINE bool quantize_blocks_one_by_one(const float* xr, index_t cols, index_t b0, index_t b1,
                                                    std::int8_t* codes, std::uint8_t* meta, index_t block_bytes,
-                                                   index_t consumer_bytes, index_t consumers,
-                                                   const act_consumer* cons, row_status& st) {
+                                                   index_t consumer_bytes, index_t consumers, const act_consumer* cons,
+                                                   row_status& st) {
   constexpr int B = ActFormat::kBlock;
   constexpr int kChunks = (B + 15) / 16;
   constexpr int F = ActFormat::kFractionBits;

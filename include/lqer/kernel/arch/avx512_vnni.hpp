@@ -329,6 +329,41 @@ LQER_AVX512_INLINE __m512i reduce16(__m512i (&v)[16], Op op) {
 
 LQER_AVX512_INLINE void put_meta(std::uint8_t* at, const act_block_meta& m) { std::memcpy(at, &m, sizeof m); }
 
+/// encode16's scales for a block of exponent e (shift = F − e); returns two_step.
+template <class ActFormat>
+inline bool block_scales(int e, float& s1, float& s2) noexcept {
+  const int shift = ActFormat::kFractionBits - e;
+  const bool two_step = shift > 127;
+  s1 = exp2_exact(two_step ? 127 : shift);
+  s2 = exp2_exact(two_step ? shift - 127 : 0);
+  return two_step;
+}
+
+/// Lanes of chunk c that belong to a whole block (all but a short last chunk).
+template <int B>
+constexpr __mmask16 block_lanes(int c) noexcept {
+  return c == (B + 15) / 16 - 1 && B % 16 != 0 ? __mmask16((1u << (B % 16)) - 1) : __mmask16(0xffff);
+}
+
+/// One block's codes: its chunks v encoded (encode16) and stored at q8, the
+/// lanes of a whole block only. Returns their sum; `nonzero` = any code ≠ 0.
+template <class ActFormat>
+LQER_AVX512_INLINE __m512i encode_block(const __m512* v, __m512 s1, __m512 s2, bool two_step, std::int8_t* q8,
+                                        bool& nonzero) {
+  constexpr int B = ActFormat::kBlock;
+  __m512i sum = _mm512_setzero_si512();
+  __mmask16 nz = 0;
+  LQER_UNROLL(64)
+  for (int c = 0; c < (B + 15) / 16; ++c) {
+    const __m512i q = encode16<ActFormat>(v[c], s1, s2, two_step);
+    sum = _mm512_add_epi32(sum, q);
+    nz |= _mm512_test_epi32_mask(q, q);
+    _mm_mask_storeu_epi8(q8 + 16 * c, block_lanes<B>(c), _mm512_cvtepi32_epi8(q));
+  }
+  nonzero = nz != 0;
+  return sum;
+}
+
 /// Blocks [b0, b1) of one row, one block at a time; stops at a non-finite
 /// element (st.bad_col). The codes go to `codes` + b·block_bytes, the record
 /// of consumer k to `meta` + b·block_bytes + k·consumer_bytes. Returns false
@@ -341,7 +376,6 @@ LQER_AVX512_INLINE bool quantize_blocks_one_by_one(const float* xr, index_t cols
   constexpr int B = ActFormat::kBlock;
   constexpr int kChunks = (B + 15) / 16;
   constexpr int F = ActFormat::kFractionBits;
-  constexpr int kTail = B % 16 == 0 ? 16 : B % 16;  // lanes of the last chunk that belong to the block
   const __m512 inf = _mm512_set1_ps(__builtin_inff());
   for (index_t b = b0; b < b1; ++b) {
     const index_t start = b * B;
@@ -366,20 +400,11 @@ LQER_AVX512_INLINE bool quantize_blocks_one_by_one(const float* xr, index_t cols
         }
     }
     const int e = block_exponent<ActFormat>(_mm512_reduce_max_ps(amax));
-    const int shift = F - e;
-    const bool two_step = shift > 127;
-    const __m512 s1 = _mm512_set1_ps(exp2_exact(two_step ? 127 : shift));
-    const __m512 s2 = _mm512_set1_ps(exp2_exact(two_step ? shift - 127 : 0));
-    __m512i sum = _mm512_setzero_si512();
-    __mmask16 nonzero = 0;
-    LQER_UNROLL(64)
-    for (int c = 0; c < kChunks; ++c) {
-      const __m512i q = encode16<ActFormat>(v[c], s1, s2, two_step);
-      sum = _mm512_add_epi32(sum, q);
-      nonzero |= _mm512_test_epi32_mask(q, q);
-      const __mmask16 store = c == kChunks - 1 ? __mmask16((1u << kTail) - 1) : __mmask16(0xffff);
-      _mm_mask_storeu_epi8(codes + b * block_bytes + 16 * c, store, _mm512_cvtepi32_epi8(q));
-    }
+    float s1, s2;
+    const bool two_step = block_scales<ActFormat>(e, s1, s2);
+    bool nonzero;
+    const __m512i sum =
+        encode_block<ActFormat>(v, _mm512_set1_ps(s1), _mm512_set1_ps(s2), two_step, codes + b * block_bytes, nonzero);
     const int ex = nonzero ? e : 0;
     st.ex.add(ex);
     const int code_sum = _mm512_reduce_add_epi32(sum);
@@ -403,7 +428,6 @@ LQER_AVX512_TARGET void quantize_rows(const float* x, index_t ldx, index_t cols,
   constexpr int B = ActFormat::kBlock;
   constexpr int kChunks = (B + 15) / 16;
   constexpr int F = ActFormat::kFractionBits;
-  constexpr int kTail = B % 16 == 0 ? 16 : B % 16;
   static_assert(F >= 1, "2^(F − e) ≥ 2^-126 for every e ≤ 127: one normal scale per block");
   const index_t nblk = lay.nblk;
   const index_t consumers = lay.consumers;
@@ -431,9 +455,8 @@ LQER_AVX512_TARGET void quantize_rows(const float* x, index_t ldx, index_t cols,
         __m512 m = _mm512_setzero_ps();
         LQER_UNROLL(64)
         for (int c = 0; c < kChunks; ++c) {
-          const __mmask16 lanes = c == kChunks - 1 ? __mmask16((1u << kTail) - 1) : __mmask16(0xffff);
-          const __m512 av = abs_ps(_mm512_maskz_loadu_ps(lanes, xg + j * B + 16 * c));
-          bad |= _mm512_mask_cmp_ps_mask(lanes, av, inf, _CMP_NLT_UQ);  // NaN and Inf
+          const __m512 av = abs_ps(_mm512_maskz_loadu_ps(block_lanes<B>(c), xg + j * B + 16 * c));
+          bad |= _mm512_mask_cmp_ps_mask(block_lanes<B>(c), av, inf, _CMP_NLT_UQ);  // NaN and Inf
           m = _mm512_max_ps(m, av);
         }
         amax[j] = _mm512_castps_si512(m);
@@ -451,34 +474,22 @@ LQER_AVX512_TARGET void quantize_rows(const float* x, index_t ldx, index_t cols,
       bool two_step = false;
       for (int j = 0; j < 16; ++j) {
         e[j] = block_exponent<ActFormat>(std::bit_cast<float>(amax_bits[j]));
-        const int shift = F - e[j];
-        two_step |= shift > 127;
-        s1[j] = exp2_exact(shift > 127 ? 127 : shift);
-        s2[j] = exp2_exact(shift > 127 ? shift - 127 : 0);
+        two_step |= block_scales<ActFormat>(e[j], s1[j], s2[j]);
       }
       __m512i sums[16];
-      __mmask16 nonzero = 0;
+      bool nonzero[16];
       LQER_UNROLL(16)
       for (int j = 0; j < 16; ++j) {
-        const __m512 sc1 = _mm512_set1_ps(s1[j]), sc2 = _mm512_set1_ps(s2[j]);
-        std::int8_t* q8 = codes + (b0 + j) * block_bytes;
-        __m512i sum = _mm512_setzero_si512();
-        __mmask16 nz = 0;
+        __m512 v[kChunks];
         LQER_UNROLL(64)
-        for (int c = 0; c < kChunks; ++c) {
-          const __mmask16 lanes = c == kChunks - 1 ? __mmask16((1u << kTail) - 1) : __mmask16(0xffff);
-          const __m512i q = encode16<ActFormat>(_mm512_maskz_loadu_ps(lanes, xg + j * B + 16 * c), sc1, sc2, two_step);
-          sum = _mm512_add_epi32(sum, q);
-          nz |= _mm512_test_epi32_mask(q, q);
-          _mm_mask_storeu_epi8(q8 + 16 * c, lanes, _mm512_cvtepi32_epi8(q));
-        }
-        sums[j] = sum;
-        nonzero |= __mmask16(nz != 0) << j;
+        for (int c = 0; c < kChunks; ++c) v[c] = _mm512_maskz_loadu_ps(block_lanes<B>(c), xg + j * B + 16 * c);
+        sums[j] = encode_block<ActFormat>(v, _mm512_set1_ps(s1[j]), _mm512_set1_ps(s2[j]), two_step,
+                                          codes + (b0 + j) * block_bytes, nonzero[j]);
       }
       alignas(64) int code_sum[16];
       _mm512_store_si512(code_sum, reduce16(sums, add_i32{}));
       for (int j = 0; j < 16; ++j) {
-        const int ex = (nonzero >> j) & 1 ? e[j] : 0;
+        const int ex = nonzero[j] ? e[j] : 0;
         st.ex.add(ex);
         for (index_t k = 0; k < consumers; ++k)
           put_meta(meta + (b0 + j) * block_bytes + k * consumer_bytes, make_block_meta(code_sum[j], ex, F, cons[k]));

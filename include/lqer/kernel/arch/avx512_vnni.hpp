@@ -329,9 +329,9 @@ LQER_AVX512_INLINE __m512i reduce16(__m512i (&v)[16], Op op) {
 
 LQER_AVX512_INLINE void put_meta(std::uint8_t* at, const act_block_meta& m) { std::memcpy(at, &m, sizeof m); }
 
-/// encode16's scales for a block of exponent e (shift = F − e); returns two_step.
+/// The scales encode16 takes for a block of exponent e (shift = F − e); returns two_step.
 template <class ActFormat>
-inline bool block_scales(int e, float& s1, float& s2) noexcept {
+LQER_AVX512_INLINE bool block_scales(int e, float& s1, float& s2) {
   const int shift = ActFormat::kFractionBits - e;
   const bool two_step = shift > 127;
   s1 = exp2_exact(two_step ? 127 : shift);
@@ -341,28 +341,33 @@ inline bool block_scales(int e, float& s1, float& s2) noexcept {
 
 /// Lanes of chunk c that belong to a whole block (all but a short last chunk).
 template <int B>
-constexpr __mmask16 block_lanes(int c) noexcept {
-  return c == (B + 15) / 16 - 1 && B % 16 != 0 ? __mmask16((1u << (B % 16)) - 1) : __mmask16(0xffff);
+LQER_AVX512_INLINE __mmask16 block_lanes(int c) {
+  constexpr int kTail = B % 16;  // elements in a short last chunk (0: none)
+  if (kTail != 0 && c == B / 16) return static_cast<__mmask16>((1u << kTail) - 1);
+  return static_cast<__mmask16>(0xffff);
 }
 
-/// One block's codes: its chunks v encoded (encode16) and stored at q8, the
+/// \cond LQER_INTERNAL (doxygen 1.9 misreads the body below as a declaration)
+/// The codes of one block: its chunks v encoded (encode16) and stored at q8, the
 /// lanes of a whole block only. Returns their sum; `nonzero` = any code ≠ 0.
 template <class ActFormat>
 LQER_AVX512_INLINE __m512i encode_block(const __m512* v, __m512 s1, __m512 s2, bool two_step, std::int8_t* q8,
-                                        bool& nonzero) {
+                                        bool* nonzero) {
   constexpr int B = ActFormat::kBlock;
+  constexpr int kChunks = (B + 15) / 16;
   __m512i sum = _mm512_setzero_si512();
   __mmask16 nz = 0;
   LQER_UNROLL(64)
-  for (int c = 0; c < (B + 15) / 16; ++c) {
+  for (int c = 0; c < kChunks; ++c) {
     const __m512i q = encode16<ActFormat>(v[c], s1, s2, two_step);
     sum = _mm512_add_epi32(sum, q);
     nz |= _mm512_test_epi32_mask(q, q);
     _mm_mask_storeu_epi8(q8 + 16 * c, block_lanes<B>(c), _mm512_cvtepi32_epi8(q));
   }
-  nonzero = nz != 0;
+  *nonzero = nz != 0;
   return sum;
 }
+/// \endcond
 
 /// Blocks [b0, b1) of one row, one block at a time; stops at a non-finite
 /// element (st.bad_col). The codes go to `codes` + b·block_bytes, the record
@@ -404,7 +409,7 @@ LQER_AVX512_INLINE bool quantize_blocks_one_by_one(const float* xr, index_t cols
     const bool two_step = block_scales<ActFormat>(e, s1, s2);
     bool nonzero;
     const __m512i sum =
-        encode_block<ActFormat>(v, _mm512_set1_ps(s1), _mm512_set1_ps(s2), two_step, codes + b * block_bytes, nonzero);
+        encode_block<ActFormat>(v, _mm512_set1_ps(s1), _mm512_set1_ps(s2), two_step, codes + b * block_bytes, &nonzero);
     const int ex = nonzero ? e : 0;
     st.ex.add(ex);
     const int code_sum = _mm512_reduce_add_epi32(sum);
@@ -484,7 +489,7 @@ LQER_AVX512_TARGET void quantize_rows(const float* x, index_t ldx, index_t cols,
         LQER_UNROLL(64)
         for (int c = 0; c < kChunks; ++c) v[c] = _mm512_maskz_loadu_ps(block_lanes<B>(c), xg + j * B + 16 * c);
         sums[j] = encode_block<ActFormat>(v, _mm512_set1_ps(s1[j]), _mm512_set1_ps(s2[j]), two_step,
-                                          codes + (b0 + j) * block_bytes, nonzero[j]);
+                                          codes + (b0 + j) * block_bytes, &nonzero[j]);
       }
       alignas(64) int code_sum[16];
       _mm512_store_si512(code_sum, reduce16(sums, add_i32{}));

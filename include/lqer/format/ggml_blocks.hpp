@@ -50,20 +50,24 @@ inline std::vector<std::uint8_t> to_ggml_q4_0(std::span<const float> x) {
   return out;
 }
 
+/// Decodes one 18-byte block_q4_0 at `p` into y[0, 32): (u − 8) · d, as
+/// ggml's dequantize_row_q4_0 (and the GGUF reader's decoder) computes it.
+inline void ggml_decode_q4_0_block(const std::uint8_t* p, float* y) noexcept {
+  const q4_0::block_scale s{detail::get_half(p), 0};
+  for (int j = 0; j < 16; ++j) {
+    y[j] = q4_0::decode(static_cast<std::int8_t>((p[2 + j] & 0x0f) - 8), s);
+    y[j + 16] = q4_0::decode(static_cast<std::int8_t>((p[2 + j] >> 4) - 8), s);
+  }
+}
+
 /// Decodes block_q4_0 bytes into floats ((u − 8) · d, as ggml's dequantize_row_q4_0).
 inline std::vector<float> from_ggml_q4_0(std::span<const std::uint8_t> bytes) {
   if (bytes.size() % kGgmlQ4_0BlockBytes != 0)
     throw shape_error("from_ggml_q4_0: " + std::to_string(bytes.size()) +
                       " bytes is not a whole number of 18-byte blocks");
   std::vector<float> out(bytes.size() / kGgmlQ4_0BlockBytes * 32);
-  for (std::size_t b = 0; b < bytes.size() / kGgmlQ4_0BlockBytes; ++b) {
-    const std::uint8_t* p = bytes.data() + b * kGgmlQ4_0BlockBytes;
-    const q4_0::block_scale s{detail::get_half(p), 0};
-    for (int j = 0; j < 16; ++j) {
-      out[b * 32 + j] = q4_0::decode(static_cast<std::int8_t>((p[2 + j] & 0x0f) - 8), s);
-      out[b * 32 + j + 16] = q4_0::decode(static_cast<std::int8_t>((p[2 + j] >> 4) - 8), s);
-    }
-  }
+  for (std::size_t b = 0; b < bytes.size() / kGgmlQ4_0BlockBytes; ++b)
+    ggml_decode_q4_0_block(bytes.data() + b * kGgmlQ4_0BlockBytes, out.data() + b * 32);
   return out;
 }
 
@@ -81,17 +85,20 @@ inline std::vector<std::uint8_t> to_ggml_q8_0(std::span<const float> x) {
   return out;
 }
 
+/// Decodes one 34-byte block_q8_0 at `p` into y[0, 32): q · d.
+inline void ggml_decode_q8_0_block(const std::uint8_t* p, float* y) noexcept {
+  const q8_0::block_scale s{detail::get_half(p), 0};
+  for (int j = 0; j < 32; ++j) y[j] = q8_0::decode(static_cast<std::int8_t>(p[2 + j]), s);
+}
+
 /// Decodes block_q8_0 bytes into floats (q · d).
 inline std::vector<float> from_ggml_q8_0(std::span<const std::uint8_t> bytes) {
   if (bytes.size() % kGgmlQ8_0BlockBytes != 0)
     throw shape_error("from_ggml_q8_0: " + std::to_string(bytes.size()) +
                       " bytes is not a whole number of 34-byte blocks");
   std::vector<float> out(bytes.size() / kGgmlQ8_0BlockBytes * 32);
-  for (std::size_t b = 0; b < bytes.size() / kGgmlQ8_0BlockBytes; ++b) {
-    const std::uint8_t* p = bytes.data() + b * kGgmlQ8_0BlockBytes;
-    const q8_0::block_scale s{detail::get_half(p), 0};
-    for (int j = 0; j < 32; ++j) out[b * 32 + j] = q8_0::decode(static_cast<std::int8_t>(p[2 + j]), s);
-  }
+  for (std::size_t b = 0; b < bytes.size() / kGgmlQ8_0BlockBytes; ++b)
+    ggml_decode_q8_0_block(bytes.data() + b * kGgmlQ8_0BlockBytes, out.data() + b * 32);
   return out;
 }
 

@@ -24,6 +24,7 @@
 #include <cstring>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "lqer/config.hpp"
@@ -73,6 +74,43 @@ class quantized_matrix {
     exec.parallel_for(m.lanes_, [&](index_t begin, index_t end) {
       for (index_t lane = begin; lane < end; ++lane) m.quantize_lane(src, lane);
     });
+    return m;
+  }
+
+  /// A matrix from codes and scales that are already encoded — read from a
+  /// file in this format (a GGUF Q4_0 / Q8_0 tensor), never re-quantized.
+  /// `codes` and `scales` are in this class's layout: lanes() · lane_code_bytes()
+  /// packed code bytes and lanes() · blocks_per_lane() records, lane after lane.
+  /// Throws shape_error for a non-positive shape or wrong sizes, value_error for
+  /// a code outside [Format::kQmin, Format::kQmax], a non-zero padding code or
+  /// a non-finite scale: what quantize() could never have produced, which the
+  /// kernels are entitled to assume away.
+  static quantized_matrix from_codes(index_t rows, index_t cols, block_axis axis, std::vector<std::uint8_t> codes,
+                                     std::vector<block_scale> scales) {
+    if (rows <= 0 || cols <= 0)
+      throw shape_error("quantized_matrix::from_codes: shape " + std::to_string(rows) + "x" + std::to_string(cols) +
+                        " is empty or negative");
+    quantized_matrix m(rows, cols, axis);
+    if (codes.size() != m.codes_.size() || scales.size() != m.scales_.size())
+      throw shape_error("quantized_matrix::from_codes: a " + std::to_string(rows) + "x" + std::to_string(cols) + " " +
+                        Format::name() + " matrix holds " + std::to_string(m.codes_.size()) + " code bytes and " +
+                        std::to_string(m.scales_.size()) + " scales; got " + std::to_string(codes.size()) + " and " +
+                        std::to_string(scales.size()));
+    m.codes_ = std::move(codes);
+    m.scales_ = std::move(scales);
+    for (index_t lane = 0; lane < m.lanes_; ++lane) {
+      for (index_t b = 0; b < m.blocks_per_lane_; ++b)
+        if (!std::isfinite(Format::scale_value(m.scales_[lane * m.blocks_per_lane_ + b])))
+          throw value_error("quantized_matrix::from_codes: block " + std::to_string(b) + " of lane " +
+                            std::to_string(lane) + " has a non-finite scale");
+      for (index_t i = 0; i < m.blocks_per_lane_ * m.block_len_; ++i) {
+        const int q = m.lane_code(lane, i);
+        if (q < Format::kQmin || q > Format::kQmax || (i >= m.depth_ && q != 0))
+          throw value_error("quantized_matrix::from_codes: code " + std::to_string(q) + " at element " +
+                            std::to_string(i) + " of lane " + std::to_string(lane) + " is not a valid " +
+                            Format::name() + (i >= m.depth_ ? " padding code (must be 0)" : " code"));
+      }
+    }
     return m;
   }
 

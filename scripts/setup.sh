@@ -14,11 +14,13 @@ LQER_PACKAGES=(
   # tests, benchmarks, the command-line tool
   doctest-dev libbenchmark-dev libcli11-dev libfmt-dev nlohmann-json3-dev
   # the oneDNN peer the benchmarks compare against
-  libdnnl-dev
+  libdnnl-dev ocl-icd-opencl-dev
   # the USE-lite example: ICU's NFKC for its tokenizer, KJV text for calibration
   libicu-dev bible-kjv bible-kjv-text
   # hardening stages: API docs, lint, the AArch64 cross build run under QEMU
   doxygen clang-tidy clang-format g++-aarch64-linux-gnu qemu-user
+  # the thread pool's model check (tests/exec/thread_pool.pml)
+  spin
   # OpenMP for clang (GCC brings its own libgomp)
   libomp-14-dev
   # helper scripts

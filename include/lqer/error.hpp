@@ -45,4 +45,17 @@ class unsupported_error : public error {
   using error::error;
 };
 
+/// A system resource could not be obtained: a thread could not be started.
+class resource_error : public error {
+ public:
+  using error::error;
+};
+
+/// The caller broke an API contract that lqer can detect: one linear_workspace
+/// used by two linear() calls at once.
+class usage_error : public error {
+ public:
+  using error::error;
+};
+
 }  // namespace lqer

@@ -33,6 +33,14 @@ namespace detail {
 struct range_task_archetype {
   void operator()(index_t, index_t) const {}
 };
+/// Where part i of n tasks cut into `parts` contiguous, near-equal parts
+/// begins (part i is [split_begin(n, parts, i), split_begin(n, parts, i + 1))):
+/// i·q + min(i, r) with q = n / parts, r = n % parts. Never forms n·i, so it
+/// cannot overflow for any n (n·(i + 1) / parts did, near index_t's maximum).
+constexpr index_t split_begin(index_t n, index_t parts, index_t i) noexcept {
+  const index_t q = n / parts, r = n % parts;
+  return i * q + (i < r ? i : r);
+}
 }  // namespace detail
 
 /// Anything with `parallel_for(n_tasks, fn)` honouring the contract in the file comment.

@@ -3,9 +3,10 @@
 // clang with libomp); without it this header stops with an #error rather than
 // silently running serially. lqer.hpp includes it only when _OPENMP is defined.
 //
-// Static schedule, like thread_pool_executor: thread t of T runs the
-// contiguous chunk [n·t/T, n·(t+1)/T). Exceptions cannot cross the end of an
-// OpenMP region, so each thread catches its own and the first one is rethrown
+// Static schedule: thread t of T runs the contiguous chunk
+// [split_begin(n, T, t), split_begin(n, T, t + 1)) (exec/executor.hpp).
+// Exceptions cannot cross the end of an OpenMP region, so each thread
+// catches its own and the first one is rethrown
 // after the region.
 #pragma once
 
@@ -43,7 +44,7 @@ struct openmp_executor {
 #pragma omp parallel num_threads(t_max)
     {
       const index_t t = omp_get_thread_num(), nt = omp_get_num_threads();
-      const index_t b = n_tasks * t / nt, e = n_tasks * (t + 1) / nt;
+      const index_t b = detail::split_begin(n_tasks, nt, t), e = detail::split_begin(n_tasks, nt, t + 1);
       if (b < e) {
         try {
           fn(b, e);

@@ -2,7 +2,7 @@
 // workers, for callers that do not bring their own (see exec/executor.hpp for
 // the parallel_for contract).
 //
-// Scheduling: n tasks are cut into C = min(n, 4·T) contiguous chunks (T = the
+// Scheduling: n tasks are cut into C = min(n, 4·T, 4095) contiguous chunks (T = the
 // pool's concurrency) which the calling thread and the workers claim one at a
 // time. Kernel results never depend on the cut or on who runs a chunk. Why
 // claimed chunks rather than one fixed chunk per thread: on a shared or
@@ -10,12 +10,33 @@
 // with fixed chunks the whole call would wait for it; here the others take its
 // share, and the caller waits only for chunks, never for a worker to wake up.
 //
-// The claim counter carries the call's generation in its high 32 bits, so a
-// worker that wakes late (even several calls later) can never claim a chunk of
-// a call other than the one it read the job of: a compare-and-swap on
-// (generation, next chunk) both validates and claims. The job description is
-// read only after a successful claim, when the caller is certainly still
-// waiting for that chunk.
+// The claim protocol. One 64-bit word, claim_, describes the current call
+// completely: (generation : 40 | chunks : 12 | next unclaimed chunk : 12).
+// A thread claims chunk c by a compare-and-swap of (g, C, c) → (g, C, c + 1).
+// Why this is safe against a thread that read the word long ago (a worker
+// still looping in the previous call, or one that slept through several):
+//   * A successful CAS proves that at that instant the word was (g, C, c):
+//     g is the current call (generations only grow, and 2^40 calls at ≥ 1 µs
+//     each take 12 days, so a stale g cannot come back), C is *that* call's
+//     chunk count (it is in the same word, published by the same store — the
+//     bug this layout removes was a count read from a separate variable, which
+//     let a stale worker pair an old generation with a new, larger count), and
+//     chunk c was not claimed before (within a call `next` only grows, one
+//     step per successful CAS). So every chunk of a call runs exactly once.
+//   * The caller of g returns only when done_ reaches C, and done_ counts only
+//     chunks claimed in g (each once): no overshoot, no early return. While
+//     any chunk of g is claimed but not counted, g's caller is still inside
+//     parallel_for, so job_ still holds g's job and the next call cannot start
+//     (it needs submit_, which g's caller holds).
+//   * Visibility: job_ is written before the release store that publishes
+//     (g, C, 0); every later change of claim_ within g is a read-modify-write,
+//     so it continues that store's release sequence and a claimer's acquiring
+//     CAS sees the job. Each chunk's fetch_add on done_ (acq_rel) is seen by the
+//     caller's acquire load of C, so all of a call's reads of job_ and writes of
+//     the tasks happen before parallel_for returns and before the next call
+//     rewrites job_.
+// Chunk c covers [split_begin(n, C, c), split_begin(n, C, c + 1)) (exec/executor.hpp):
+// no product of n with anything, so no overflow for any n.
 //
 // Waking: a call publishes a new generation. Idle workers spin on it for a
 // short while (a GEMV on a 4096×4096 layer takes ~0.2 ms, a futex round trip
@@ -25,7 +46,7 @@
 // Thread-safety: parallel_for may be called from any thread; calls from
 // different threads are serialized. A parallel_for issued from inside a task
 // of the same pool runs inline on the calling thread (no deadlock, no
-// oversubscription).
+// oversubscription). The pool must not be destroyed while a call is running.
 #pragma once
 
 #include <algorithm>
@@ -49,23 +70,30 @@ class thread_pool_executor {
  public:
   /// A pool that runs tasks on `threads` threads in total: the caller of
   /// parallel_for plus threads − 1 workers. 0 means std::thread::hardware_concurrency().
+  /// Throws value_error for a negative count and resource_error when a worker
+  /// thread cannot be started (the workers already started are stopped and
+  /// joined first, so nothing is left running).
   explicit thread_pool_executor(int threads = 0) {
     if (threads < 0) throw value_error("thread_pool_executor: negative thread count " + std::to_string(threads));
     if (threads == 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     threads_ = threads;
-    workers_.reserve(static_cast<std::size_t>(threads - 1));
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
+    try {
+      workers_.reserve(static_cast<std::size_t>(threads - 1));
+      for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
+    } catch (const std::exception& e) {
+      // Joinable std::threads must not be destroyed (std::terminate): stop
+      // the ones that run, then report.
+      const std::size_t started = workers_.size();
+      stop_workers();
+      throw resource_error("thread_pool_executor: cannot start worker thread " + std::to_string(started + 1) + " of " +
+                           std::to_string(threads - 1) + ": " + e.what());
+    }
   }
 
   thread_pool_executor(const thread_pool_executor&) = delete;
   thread_pool_executor& operator=(const thread_pool_executor&) = delete;
 
-  ~thread_pool_executor() {
-    stop_.store(true, std::memory_order_relaxed);
-    std::lock_guard<std::mutex> submit(submit_);
-    publish(0);  // a new generation with no chunk: wakes every worker, which then sees stop_
-    for (auto& t : workers_) t.join();
-  }
+  ~thread_pool_executor() { stop_workers(); }
 
   /// Number of threads that run tasks (the caller included).
   int concurrency() const noexcept { return threads_; }
@@ -80,20 +108,21 @@ class thread_pool_executor {
     }
     using Fn = std::remove_reference_t<F>;
     std::lock_guard<std::mutex> submit(submit_);
-    const int chunks = static_cast<int>(std::min<index_t>(n_tasks, index_t{kChunksPerThread} * threads_));
+    const auto chunks = static_cast<std::uint32_t>(
+        std::min<index_t>({n_tasks, index_t{kChunksPerThread} * threads_, index_t{kMaxChunks}}));
     job_.call = [](void* ctx, index_t b, index_t e) { (*static_cast<Fn*>(ctx))(b, e); };
     job_.ctx = const_cast<void*>(static_cast<const void*>(std::addressof(fn)));
     job_.n = n_tasks;
-    job_.chunks = chunks;
     error_ = nullptr;
     done_.store(0, std::memory_order_relaxed);
-    const std::uint32_t gen = publish(chunks);  // release: publishes job_
+    const std::uint64_t gen = publish(chunks);  // release: publishes job_
 
     work_on(gen);  // the caller claims chunks too
 
     // Wait for the chunks others claimed: spin briefly, then block.
-    for (int spin = 0; spin < kSpins && done_.load(std::memory_order_acquire) != chunks; ++spin) cpu_relax();
-    for (int d; (d = done_.load(std::memory_order_acquire)) != chunks;) done_.wait(d, std::memory_order_acquire);
+    const int all = static_cast<int>(chunks);
+    for (int spin = 0; spin < kSpins && done_.load(std::memory_order_acquire) != all; ++spin) cpu_relax();
+    for (int d; (d = done_.load(std::memory_order_acquire)) != all;) done_.wait(d, std::memory_order_acquire);
     if (error_) {
       std::exception_ptr e = std::exchange(error_, nullptr);
       std::rethrow_exception(e);
@@ -106,11 +135,20 @@ class thread_pool_executor {
   // shorter than any layer worth running on several threads.
   static constexpr int kSpins = 2048;
 
+  // The claim word's fields (see the file comment).
+  static constexpr int kCountBits = 12;
+  static constexpr std::uint32_t kMaxChunks = (1u << kCountBits) - 1;
+  static constexpr std::uint64_t kCountMask = kMaxChunks;
+  static std::uint64_t generation_of(std::uint64_t s) noexcept { return s >> (2 * kCountBits); }
+  static std::uint32_t chunks_of(std::uint64_t s) noexcept {
+    return static_cast<std::uint32_t>((s >> kCountBits) & kCountMask);
+  }
+  static std::uint32_t next_of(std::uint64_t s) noexcept { return static_cast<std::uint32_t>(s & kCountMask); }
+
   struct job {
     void (*call)(void*, index_t, index_t) = nullptr;
     void* ctx = nullptr;
     index_t n = 0;
-    int chunks = 0;
   };
 
   static bool& tls_inside_task() noexcept {
@@ -126,29 +164,27 @@ class thread_pool_executor {
 #endif
   }
 
-  static std::uint32_t generation_of(std::uint64_t s) noexcept { return static_cast<std::uint32_t>(s >> 32); }
-
-  /// Starts a new generation whose chunks [0, chunks) are unclaimed; wakes the workers.
-  std::uint32_t publish(int chunks) noexcept {
-    const std::uint32_t gen = generation_of(claim_.load(std::memory_order_relaxed)) + 1;
-    chunks_of_gen_.store(chunks, std::memory_order_relaxed);
-    claim_.store(static_cast<std::uint64_t>(gen) << 32, std::memory_order_release);
+  /// Starts a new generation whose `chunks` chunks are all unclaimed (chunks
+  /// may be 0: a call with nothing to claim, used to wake the workers); wakes
+  /// the workers. Returns the generation.
+  std::uint64_t publish(std::uint32_t chunks) noexcept {
+    const std::uint64_t gen = generation_of(claim_.load(std::memory_order_relaxed)) + 1;
+    claim_.store(gen << (2 * kCountBits) | std::uint64_t{chunks} << kCountBits, std::memory_order_release);
     claim_.notify_all();
     return gen;
   }
 
   /// Claims and runs chunks of generation `gen` until none is left.
-  void work_on(std::uint32_t gen) noexcept {
+  void work_on(std::uint64_t gen) noexcept {
     for (;;) {
       std::uint64_t s = claim_.load(std::memory_order_acquire);
       if (generation_of(s) != gen) return;
-      const int c = static_cast<int>(s & 0xffffffffu);
-      if (c >= chunks_of_gen_.load(std::memory_order_relaxed)) return;
+      const std::uint32_t c = next_of(s), chunks = chunks_of(s);
+      if (c >= chunks) return;
       if (!claim_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel, std::memory_order_relaxed)) continue;
-      // Claimed chunk c of generation gen: the caller waits for it, so job_ is
-      // that call's job and stays valid until done_ counts this chunk.
-      const int chunks = job_.chunks;  // read now: once the last chunk is counted, job_ may change
-      const index_t b = job_.n * c / chunks, e = job_.n * (c + 1) / chunks;
+      // Claimed chunk c of call gen, whose chunk count is `chunks` (same word):
+      // that call's caller waits for this chunk, so job_ is its job.
+      const index_t b = detail::split_begin(job_.n, chunks, c), e = detail::split_begin(job_.n, chunks, c + 1);
       bool& inside = tls_inside_task();
       inside = true;
       try {
@@ -158,12 +194,12 @@ class thread_pool_executor {
         if (!error_) error_ = std::current_exception();
       }
       inside = false;
-      if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == chunks) done_.notify_one();
+      if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == static_cast<int>(chunks)) done_.notify_one();
     }
   }
 
   void worker_loop() {
-    std::uint32_t seen = 0;
+    std::uint64_t seen = 0;
     for (;;) {
       std::uint64_t s = claim_.load(std::memory_order_acquire);
       for (int spin = 0; generation_of(s) == seen && spin < kSpins; ++spin) {
@@ -180,12 +216,22 @@ class thread_pool_executor {
     }
   }
 
+  /// Tells every started worker to return and joins it.
+  void stop_workers() noexcept {
+    stop_.store(true, std::memory_order_relaxed);  // ordered before the release store in publish()
+    {
+      std::lock_guard<std::mutex> submit(submit_);
+      publish(0);  // a new generation with no chunk: wakes every worker, which then sees stop_
+    }
+    for (auto& t : workers_) t.join();
+    workers_.clear();
+  }
+
   int threads_ = 1;
   std::vector<std::thread> workers_;
   std::mutex submit_;                    // one parallel_for at a time
   job job_;                              // written under submit_ before publish(); read after a successful claim
-  std::atomic<std::uint64_t> claim_{0};  // (generation << 32) | next unclaimed chunk
-  std::atomic<int> chunks_of_gen_{0};
+  std::atomic<std::uint64_t> claim_{0};  // (generation : 40 | chunks : 12 | next unclaimed chunk : 12)
   std::atomic<int> done_{0};
   std::atomic<bool> stop_{false};
   std::mutex error_mutex_;

@@ -6,8 +6,10 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernel_test_util.hpp"
@@ -287,4 +289,85 @@ TEST_CASE("linear: forcing a path") {
   linear(packed, matrix_view<const float>(x.data(), 2, 48), matrix_view<float>(y2.data(), 2, 20), ws);
   CHECK(count_mismatches(y2, y, 20) == 0);
   CHECK(ws.bytes() > 0);
+}
+
+// ---------------------------------------------------------------------------
+// Re-entrancy (issue #19): an executor whose waiting thread helps with other
+// queued work — work stealing, as TBB and many engine pools do — can start a
+// second linear() on the same thread in the middle of the first. With one
+// thread_local workspace the inner call overwrote (same size) or freed (larger:
+// heap-use-after-free under ASan) the outer call's activation panels.
+
+namespace {
+
+/// Runs tasks one at a time on the calling thread and, after the first task of
+/// the first parallel_for, runs `foreign` once: work it "stole" while waiting.
+struct helping_executor {
+  std::function<void()> foreign;
+  template <class F>
+  void parallel_for(index_t n, F&& fn) {
+    for (index_t i = 0; i < n; ++i) {
+      fn(i, i + 1);
+      if (i == 0 && foreign) std::exchange(foreign, nullptr)();
+    }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("linear: a nested call on the same thread (helping executor) leaves the outer call's result intact") {
+  using W = mxint<4, 16, mx_rule::lqer>;
+  using Lr = mxint<8, 16, mx_rule::lqer>;
+  using Act = mxint<8, 16, mx_rule::lqer>;
+  const auto outer = random_layer<W, Lr>(64, 256, 32, true, 900);
+  const auto packed_outer = pack<Act>(outer);
+  const index_t M = 8, K = 256, N = 64;
+  const auto x = random_matrix(M, K, 1.0f, 901, true);
+  std::vector<float> want(static_cast<std::size_t>(M * N));
+  reference_forward<Act>(outer, matrix_view<const float>(x.data(), M, K), matrix_view<float>(want.data(), M, N),
+                         correction_mode::fused);
+  // Inner calls: the same shape with other data (overwrites the outer panel in
+  // place), and a larger one (reallocates it).
+  for (index_t inner_k : {K, index_t{4096}}) {
+    const auto inner = random_layer<W, Lr>(32, inner_k, 32, false, 902 + static_cast<std::uint32_t>(inner_k));
+    const auto packed_inner = pack<Act>(inner);
+    const index_t Mi = 16;
+    const auto xi = random_matrix(Mi, inner_k, 3.0f, 903, true);
+    std::vector<float> want_i(static_cast<std::size_t>(Mi * 32)), got_i(want_i.size());
+    reference_forward<Act>(inner, matrix_view<const float>(xi.data(), Mi, inner_k),
+                           matrix_view<float>(want_i.data(), Mi, 32), correction_mode::fused);
+    for (kernel_path path : paths_to_test()) {
+      INFO("inner K=" << inner_k << " path=" << std::string(to_string(path)));
+      helping_executor exec;
+      exec.foreign = [&] {
+        linear(packed_inner, matrix_view<const float>(xi.data(), Mi, inner_k), matrix_view<float>(got_i.data(), Mi, 32),
+               serial_executor{}, path);
+      };
+      std::vector<float> got(want.size(), -1.0f);
+      linear(packed_outer, matrix_view<const float>(x.data(), M, K), matrix_view<float>(got.data(), M, N), exec, path);
+      CHECK(exec.foreign == nullptr);  // the nested call did run
+      CHECK(count_mismatches(got, want, N) == 0);
+      CHECK(count_mismatches(got_i, want_i, 32) == 0);
+    }
+  }
+}
+
+TEST_CASE("linear: one explicit workspace in two calls at once is refused with usage_error") {
+  using W = mxint<4, 16, mx_rule::lqer>;
+  using Lr = mxint<8, 16, mx_rule::lqer>;
+  using Act = mxint<8, 16, mx_rule::lqer>;
+  const auto layer = random_layer<W, Lr>(64, 256, 32, true, 910);
+  const auto packed = pack<Act>(layer);
+  const index_t M = 8, K = 256, N = 64;
+  const auto x = random_matrix(M, K, 1.0f, 911, true);
+  std::vector<float> y(static_cast<std::size_t>(M * N)), y2(y.size());
+  linear_workspace ws;
+  helping_executor exec;
+  exec.foreign = [&] {
+    linear(packed, matrix_view<const float>(x.data(), M, K), matrix_view<float>(y2.data(), M, N), ws);
+  };
+  CHECK_THROWS_AS(linear(packed, matrix_view<const float>(x.data(), M, K), matrix_view<float>(y.data(), M, N), ws, exec),
+                  usage_error);
+  // The claim is released on the way out: the workspace serves the next call.
+  CHECK_NOTHROW(linear(packed, matrix_view<const float>(x.data(), M, K), matrix_view<float>(y.data(), M, N), ws));
 }

@@ -45,14 +45,19 @@
 //
 // Thread-safety: a packed_layer is immutable; any number of threads may call
 // linear() on the same one concurrently. A linear_workspace is scratch for one
-// call at a time; the overloads without one use a thread_local workspace of the
-// calling thread. The executor is the caller's (exec/executor.hpp); the call
-// returns when all its tasks are done.
+// call at a time: a second call on a workspace in use (a re-entrant executor
+// that runs foreign work on the waiting thread, as work-stealing pools do)
+// throws usage_error instead of resizing the buffers under the first call.
+// The overloads without one use a thread_local stack of workspaces of the
+// calling thread, one per nesting level, so they are re-entrant. The executor is the caller's (exec/executor.hpp); the
+// call returns when all its tasks are done.
 #pragma once
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -81,7 +86,8 @@ namespace lqer {
 
 namespace detail {
 struct linear_driver;
-}
+class workspace_claim;
+}  // namespace detail
 
 /// Scratch of one linear() call: the quantized activations (codes and block
 /// records), the correction's u and t. Grows to the largest call it served;
@@ -96,6 +102,7 @@ class linear_workspace {
 
  private:
   friend struct detail::linear_driver;
+  friend class detail::workspace_claim;
   template <class T>
   static T* sized(std::vector<T>& v, index_t n) {
     if (v.size() < static_cast<std::size_t>(n)) v.resize(static_cast<std::size_t>(n));
@@ -108,7 +115,30 @@ class linear_workspace {
   detail::aligned_bytes xq_, tq_;  // activation panels of x and t (act_panel_layout)
   std::vector<float> u_;
   std::vector<detail::row_status> status_;
+  // Set for the duration of a call. Atomic so that two threads misusing one
+  // workspace at once are caught too (not only re-entry on one thread).
+  std::atomic<bool> in_use_{false};
 };
+
+namespace detail {
+/// Marks a workspace in use for one call (RAII); throws usage_error when it
+/// already is.
+class workspace_claim {
+ public:
+  explicit workspace_claim(linear_workspace& ws) : ws_(ws) {
+    if (ws_.in_use_.exchange(true, std::memory_order_acquire))
+      throw usage_error(
+          "linear: this linear_workspace is already in use by another linear() call (an executor that runs other "
+          "work while it waits, or two threads sharing one workspace); give each concurrent call its own");
+  }
+  workspace_claim(const workspace_claim&) = delete;
+  workspace_claim& operator=(const workspace_claim&) = delete;
+  ~workspace_claim() { ws_.in_use_.store(false, std::memory_order_release); }
+
+ private:
+  linear_workspace& ws_;
+};
+}  // namespace detail
 
 namespace detail {
 
@@ -122,8 +152,6 @@ inline bool in_magic_window(exponent_range w, exponent_range x, int wfrac, int x
   return Block <= kMagicMaxBlock && w.lo + x.lo - f >= -149 && w.hi + x.hi - f <= 104 && x.lo - f >= -149 &&
          x.hi - f <= 104 && w.lo >= -126;
 }
-
-inline const char* nonfinite_name(float v) noexcept { return std::isnan(v) ? "NaN" : (v > 0 ? "+Inf" : "-Inf"); }
 
 /// Runs tiles of Isa's micro-kernel — at most MRmax rows × NVmax groups —
 /// over rows [0, M) × groups [0, groups).
@@ -248,7 +276,7 @@ struct linear_driver {
       prologue(0, M);
     const exponent_range ex_x = merge_status(status, M, [&](index_t r, index_t c) {
       throw value_error("linear: x element (" + std::to_string(r) + ", " + std::to_string(c) + ") is " +
-                        nonfinite_name(x(r, c)));
+                        non_finite_name(x(r, c)));
     });
 
     // ---- phase 1: the correction's input t = Q(Q(x)·A) -----------------------
@@ -276,7 +304,7 @@ struct linear_driver {
       Isa::template quantize_rows<Act>(u, R, R, 0, M, tlay, tpanel, cons_t, status);
       ex_t = merge_status(status, M, [&](index_t r, index_t c) {
         throw value_error("linear: the correction's intermediate Q(x)·A has a non-finite element (" +
-                          std::to_string(r) + ", " + std::to_string(c) + ") = " + nonfinite_name(u[r * R + c]) +
+                          std::to_string(r) + ", " + std::to_string(c) + ") = " + non_finite_name(u[r * R + c]) +
                           ": x is too large for this layer's low-rank factors");
       });
     }
@@ -394,13 +422,42 @@ void linear_dispatch(const P& p, matrix_view<const float> x, matrix_view<float> 
   if (y.rows != x.rows || y.cols != p.out_features())
     throw shape_error("linear: y is " + std::to_string(y.rows) + "x" + std::to_string(y.cols) + ", expected " +
                       std::to_string(x.rows) + "x" + std::to_string(p.out_features()));
+  const workspace_claim claim(ws);
   with_isa(path, [&](auto isa) { linear_driver::run<decltype(isa)>(p, x, y, ws, exec); });
 }
 
-inline linear_workspace& thread_workspace() {
-  thread_local linear_workspace ws;
-  return ws;
-}
+/// This thread's workspaces, one per nesting depth of linear() calls on the
+/// thread: depth 0 serves the ordinary call; a call that starts while an
+/// outer one waits in its executor (a helping executor) takes the next one.
+/// Workspaces are heap objects that never move, so growing the stack does not
+/// disturb the outer calls' buffers.
+class thread_workspaces {
+ public:
+  /// The workspace for the current depth; the depth grows until release.
+  class lease {
+   public:
+    explicit lease(thread_workspaces& t) : t_(t) {
+      if (t_.depth_ == t_.stack_.size()) t_.stack_.push_back(std::make_unique<linear_workspace>());
+      ws_ = t_.stack_[t_.depth_++].get();
+    }
+    lease(const lease&) = delete;
+    lease& operator=(const lease&) = delete;
+    ~lease() { --t_.depth_; }
+    linear_workspace& get() const noexcept { return *ws_; }
+
+   private:
+    thread_workspaces& t_;
+    linear_workspace* ws_ = nullptr;
+  };
+  static thread_workspaces& of_this_thread() {
+    thread_local thread_workspaces t;
+    return t;
+  }
+
+ private:
+  std::vector<std::unique_ptr<linear_workspace>> stack_;
+  std::size_t depth_ = 0;
+};
 
 }  // namespace detail
 
@@ -417,12 +474,13 @@ void linear(const packed_layer<W, Lr, Act, L>& p, matrix_view<const float> x, ma
   detail::linear_dispatch(p, x, y, ws, exec, path);
 }
 
-/// The same with this thread's internal workspace.
+/// The same with a workspace of this thread's own (re-entrant: see the file comment).
 template <class W, class Lr, class Act, class L, class E = serial_executor>
 requires executor<std::remove_cvref_t<E>>
 void linear(const packed_layer<W, Lr, Act, L>& p, matrix_view<const float> x, matrix_view<float> y, E&& exec = E{},
             kernel_path path = best_path()) {
-  detail::linear_dispatch(p, x, y, detail::thread_workspace(), exec, path);
+  const detail::thread_workspaces::lease ws(detail::thread_workspaces::of_this_thread());
+  detail::linear_dispatch(p, x, y, ws.get(), exec, path);
 }
 
 }  // namespace lqer

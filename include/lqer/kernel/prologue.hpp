@@ -29,6 +29,7 @@
 #include "lqer/format/e8m0.hpp"
 #include "lqer/kernel/pack.hpp"
 #include "lqer/kernel/params.hpp"
+#include "lqer/tensor/check.hpp"
 
 namespace lqer::detail {
 
@@ -98,7 +99,7 @@ void quantize_rows_scalar(const float* x, index_t ldx, index_t cols, index_t r0,
     const float* xr = x + r * ldx;
     row_status st;
     for (index_t c = 0; c < cols; ++c)
-      if (!std::isfinite(xr[c])) {
+      if (is_non_finite(xr[c])) {  // a bit test: survives -ffast-math (tensor/check.hpp)
         st.bad_col = c;
         break;
       }

@@ -381,7 +381,7 @@ LQER_AVX512_INLINE bool quantize_blocks_one_by_one(const float* xr, index_t cols
   constexpr int B = ActFormat::kBlock;
   constexpr int kChunks = (B + 15) / 16;
   constexpr int F = ActFormat::kFractionBits;
-  const __m512 inf = _mm512_set1_ps(__builtin_inff());
+  const __m512i max_finite = _mm512_set1_epi32(0x7f7fffff);  // see quantize_rows
   for (index_t b = b0; b < b1; ++b) {
     const index_t start = b * B;
     const index_t n = cols - start < B ? cols - start : B;
@@ -394,12 +394,12 @@ LQER_AVX512_INLINE bool quantize_blocks_one_by_one(const float* xr, index_t cols
       const __mmask16 lanes = left >= 16 ? __mmask16(0xffff) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
       v[c] = _mm512_maskz_loadu_ps(lanes, xr + start + 16 * c);  // masked lanes are not read
       const __m512 av = abs_ps(v[c]);
-      finite &= _mm512_mask_cmp_ps_mask(lanes, av, inf, _CMP_LT_OQ) == lanes;  // NaN and Inf fail
+      finite &= _mm512_mask_cmpgt_epi32_mask(lanes, _mm512_castps_si512(av), max_finite) == 0;
       amax = _mm512_max_ps(amax, av);
     }
     if (!finite) {
       for (index_t i = start; i < start + n; ++i)
-        if (!(std::fabs(xr[i]) < __builtin_inff())) {
+        if (is_non_finite(xr[i])) {
           st.bad_col = i;
           return false;
         }
@@ -436,7 +436,9 @@ LQER_AVX512_TARGET void quantize_rows(const float* x, index_t ldx, index_t cols,
   static_assert(F >= 1, "2^(F − e) ≥ 2^-126 for every e ≤ 127: one normal scale per block");
   const index_t nblk = lay.nblk;
   const index_t consumers = lay.consumers;
-  const __m512 inf = _mm512_set1_ps(__builtin_inff());
+  // |x| with its exponent all ones (NaN, ±Inf) has bits above the largest
+  // finite float's: an integer compare, which -ffast-math cannot fold away.
+  const __m512i max_finite = _mm512_set1_epi32(0x7f7fffff);
   for (index_t r = r0; r < r1; ++r) {
     const float* xr = x + r * ldx;
     row_status st;
@@ -461,7 +463,7 @@ LQER_AVX512_TARGET void quantize_rows(const float* x, index_t ldx, index_t cols,
         LQER_UNROLL(64)
         for (int c = 0; c < kChunks; ++c) {
           const __m512 av = abs_ps(_mm512_maskz_loadu_ps(block_lanes<B>(c), xg + j * B + 16 * c));
-          bad |= _mm512_mask_cmp_ps_mask(block_lanes<B>(c), av, inf, _CMP_NLT_UQ);  // NaN and Inf
+          bad |= _mm512_mask_cmpgt_epi32_mask(block_lanes<B>(c), _mm512_castps_si512(av), max_finite);
           m = _mm512_max_ps(m, av);
         }
         amax[j] = _mm512_castps_si512(m);

@@ -254,7 +254,9 @@ LQER_NEON_TARGET void quantize_rows(const float* x, index_t ldx, index_t cols, i
   constexpr int B = ActFormat::kBlock;
   constexpr int kChunks = B / 4;
   constexpr int F = ActFormat::kFractionBits;
-  const float32x4_t inf = vdupq_n_f32(__builtin_inff());
+  // |x| with its exponent all ones (NaN, ±Inf) has bits above the largest
+  // finite float's: an integer compare, which -ffast-math cannot fold away.
+  const uint32x4_t max_finite = vdupq_n_u32(0x7f7fffffu);
   const index_t nblk = lay.nblk;
   for (index_t r = r0; r < r1; ++r) {
     const float* xr = x + r * ldx;
@@ -276,12 +278,12 @@ LQER_NEON_TARGET void quantize_rows(const float* x, index_t ldx, index_t cols, i
           v[c] = vld1q_f32(tmp);
         }
         const float32x4_t av = vabsq_f32(v[c]);
-        finite = vandq_u32(finite, vcltq_f32(av, inf));  // false for NaN and ±Inf
+        finite = vandq_u32(finite, vcleq_u32(vreinterpretq_u32_f32(av), max_finite));
         amax = vmaxq_f32(amax, av);
       }
       if (vminvq_u32(finite) == 0) {
         for (index_t i = start; i < start + n; ++i)
-          if (!(std::fabs(xr[i]) < __builtin_inff())) {
+          if (is_non_finite(xr[i])) {
             st.bad_col = i;
             break;
           }

@@ -275,7 +275,9 @@ LQER_YMM_ATTR void ymm_quantize_rows(const float* x, index_t ldx, index_t cols, 
   static_assert(B % 8 == 0, "the ymm prologue takes blocks of whole 8-float steps");
   constexpr int kChunks = B / 8;
   constexpr int F = ActFormat::kFractionBits;
-  const __m256 inf = _mm256_set1_ps(__builtin_inff());
+  // |x| with its exponent all ones (NaN, ±Inf) has bits above the largest
+  // finite float's: an integer compare, which -ffast-math cannot fold away.
+  const __m256i max_finite = _mm256_set1_epi32(0x7f7fffff);
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256i to_bytes = _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0);
   const index_t nblk = lay.nblk;
@@ -297,13 +299,13 @@ LQER_YMM_ATTR void ymm_quantize_rows(const float* x, index_t ldx, index_t cols, 
                                              lane);
         v[c] = _mm256_maskload_ps(xr + start + 8 * c, m);  // masked lanes: not read, zero
         const __m256 av = abs_ps(v[c]);
-        // NaN and Inf fail |v| < Inf; masked-off lanes hold 0 and pass.
-        bad |= _mm256_movemask_ps(_mm256_cmp_ps(av, inf, _CMP_LT_OQ)) ^ 0xff;
+        // Masked-off lanes hold 0 and pass.
+        bad |= _mm256_movemask_epi8(_mm256_cmpgt_epi32(_mm256_castps_si256(av), max_finite));
         amax = _mm256_max_ps(amax, av);
       }
       if (bad) {
         for (index_t i = start; i < start + n; ++i)
-          if (!(std::fabs(xr[i]) < __builtin_inff())) {
+          if (is_non_finite(xr[i])) {
             st.bad_col = i;
             break;
           }

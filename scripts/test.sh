@@ -13,7 +13,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Two cores are all the machine has; LQER_JOBS overrides.
 JOBS=${LQER_JOBS:-2}
-STAGES=(lint docs gcc asan tsan aarch64 fuzz)
+STAGES=(lint docs gcc avx2 asan tsan aarch64 fuzz deps)
 
 log() { printf '\n==> %s\n' "$*"; }
 
@@ -66,6 +66,11 @@ stage_tsan() {
     ctest --test-dir "$dir" --output-on-failure -j "$JOBS" -R "$pattern"
 }
 
+# The gcc stage's portable tests once more on an emulated AVX2-only x86-64 CPU
+# (qemu-x86_64 -cpu EPYC-Milan), so both kinds of CI machine are covered in
+# every run whichever one this is.
+stage_avx2() { bash scripts/test_x86_avx2.sh build/gcc; }
+
 # The AArch64 build of the kernels (neon_dotprod and generic paths), cross
 # compiled and run under qemu-aarch64 with and without the dot-product extension.
 stage_aarch64() { bash scripts/test_aarch64.sh build/aarch64; }
@@ -74,11 +79,42 @@ stage_aarch64() { bash scripts/test_aarch64.sh build/aarch64; }
 # plus a scratch corpus; any crash, sanitizer report or leak fails the stage.
 stage_fuzz() { LQER_FUZZ_BUILD=build/fuzz bash scripts/fuzz.sh "${LQER_FUZZ_SECONDS:-30}"; }
 
+# Every system file the builds above read (headers, libraries, CMake package
+# configs, the programs the stages run) must come from a package that
+# scripts/setup.sh installs or that apt pulls in with it (issue #17: a CI
+# machine with a hand-installed package passed while fresh machines failed).
+# The second run proves the check can fail: without ocl-icd-opencl-dev in the
+# list (the package that went missing then), it must refuse the same builds.
+stage_deps() {
+  local builds=()
+  for d in build/gcc build/asan build/tsan build/aarch64 build/fuzz; do [[ -d $d ]] && builds+=("$d"); done
+  python3 scripts/check_deps.py "${builds[@]}"
+  sed 's/ ocl-icd-opencl-dev//' scripts/setup.sh >build/setup-without-opencl.sh
+  if grep -q 'with oneDNN' build/gcc.configure.log 2>/dev/null; then
+    if python3 scripts/check_deps.py --setup build/setup-without-opencl.sh "${builds[@]}" >build/deps-selftest.log; then
+      echo "deps: FAILED — the check passed without ocl-icd-opencl-dev in setup.sh, so it would not catch issue #17"
+      return 1
+    fi
+    echo "deps: self-test ok — without ocl-icd-opencl-dev in setup.sh the check refuses the builds:"
+    grep 'ocl-icd-opencl-dev' build/deps-selftest.log | sed 's/^/  /'
+  fi
+}
+
 # include/ under clang-format, self-containedness and clang-tidy.
 stage_lint() { LQER_LINT_DIR=build/lint bash scripts/lint.sh; }
 
 # Doxygen over include/ and docs/guide.md with zero warnings.
 stage_docs() { bash scripts/docs.sh build/docs; }
+
+# Which CPU this run is on and which kernel paths its tests exercise (a path
+# the CPU lacks is skipped by the tests with a message naming it).
+print_machine() {
+  log "machine"
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores"
+  echo "cpu flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|fma|avx512(f|bw|vl)|avx512_vnni|avx_vnni|avx512_bf16)$' | tr '\n' ' ')"
+  mkdir -p build
+  g++ -std=c++20 -O1 -Iinclude scripts/kernel_paths.cpp -o build/kernel_paths && build/kernel_paths
+}
 
 main() {
   if (($# > 0)); then STAGES=("$@"); fi
@@ -88,6 +124,7 @@ main() {
 
   log "setup"
   bash scripts/setup.sh
+  print_machine
   # The real-model tests (tests/examples) read USE-lite from the cache this
   # fills; without it they skip with a message rather than fail.
   bash scripts/fetch_use_lite.sh >/dev/null || echo "test.sh: warning: USE-lite could not be fetched; its tests will skip" >&2

@@ -85,6 +85,9 @@ class quantized_matrix {
   /// a code outside [Format::kQmin, Format::kQmax], a non-zero padding code or
   /// a non-finite scale: what quantize() could never have produced, which the
   /// kernels are entitled to assume away.
+  // `codes` is a sink, moved into codes_ below: clang-tidy's unnecessary-value-param
+  // does not see a move into a member of the (dependent) class template.
+  // NOLINTNEXTLINE(performance-unnecessary-value-param)
   static quantized_matrix from_codes(index_t rows, index_t cols, block_axis axis, std::vector<std::uint8_t> codes,
                                      std::vector<block_scale> scales) {
     if (rows <= 0 || cols <= 0)
@@ -104,7 +107,7 @@ class quantized_matrix {
           throw value_error("quantized_matrix::from_codes: block " + std::to_string(b) + " of lane " +
                             std::to_string(lane) + " has a non-finite scale");
       for (index_t i = 0; i < m.blocks_per_lane_ * m.block_len_; ++i) {
-        const int q = m.lane_code(lane, i);
+        const std::int8_t q = m.lane_code(lane, i);
         if (q < Format::kQmin || q > Format::kQmax || (i >= m.depth_ && q != 0))
           throw value_error("quantized_matrix::from_codes: code " + std::to_string(q) + " at element " +
                             std::to_string(i) + " of lane " + std::to_string(lane) + " is not a valid " +

@@ -154,6 +154,23 @@ TEST_CASE("rank 0 and identity: no factors, no calibration needed, and a rerun r
   CHECK(((y.cast<double>() - yref.cast<double>()).cwiseAbs().array() <= bound.array()).all());
 }
 
+TEST_CASE("factorize takes any legal DIR name, up to NAME_MAX (255 bytes), and leaves no staging directory") {
+  // The staging directory was once ".<DIR>.lqer-tmp-<8 hex>": past 237 bytes
+  // its name was too long, and a legal DIR could not be written.
+  const fs::path d = scratch("long_name");
+  const fs::path layer = d / std::string(255, 'L');
+  for (int run = 0; run < 2; ++run) {  // created, then replaced file by file
+    const run_result r = run_lqer(d, {"factorize", "-q", "--weight", data("layer_small_W"), "--policy", "identity",
+                                      "--rank", "0", "--out", layer.string()});
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    CHECK(fs::exists(layer / "Wq.npy"));
+    std::vector<std::string> names;
+    for (const auto& e : fs::directory_iterator(d)) names.push_back(e.path().filename().string());
+    CHECK(names == std::vector<std::string>{layer.filename().string()});
+  }
+}
+
 TEST_CASE("bad input: exit 2, one sentence, DIR untouched") {
   const fs::path d = scratch("bad");
   const fs::path layer = d / "layer";

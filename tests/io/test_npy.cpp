@@ -26,8 +26,9 @@
 #include "lqer/io/npy.hpp"
 #include "lqer/tensor/check.hpp"
 
-#if __has_include(<unistd.h>) && __has_include(<sys/resource.h>)
+#if __has_include(<unistd.h>) && __has_include(<sys/resource.h>) && __has_include(<sys/stat.h>)
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -746,6 +747,105 @@ TEST_CASE("npy writer replaces an existing target atomically") {
   }
 #endif
 }
+
+#if LQER_TEST_HAVE_POSIX
+namespace {
+/// The permission bits of `p` (rwx for user, group, others).
+unsigned mode_of(const fs::path& p) {
+  struct stat st {};
+  REQUIRE(::stat(p.c_str(), &st) == 0);
+  return static_cast<unsigned>(st.st_mode) & 0777u;
+}
+
+void set_mode(const fs::path& p, unsigned mode) { REQUIRE(::chmod(p.c_str(), static_cast<::mode_t>(mode)) == 0); }
+
+/// Sets the umask for the scope (it is process-wide: the tests run one at a time).
+struct scoped_umask {
+  ::mode_t old;
+  explicit scoped_umask(::mode_t m) : old(::umask(m)) {}
+  scoped_umask(const scoped_umask&) = delete;
+  scoped_umask& operator=(const scoped_umask&) = delete;
+  ~scoped_umask() { ::umask(old); }
+};
+}  // namespace
+
+TEST_CASE("npy writer keeps an existing target's permission bits; a new file gets 0666 & ~umask") {
+  temp_dir dir;
+  const fs::path p = dir.path / "w.npy";
+  const std::vector<float> v = samples<float>(4);
+  const scoped_umask umask(022);
+  write_npy_vector(p, v);
+  CHECK(mode_of(p) == 0644u);
+  for (const unsigned mode : {0600u, 0640u, 0664u, 0200u, 0755u}) {
+    CAPTURE(mode);
+    set_mode(p, mode);
+    write_npy_vector(p, v);  // the umask (022) would make 0644 of a new file
+    CHECK(mode_of(p) == mode);
+    set_mode(p, 0600);
+    CHECK(read_npy_vector(p) == v);
+  }
+  {
+    const scoped_umask strict(077);
+    write_npy_vector(dir.path / "new.npy", v);
+    CHECK(mode_of(dir.path / "new.npy") == 0600u);
+  }
+  CHECK(dir.entries() == std::vector<std::string>{"new.npy", "w.npy"});
+}
+
+TEST_CASE("npy writer refuses a read-only target and leaves it unchanged") {
+  // rename(2) only needs the directory to be writable, and root (these tests'
+  // user here) passes every permission check: the refusal must come from the
+  // target's mode bits.
+  temp_dir dir;
+  const fs::path p = dir.path / "w.npy";
+  const std::vector<float> v = samples<float>(4);
+  for (const unsigned mode : {0444u, 0400u, 0555u, 0000u}) {
+    CAPTURE(mode);
+    write_file(p, bytes_of("old content"));
+    set_mode(p, mode);
+    const std::string msg = thrown_message<io_error>([&] { write_npy_vector(p, v); });
+    CHECK(msg.find(p.string() + ": cannot write: it is read-only") == 0);
+    CHECK(mode_of(p) == mode);
+    set_mode(p, 0600);
+    CHECK(read_file(p) == bytes_of("old content"));
+    CHECK(dir.entries() == std::vector<std::string>{"w.npy"});  // no temporary left
+  }
+}
+
+TEST_CASE("npy writer takes any legal file name, up to NAME_MAX (255 bytes)") {
+  // The temporary's name once was "<name>.tmp.<16 hex>": past 233 bytes it
+  // was itself too long, and a legal target could not be written.
+  temp_dir dir;
+  const std::vector<float> v = samples<float>(4);
+  for (const std::size_t len : {233u, 244u, 255u}) {
+    CAPTURE(len);
+    const fs::path p = dir.path / (std::string(len - 4, 'a') + ".npy");
+    write_npy_vector(p, v);  // new
+    CHECK(read_npy_vector(p) == v);
+    write_npy_vector(p, samples<float>(5));  // replaced
+    CHECK(read_npy_vector(p).size() == 5);
+    CHECK(dir.entries() == std::vector<std::string>{p.filename().string()});
+    fs::remove(p);
+  }
+  // One byte more is the file system's refusal, an io_error naming the file.
+  const fs::path too_long = dir.path / (std::string(252, 'a') + ".npy");
+  CHECK_THROWS_AS(write_npy_vector(too_long, v), io_error);
+  CHECK(dir.entries().empty());
+}
+
+TEST_CASE("npy writer replaces a symlink target by a file and leaves what it pointed to alone") {
+  temp_dir dir;
+  write_file(dir.path / "victim", bytes_of("old content"));
+  set_mode(dir.path / "victim", 0600);
+  fs::create_symlink("victim", dir.path / "w.npy");
+  const scoped_umask umask(022);
+  write_npy_vector(dir.path / "w.npy", samples<float>(4));
+  CHECK(!fs::is_symlink(dir.path / "w.npy"));
+  CHECK(mode_of(dir.path / "w.npy") == 0644u);  // a new file: the link's pointee's mode is not copied
+  CHECK(read_file(dir.path / "victim") == bytes_of("old content"));
+  CHECK(dir.entries() == std::vector<std::string>{"victim", "w.npy"});
+}
+#endif
 
 // ---------------------------------------------------------------------------
 // require_finite (tensor/check.hpp)

@@ -27,7 +27,6 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
-#include <random>
 #include <span>
 #include <string>
 #include <string_view>
@@ -40,6 +39,7 @@
 
 #include <lqer/calib/activation_stats.hpp>
 #include <lqer/factorize/factorize.hpp>
+#include <lqer/io/atomic_file.hpp>
 #include <lqer/io/npy.hpp>
 #include <lqer/tensor/check.hpp>
 
@@ -98,31 +98,16 @@ struct cli_solver {
 // ---------------------------------------------------------------------------
 // The output directory
 
-/// A temporary directory next to `target`, removed on destruction unless committed.
+/// A temporary directory next to `target` (io/atomic_file.hpp: a short fixed
+/// name, so that any legal DIR works, created exclusively), removed with its
+/// content on destruction unless committed.
 class staging_dir {
  public:
-  explicit staging_dir(const fs::path& target) : target_(target) {
-    const fs::path parent = target.has_parent_path() ? target.parent_path() : fs::path(".");
-    std::error_code ec;
-    if (!fs::is_directory(parent, ec))
-      throw io_error(target.string() + ": the parent directory " + parent.string() + " does not exist");
-    std::random_device rd;
-    for (int attempt = 0; attempt < 16; ++attempt) {
-      path_ = parent / fmt::format(".{}.lqer-tmp-{:08x}", target.filename().string(), rd());
-      if (fs::create_directory(path_, ec)) return;
-    }
-    throw io_error(target.string() + ": cannot create a temporary directory in " + parent.string() +
-                   (ec ? ": " + ec.message() : std::string()));
-  }
+  explicit staging_dir(const fs::path& target)
+      : target_(target), dir_(make(target)) {}
   staging_dir(const staging_dir&) = delete;
   staging_dir& operator=(const staging_dir&) = delete;
-  ~staging_dir() {
-    if (!path_.empty()) {
-      std::error_code ec;
-      fs::remove_all(path_, ec);  // best effort: never throw from a destructor
-    }
-  }
-  const fs::path& path() const { return path_; }
+  const fs::path& path() const { return dir_.path(); }
 
   /// Moves the staged files into the target (see the file comment). `owned`
   /// are the names a layer directory may hold: those not staged are removed.
@@ -133,28 +118,37 @@ class staging_dir {
       throw io_error(target_.string() + ": exists and is not a directory");
     if (exists && fs::is_empty(target_, ec)) fs::remove(target_, ec);
     if (!fs::exists(target_, ec)) {
-      fs::rename(path_, target_, ec);
+      fs::rename(path(), target_, ec);
       if (ec) throw io_error(target_.string() + ": cannot move the output into place: " + ec.message());
-      path_.clear();
+      dir_.release();
       return;
     }
     // Factors first, report.json last: a reader that sees the new report sees
     // the files it describes.
     for (const std::string_view name : owned) {
       if (name == "report.json") continue;
-      const fs::path staged = path_ / name, dest = target_ / name;
+      const fs::path staged = path() / name, dest = target_ / name;
       if (fs::exists(staged, ec))
         fs::rename(staged, dest, ec);
       else
         fs::remove(dest, ec);
       if (ec) throw io_error(dest.string() + ": cannot replace: " + ec.message());
     }
-    fs::rename(path_ / "report.json", target_ / "report.json", ec);
+    fs::rename(path() / "report.json", target_ / "report.json", ec);
     if (ec) throw io_error((target_ / "report.json").string() + ": cannot replace: " + ec.message());
   }
 
  private:
-  fs::path target_, path_;
+  static io::detail::temporary_guard make(const fs::path& target) {
+    const fs::path parent = io::detail::temporary_directory_of(target);
+    std::error_code ec;
+    if (!fs::is_directory(parent, ec))
+      throw io_error(target.string() + ": the parent directory " + parent.string() + " does not exist");
+    return io::detail::create_temporary_directory(parent, target.string());
+  }
+
+  fs::path target_;
+  io::detail::temporary_guard dir_;  // removes the staging directory unless it was renamed into place
 };
 
 constexpr std::string_view kOwnedFiles[] = {"Wq.npy", "A.npy", "B.npy", "scale.npy", "bias.npy", "report.json"};

@@ -22,19 +22,19 @@
 // Every message starts with the file's name.
 //
 // Writing produces exactly what numpy's np.save writes (format 1.0, header
-// padded so that the data starts at a multiple of 64 bytes), and is atomic:
-// the bytes go to a temporary file in the target's directory that is renamed
-// over the target only once everything was written.
+// padded so that the data starts at a multiple of 64 bytes), and is atomic
+// (io/atomic_file.hpp): the bytes go to a temporary file in the target's
+// directory that is renamed over the target only once everything was
+// written. An existing target keeps its permission bits; a read-only one is
+// refused.
 //
-// Layering: depends on the standard library, config, error and format/fp16
-// only; the finiteness check callers apply to what they read lives in
-// tensor/check.hpp so that the library can use it without io.
+// Layering: depends on the standard library, POSIX (through
+// io/atomic_file.hpp), config, error and format/fp16 only; the finiteness check callers apply to what they read lives
+// in tensor/check.hpp so that the library can use it without io.
 #pragma once
 
 #include <array>
-#include <atomic>
 #include <bit>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -42,7 +42,6 @@
 #include <fstream>
 #include <initializer_list>
 #include <limits>
-#include <random>
 #include <ranges>
 #include <span>
 #include <string>
@@ -55,6 +54,7 @@
 #include "lqer/config.hpp"
 #include "lqer/error.hpp"
 #include "lqer/format/fp16.hpp"
+#include "lqer/io/atomic_file.hpp"
 
 namespace lqer::io {
 
@@ -724,89 +724,6 @@ inline std::string npy_header_v1(npy_dtype dtype, std::span<const index_t> shape
   return out + dict;
 }
 
-/// A random 64-bit hex string for temporary file names: time, a process-wide
-/// counter and (when available) std::random_device, so that two writers of
-/// the same target — threads or processes — do not pick the same name.
-inline std::string random_hex_suffix() {
-  static std::atomic<std::uint64_t> counter{0};
-  std::uint64_t x = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-  x ^= (counter.fetch_add(1) + 1) * 0x9e3779b97f4a7c15ull;
-  try {
-    std::random_device rd;
-    x ^= (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
-  } catch (...) {
-    // No entropy source: time and counter still separate this process's writes.
-  }
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string s(16, '0');
-  for (int i = 15; i >= 0; --i, x >>= 4) s[static_cast<std::size_t>(i)] = kHex[x & 15];
-  return s;
-}
-
-/// Removes a temporary file on scope exit unless release() was called.
-class temp_file_guard {
- public:
-  explicit temp_file_guard(std::filesystem::path p) : path_(std::move(p)) {}
-  temp_file_guard(const temp_file_guard&) = delete;
-  temp_file_guard& operator=(const temp_file_guard&) = delete;
-  ~temp_file_guard() {
-    if (armed_) {
-      std::error_code ec;  // best effort: the error being thrown is the one to report
-      std::filesystem::remove(path_, ec);
-    }
-  }
-  void release() noexcept { armed_ = false; }
-
- private:
-  std::filesystem::path path_;
-  bool armed_ = true;
-};
-
-/// Writes the concatenation of `parts` to `target` atomically: into
-/// "<target>.tmp.<random>" in the same directory (so the rename cannot cross
-/// filesystems), then renamed over the target. Readers see the old file or the
-/// new one, never a partial one; on any failure the temporary file is removed,
-/// the target is left as it was, and io_error names the target. Not durable
-/// across a power loss: that would need fsync, which is not standard C++. The
-/// new file gets default permissions, and a symlink target is replaced by the
-/// file rather than followed.
-inline void write_file_atomically(const std::filesystem::path& target,
-                                  std::initializer_list<std::span<const std::byte>> parts) {
-  namespace fs = std::filesystem;
-  const std::string name = target.string();
-  std::error_code ec;
-  if (!target.has_filename()) throw io_error(name + ": cannot write: the path names a directory, not a file");
-  if (fs::is_directory(target, ec)) throw io_error(name + ": cannot write: it is a directory");
-  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
-  if (!fs::is_directory(dir, ec))
-    throw io_error(name + ": cannot write: " + dir.string() + " is not an existing directory");
-
-  fs::path tmp;
-  for (int attempt = 0;; ++attempt) {
-    tmp = target;
-    tmp += ".tmp." + random_hex_suffix();
-    if (!fs::exists(tmp, ec)) break;
-    if (attempt == 8) throw io_error(name + ": cannot find an unused temporary file name next to it");
-  }
-  temp_file_guard guard(tmp);
-  {  // the stream is closed before the guard may remove the file (Windows cannot remove an open file)
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out)
-      throw io_error(name + ": cannot write: creating the temporary file " + tmp.string() +
-                     " failed (is the directory writable?)");
-    for (const auto part : parts)
-      if (!part.empty())
-        out.write(reinterpret_cast<const char*>(part.data()), static_cast<std::streamsize>(part.size()));
-    out.flush();
-    if (!out) throw io_error(name + ": cannot write: writing " + tmp.string() + " failed (disk full? size limit?)");
-    out.close();
-    if (!out) throw io_error(name + ": cannot write: closing " + tmp.string() + " failed");
-  }
-  fs::rename(tmp, target, ec);
-  if (ec) throw io_error(name + ": cannot write: renaming " + tmp.string() + " over it failed: " + ec.message());
-  guard.release();
-}
-
 }  // namespace detail
 
 /// The bytes np.save would write for `a` (format 1.0, data at a multiple of
@@ -827,9 +744,10 @@ inline std::vector<std::byte> encode_npy(const npy_array& a) {
 /// Writes `data` (C order, little-endian) as a .npy file of the given dtype
 /// and shape, atomically (see the file comment). Throws shape_error for a
 /// shape that is not 0-2-D and non-negative or data of the wrong byte size,
-/// before touching the file system; io_error when the target is a directory,
-/// its directory is missing or not writable, or writing fails — and then the
-/// target is unchanged and no temporary file remains.
+/// before touching the file system; io_error when the target is a directory
+/// or read-only, its directory is missing or not writable, or writing fails —
+/// and then the target is unchanged and no temporary file remains. An
+/// existing target's permission bits are kept (detail::write_file_atomically).
 inline void write_npy(const std::filesystem::path& path, npy_dtype dtype, std::span<const index_t> shape,
                       std::span<const std::byte> data) {
   const std::string name = path.string();

@@ -17,12 +17,22 @@
 // forward pass by hand and only looks weights up by name.
 //
 // Reading is defensive, because both files are input from outside:
+//  * JSON nested deeper than a small limit (64; USE-lite's model.json is 10
+//    deep) is refused while it is parsed, so nothing downstream ever walks a
+//    deep tree, and no message prints a JSON value whole (a recursive dump of
+//    200,000 nested arrays overflows the stack): it is described by its type
+//    and a bounded prefix;
 //  * every size in the manifest (rank, dimensions, element count, byte count,
 //    running offset) is checked for overflow and against a limit, and the sum
 //    is compared with the shard files' sizes *before* anything is allocated;
 //    a manifest that claims 2^40 elements is a parse_error, not an allocation;
-//  * shard paths must be plain file names: model.json cannot make the reader
-//    open a file outside the model directory;
+//  * shard paths must be plain file names, and each must resolve (symlinks
+//    followed) to a file inside the model directory: neither "../x" nor a
+//    symlink in the directory can make the reader open a file elsewhere.
+//    (Checked once before reading; a directory being rewritten while it is
+//    read is beyond this reader.);
+//  * from_memory checks a caller-built manifest's offsets and sizes against
+//    the blob, so that no entry can make floats() read outside it;
 //  * anything malformed is an lqer::parse_error, a file that cannot be opened
 //    or read an lqer::io_error, a valid manifest this reader does not handle
 //    (quantized weights, string or float16 tensors) an lqer::unsupported_error.
@@ -67,6 +77,7 @@ struct tfjs_limits {
   std::size_t max_rank = 8;                    ///< dimensions per tensor
   std::size_t max_entries = 1u << 16;          ///< weights in the manifest
   std::size_t max_shards = 1u << 12;           ///< shard files in the manifest
+  std::size_t max_json_depth = 64;             ///< nested arrays and objects in model.json
 };
 
 /// One weight: where it lies in the blob.
@@ -124,6 +135,35 @@ inline bool is_plain_file_name(std::string_view p) {
   return p.find_first_of(std::string_view("/\\\0", 3)) == std::string_view::npos;
 }
 
+/// A JSON value from the file in a few words, for error messages: a scalar
+/// as it is written (cut short), a container as its type and the start of
+/// its text along first elements ("array starting [[1"). Never json::dump()
+/// of a container: that recurses once per nesting level and is as long as
+/// the value.
+inline std::string describe(const nlohmann::json& v, std::size_t max_len = 40) {
+  if (!v.is_array() && !v.is_object()) return printable(v.dump(), max_len);
+  if (v.is_array() && std::none_of(v.begin(), v.end(), [](const nlohmann::json& x) { return x.is_structured(); })) {
+    std::string flat = "[";  // a flat list (the usual shape): its elements, as many as fit
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      if (flat.size() >= max_len) return printable(flat, 2 * max_len) + ", ...]";
+      flat += (i ? ", " : "") + v[i].dump();
+    }
+    return printable(flat + "]", 2 * max_len);
+  }
+  std::string text;
+  for (const nlohmann::json* cur = &v; text.size() < max_len;) {  // iterative: bounded however deep
+    if (!cur->is_array() && !cur->is_object()) {
+      text += cur->dump();
+      break;
+    }
+    text += cur->is_array() ? '[' : '{';
+    if (cur->empty()) break;
+    if (cur->is_object()) text += "\"" + cur->begin().key() + "\": ";
+    cur = &*cur->begin();
+  }
+  return std::string(v.type_name()) + " starting " + printable(text, max_len);
+}
+
 inline const nlohmann::json& member(const nlohmann::json& obj, const char* key, const std::string& where,
                                     const std::string& file) {
   const auto it = obj.find(key);
@@ -142,8 +182,20 @@ inline tfjs_manifest parse_tfjs_manifest(std::string_view json_text, const std::
     throw lqer::parse_error(file + ": " + std::to_string(json_text.size()) + " bytes is more than the limit of " +
                             std::to_string(limits.max_json_bytes) + " for a model.json");
   json doc;
+  // Depth is limited while parsing: nlohmann's parser itself is iterative,
+  // but a deep document would still reach code that recurses (dump, the
+  // comparison operators), and no TF.js manifest needs more than a few levels.
+  // `depth` is the number of containers enclosing the one that starts.
+  const std::size_t max_depth = limits.max_json_depth;
+  const json::parser_callback_t limit_depth = [&](int depth, json::parse_event_t event, json&) {
+    if ((event == json::parse_event_t::array_start || event == json::parse_event_t::object_start) &&
+        static_cast<std::size_t>(depth) >= max_depth)
+      throw lqer::parse_error(file + ": JSON nested deeper than " + std::to_string(max_depth) +
+                              " levels (arrays and objects); a TF.js model.json needs far fewer");
+    return true;
+  };
   try {
-    doc = json::parse(json_text.begin(), json_text.end());
+    doc = json::parse(json_text.begin(), json_text.end(), limit_depth);
   } catch (const json::exception& e) {
     throw lqer::parse_error(file + ": not valid JSON: " + e.what());
   }
@@ -216,12 +268,12 @@ inline tfjs_manifest parse_tfjs_manifest(std::string_view json_text, const std::
       std::uint64_t elements = 1;
       for (const json& d : shape) {
         if (!d.is_number_integer() || (!d.is_number_unsigned() && d.get<std::int64_t>() < 0))
-          throw lqer::parse_error(what + ": shape " + detail::printable(shape.dump()) +
+          throw lqer::parse_error(what + ": shape " + detail::describe(shape) +
                                   " is not a list of non-negative integers");
         const auto dim = d.get<std::uint64_t>();
         if (dim > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()) ||
             __builtin_mul_overflow(elements, dim, &elements) || elements > limits.max_total_bytes / 4)
-          throw lqer::parse_error(what + ": shape " + detail::printable(shape.dump()) + " holds more than " +
+          throw lqer::parse_error(what + ": shape " + detail::describe(shape) + " holds more than " +
                                   std::to_string(limits.max_total_bytes / 4) + " elements");
         e.shape.push_back(static_cast<std::int64_t>(dim));
       }
@@ -255,11 +307,19 @@ class tfjs_weights {
     const std::string_view text(reinterpret_cast<const char*>(json_bytes.data()), json_bytes.size());
     tfjs_manifest m = parse_tfjs_manifest(text, json_name, limits);
 
+    // Each shard's real place, checked to be inside the model directory
+    // before any size is looked at.
+    std::vector<std::vector<std::filesystem::path>> shard_paths;
+    for (const auto& g : m.groups) {
+      shard_paths.emplace_back();
+      for (const auto& p : g.paths) shard_paths.back().push_back(resolve_shard(dir, p));
+    }
+
     // Every shard's size first, against what its group needs: a missing or
     // truncated shard is reported by name before any weight memory exists.
     for (std::size_t g = 0; g < m.groups.size(); ++g) {
       std::uint64_t have = 0;
-      for (const auto& p : m.groups[g].paths) have += file_size(dir / p);
+      for (const auto& p : shard_paths[g]) have += file_size(p);
       if (have != m.groups[g].bytes)
         throw lqer::parse_error(json_name + ": the shards of weightsManifest[" + std::to_string(g) + "] (" +
                                 join(m.groups[g].paths) + ") hold " + std::to_string(have) +
@@ -268,9 +328,9 @@ class tfjs_weights {
     }
     std::vector<std::byte> blob;
     blob.reserve(static_cast<std::size_t>(m.total_bytes));
-    for (const auto& g : m.groups)
-      for (const auto& p : g.paths) {
-        const std::vector<std::byte> part = read_file(dir / p, m.total_bytes - blob.size());
+    for (const auto& g : shard_paths)
+      for (const auto& p : g) {
+        const std::vector<std::byte> part = read_file(p, m.total_bytes - blob.size());
         blob.insert(blob.end(), part.begin(), part.end());
       }
     if (blob.size() != m.total_bytes)  // a shard changed size while being read
@@ -278,12 +338,16 @@ class tfjs_weights {
     return from_memory(std::move(m), std::move(blob), json_name);
   }
 
-  /// From a parsed manifest and the blob (all groups' shards, concatenated in
-  /// manifest order). `file` names the model in error messages.
+  /// From a manifest and the blob (all groups' shards, concatenated in
+  /// manifest order). `file` names the model in error messages. The manifest
+  /// may come from the caller rather than parse_tfjs_manifest, so each entry
+  /// is checked to be consistent (shape, element and byte counts) and to lie
+  /// inside the blob: parse_error otherwise.
   static tfjs_weights from_memory(tfjs_manifest m, std::vector<std::byte> blob, std::string file) {
     if (blob.size() != m.total_bytes)
       throw lqer::parse_error(file + ": the shards hold " + std::to_string(blob.size()) +
                               " bytes but the manifest's weights need " + std::to_string(m.total_bytes));
+    for (const tfjs_entry& e : m.entries) check_entry(e, blob.size(), file);
     tfjs_weights w;
     for (std::size_t i = 0; i < m.entries.size(); ++i)
       if (!w.index_.emplace(m.entries[i].name, i).second)
@@ -321,6 +385,53 @@ class tfjs_weights {
   }
 
  private:
+  /// One entry of a manifest from the caller: prod(shape) = elements,
+  /// elements · 4 = bytes, offset + bytes ≤ the blob's size, every product
+  /// and sum checked for overflow.
+  static void check_entry(const tfjs_entry& e, std::size_t blob_bytes, const std::string& file) {
+    const std::string what = file + ": weight \"" + detail::printable(e.name) + "\"";
+    std::uint64_t elements = 1;
+    for (const std::int64_t d : e.shape) {
+      if (d < 0) throw lqer::parse_error(what + ": shape " + detail::shape_string(e.shape) + " has a negative dimension");
+      if (__builtin_mul_overflow(elements, static_cast<std::uint64_t>(d), &elements))
+        throw lqer::parse_error(what + ": shape " + detail::shape_string(e.shape) + " holds more than 2^64 elements");
+    }
+    if (elements != e.elements)
+      throw lqer::parse_error(what + ": " + std::to_string(e.elements) + " elements, but shape " +
+                              detail::shape_string(e.shape) + " holds " + std::to_string(elements));
+    std::uint64_t bytes = 0, end = 0;
+    if (__builtin_mul_overflow(e.elements, std::uint64_t{4}, &bytes))
+      throw lqer::parse_error(what + ": " + std::to_string(e.elements) + " elements of 4 bytes overflow 64 bits");
+    if (bytes != e.bytes)
+      throw lqer::parse_error(what + ": " + std::to_string(e.bytes) + " bytes, but its " +
+                              std::to_string(e.elements) + " elements need " + std::to_string(bytes));
+    if (__builtin_add_overflow(e.offset, e.bytes, &end) || end > blob_bytes)
+      throw lqer::parse_error(what + ": bytes [" + std::to_string(e.offset) + ", +" + std::to_string(e.bytes) +
+                              ") lie outside the " + std::to_string(blob_bytes) + "-byte blob");
+  }
+
+  /// `dir`/`name` with every symlink resolved, refused (io_error) unless it
+  /// lies strictly inside `dir` (itself resolved: a model directory reached
+  /// through a symlink is fine). `name` is a plain file name already, so only
+  /// symlinks can lead elsewhere; weakly_canonical resolves them all, chains
+  /// included, and leaves a missing file to be reported when it is read.
+  static std::filesystem::path resolve_shard(const std::filesystem::path& dir, const std::string& name) {
+    namespace fs = std::filesystem;
+    const fs::path given = dir / name;
+    std::error_code ec;
+    const fs::path base = fs::weakly_canonical(dir, ec);
+    fs::path real;
+    if (!ec) real = fs::weakly_canonical(given, ec);
+    if (ec) throw lqer::io_error(given.string() + ": cannot resolve the shard's path: " + ec.message());
+    // Inside: base is a proper prefix of real, element by element (a string
+    // prefix would take "/m/model2/x" for inside "/m/model").
+    const auto [b, r] = std::mismatch(base.begin(), base.end(), real.begin(), real.end());
+    if (b != base.end() || r == real.end())
+      throw lqer::io_error(given.string() + ": refused: the shard resolves to " + detail::printable(real.string()) +
+                           ", outside the model directory " + base.string() + " (a symlink out of it?)");
+    return real;
+  }
+
   const tfjs_entry& checked(std::string_view name, tfjs_dtype dtype, std::span<const std::int64_t> shape) const {
     const tfjs_entry& e = entry(name);
     if (e.dtype != dtype)

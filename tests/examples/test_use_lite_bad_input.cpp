@@ -16,9 +16,11 @@
 //
 // The model is not in the repository (tests/examples/CMakeLists.txt): the
 // template copies model.json and vocab.json from where the program finds it
-// ($LQER_USE_LITE_MODEL, else the cache) and links the seven shards (27 MB)
-// instead of copying them; a cell that breaks a shard first replaces its link
-// by a file of its own, so the cache is never written through. Without the
+// ($LQER_USE_LITE_MODEL, else the cache), and each cell gets the seven shards
+// (27 MB) as hard links to the cache's files (copies when the cache is on
+// another filesystem) — not symlinks, which the reader refuses when they lead
+// out of the model directory. A cell that breaks a shard first replaces it by
+// a file of its own, so the cache is never written through. Without the
 // model, the cells that need it are skipped with a MESSAGE; the option cells
 // (refused before anything is loaded) run regardless. The sentences come from
 // the TF.js fixture in data/.
@@ -77,6 +79,7 @@ std::string fixture_lines(std::size_t first, std::size_t last) {
 
 struct fixture : lqer::test::cell_directories {
   bool model = false;
+  std::vector<fs::path> shards;  // the cache's shard files, linked into every cell
 
   explicit fixture(const std::string& name)
       : cell_directories(fs::path(LQER_USE_LITE_TEST_DIR) / ("matrix_" + name + "." + std::to_string(::getpid()))) {
@@ -91,7 +94,7 @@ struct fixture : lqer::test::cell_directories {
         if (file == "model.json" || file == "vocab.json")
           fs::copy_file(e.path(), tmpl / "model" / file);
         else
-          fs::create_symlink(fs::absolute(e.path()), tmpl / "model" / file);
+          shards.push_back(fs::absolute(e.path()));
       }
     } else {
       MESSAGE("skipped: the cells that read the model (no USE-lite model in " << src.string()
@@ -101,12 +104,23 @@ struct fixture : lqer::test::cell_directories {
     write_bytes(tmpl / "calib.txt", fixture_lines(3, 9));
     write_bytes(tmpl / "out" / "emb.npy", kOld);
   }
+
+  /// A fresh copy of the template with the shards linked in.
+  fs::path cell(const std::string& name) const {
+    const fs::path d = cell_directories::cell(name);
+    for (const fs::path& s : shards) {
+      const fs::path link = d / "model" / s.filename();
+      std::error_code ec;
+      fs::create_hard_link(s, link, ec);
+      if (ec) fs::copy_file(s, link);  // another filesystem: a copy
+    }
+    return d;
+  }
 };
 
-/// `p` as a file of the cell's own: a link (a shard) is replaced by a copy of
-/// what it points to, so that writing to it cannot reach the cache.
+/// `p` as a file of the cell's own: a shard (a hard link to the cache's file)
+/// is replaced by a copy, so that writing to it cannot reach the cache.
 void own(const fs::path& p) {
-  if (!fs::is_symlink(p)) return;
   const std::string bytes = slurp(p);
   fs::remove(p);
   write_bytes(p, bytes);
@@ -445,6 +459,57 @@ std::vector<cell_spec> model_cells() {
       {"model.json", "/etc/passwd", "not a plain file name"});
   add("shard path not a string", edit_model_json([](json& doc, json&) { doc["weightsManifest"][0]["paths"][0] = 7; }),
       {"model.json", "paths[0]"});
+  // Shards that resolve outside the model directory: a symlink to the real
+  // shard elsewhere (the right bytes: only the place is wrong), one through
+  // "..", a chain; one that stays inside is followed.
+  add("shard a symlink out of the model directory", [](const fs::path& d) {
+        const std::string shard = embedding_shard(d);
+        fs::rename(d / "model" / shard, d / shard);
+        fs::create_symlink(d / shard, d / "model" / shard);
+      },
+      {"group1-shard", "outside the model directory"});
+  add("shard a relative symlink through ..", [](const fs::path& d) {
+        const std::string shard = embedding_shard(d);
+        fs::remove(d / "model" / shard);
+        fs::create_symlink("../sentences.txt", d / "model" / shard);
+      },
+      {"group1-shard", "outside the model directory"});
+  add("shard a symlink to a symlink out of the model directory", [](const fs::path& d) {
+        const std::string shard = embedding_shard(d);
+        fs::rename(d / "model" / shard, d / shard);
+        fs::create_symlink(d / shard, d / "model" / "hop");
+        fs::create_symlink("hop", d / "model" / shard);
+      },
+      {"group1-shard", "outside the model directory"});
+  cells.push_back({"shard a symlink inside the model directory",
+                   "embed",
+                   {},
+                   [](const fs::path& d) {
+                     const std::string shard = embedding_shard(d);
+                     fs::create_directory(d / "model" / "blobs");
+                     fs::rename(d / "model" / shard, d / "model" / "blobs" / shard);
+                     fs::create_symlink(fs::path("blobs") / shard, d / "model" / shard);
+                   },
+                   {},
+                   true,
+                   true});
+  // JSON nested 200,000 deep where a shape's dimension should be: once a
+  // stack overflow (the message printed it with a recursive dump), now
+  // refused while parsing. And a shallow nesting, named shortly.
+  const auto shape_text = [](std::string text) {
+    return [text](const fs::path& d) {
+      edit_model_json([](json&, json& e) { e["shape"] = "SHAPE"; })(d);
+      const fs::path p = d / "model" / "model.json";
+      std::string t = slurp(p);
+      const std::size_t at = t.find("\"SHAPE\"");
+      REQUIRE(at != std::string::npos);
+      replace(p, t.replace(at, 7, text));
+    };
+  };
+  add("weight shape nested 200000 deep", shape_text(std::string(200000, '[') + "1" + std::string(200000, ']')),
+      {"model.json", "nested deeper than 64"});
+  add("weight shape nested", shape_text("[[8002, 256]]"),
+      {"model.json", kEmbeddings, "array starting [[8002", "non-negative integers"});
   add("shard listed that does not exist",
       edit_model_json([](json& doc, json&) { doc["weightsManifest"][0]["paths"][0] = "group1-shard0of7"; }),
       {"group1-shard0of7"});

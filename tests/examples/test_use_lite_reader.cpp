@@ -10,6 +10,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <iterator>
 #include <limits>
 #include <lqer/error.hpp>
 #include <random>
@@ -43,6 +45,11 @@ struct temp_dir {
     out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   }
 };
+
+std::string slurp_bytes(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
 
 std::string le_bytes(const std::vector<float>& v) {
   std::string s(v.size() * 4, '\0');
@@ -166,6 +173,110 @@ TEST_CASE("tfjs_weights refuses non-finite weights") {
   d.write("s", le_bytes({1.0f, std::numeric_limits<float>::quiet_NaN()}));
   const auto w = tfjs_weights::load(d.path);
   CHECK(message_of<lqer::parse_error>([&] { (void)w.floats("w", {2}); }).find("element 1") != std::string::npos);
+}
+
+TEST_CASE("tfjs_weights: JSON nested deeper than the limit is refused while it is parsed") {
+  const auto bad = [](const std::string& json) {
+    return message_of<lqer::parse_error>([&] { (void)use_lite::parse_tfjs_manifest(json, "m.json"); });
+  };
+  const auto nested = [](std::size_t depth, const std::string& inner) {
+    return std::string(depth, '[') + inner + std::string(depth, ']');
+  };
+  const auto with_shape = [](const std::string& shape) {
+    return R"({"weightsManifest": [{"paths": ["a"], "weights": [{"name": "x", "shape": )" + shape +
+           R"(, "dtype": "float32"}]}]})";
+  };
+  // A shape of rank 1 whose one "dimension" is 200,000 arrays deep passed the
+  // rank check, and its error message then printed it with json::dump(),
+  // which recursed once per level until the stack ran out (SIGSEGV).
+  const std::string deep = bad(with_shape(nested(200000, "1")));
+  CHECK(deep.find("m.json: ") == 0);
+  CHECK(deep.find("nested deeper than 64") != std::string::npos);
+  CHECK(deep.size() < 200);
+  // Depth anywhere counts, also in the part this reader ignores.
+  CHECK(bad(R"({"modelTopology": )" + nested(100, "") + R"(, "weightsManifest": []})").find("nested deeper") !=
+        std::string::npos);
+  // A nesting within the limit is a plain shape error, described shortly
+  // (its type and a bounded prefix), never dumped whole.
+  const std::string shallow = bad(with_shape(nested(40, "1")));
+  CHECK(shallow.find("not a list of non-negative integers") != std::string::npos);
+  CHECK(shallow.size() < 300);
+  std::string wide = "[[";
+  for (int i = 0; i < 10000; ++i) wide += "1234567, ";
+  wide += "1]]";
+  CHECK(bad(with_shape(wide)).size() < 300);
+  // The limit is the caller's: a deeper one accepts what the default refuses.
+  use_lite::tfjs_limits deeper;
+  deeper.max_json_depth = 200;
+  CHECK_NOTHROW((void)use_lite::parse_tfjs_manifest(
+      R"({"modelTopology": )" + nested(100, "") + R"(, "weightsManifest": []})", "m.json", deeper));
+}
+
+TEST_CASE("tfjs_weights: a shard that resolves outside the model directory is refused") {
+  temp_dir d, outside;
+  write_valid_model(d);
+  outside.write("s1", slurp_bytes(d.path / "s1"));  // the right bytes: only the place is wrong
+  const auto refused = [&] {
+    const std::string msg = message_of<lqer::io_error>([&] { (void)tfjs_weights::load(d.path); });
+    CHECK(msg.find((d.path / "s1").string() + ": ") == 0);
+    CHECK(msg.find("outside the model directory") != std::string::npos);
+    return msg;
+  };
+  SUBCASE("an absolute symlink") {
+    fs::remove(d.path / "s1");
+    fs::create_symlink(outside.path / "s1", d.path / "s1");
+    CHECK(refused().find((outside.path / "s1").string()) != std::string::npos);
+  }
+  SUBCASE("a relative symlink through ..") {
+    fs::remove(d.path / "s1");
+    fs::create_symlink(fs::path("..") / outside.path.filename() / "s1", d.path / "s1");
+    (void)refused();
+  }
+  SUBCASE("a symlink to a symlink inside that leads outside") {
+    fs::remove(d.path / "s1");
+    fs::create_symlink(outside.path / "s1", d.path / "hop");
+    fs::create_symlink("hop", d.path / "s1");
+    (void)refused();
+  }
+  SUBCASE("a symlink to the model directory itself") {
+    fs::remove(d.path / "s1");
+    fs::create_symlink(".", d.path / "s1");
+    const std::string msg = message_of<lqer::io_error>([&] { (void)tfjs_weights::load(d.path); });
+    CHECK(msg.find("outside the model directory") != std::string::npos);
+  }
+  SUBCASE("symlinks that stay inside are followed") {
+    fs::create_directory(d.path / "blobs");
+    fs::rename(d.path / "s1", d.path / "blobs" / "s1");
+    fs::create_symlink(fs::path("blobs") / "s1", d.path / "s1");
+    CHECK(tfjs_weights::load(d.path).floats("w", {2, 3}) == std::vector<float>{1, 2, 3, 4, 5, 6});
+  }
+  SUBCASE("the model directory may itself be reached through a symlink") {
+    fs::create_symlink(d.path, outside.path / "model");
+    CHECK(tfjs_weights::load(outside.path / "model").floats("w", {2, 3}) == std::vector<float>{1, 2, 3, 4, 5, 6});
+  }
+}
+
+TEST_CASE("tfjs_weights::from_memory refuses a manifest whose entries do not lie in the blob") {
+  // from_memory takes a manifest the caller may have built or edited: it must
+  // not trust its offsets and sizes (floats() copies e.bytes from e.offset).
+  const use_lite::tfjs_manifest good = use_lite::parse_tfjs_manifest(kManifest, "m.json");
+  REQUIRE(good.total_bytes == 28);
+  CHECK_NOTHROW((void)tfjs_weights::from_memory(good, std::vector<std::byte>(28), "m.json"));
+  const auto refused = [&](const std::function<void(use_lite::tfjs_entry&)>& edit, const char* needle) {
+    use_lite::tfjs_manifest m = good;
+    edit(m.entries[0]);
+    const std::string msg =
+        message_of<lqer::parse_error>([&] { (void)tfjs_weights::from_memory(m, std::vector<std::byte>(28), "m.json"); });
+    CHECK(msg.find("m.json: weight \"w\"") == 0);
+    CHECK_MESSAGE(msg.find(needle) != std::string::npos, msg);
+  };
+  refused([](auto& e) { e.offset = 8; }, "outside the 28-byte blob");  // 8 + 24 > 28
+  refused([](auto& e) { e.offset = std::numeric_limits<std::uint64_t>::max() - 8; }, "outside the 28-byte blob");
+  refused([](auto& e) { e.bytes = 4; }, "24");                                     // 6 elements need 24 bytes
+  refused([](auto& e) { e.elements = std::uint64_t{1} << 62; }, "elements");       // elements · 4 overflows
+  refused([](auto& e) { e.elements = 7; e.bytes = 28; }, "shape [2, 3]");          // 7 ≠ 2 · 3
+  refused([](auto& e) { e.shape = {-2, -3}; }, "negative");
+  refused([](auto& e) { e.shape = {std::int64_t{1} << 40, std::int64_t{1} << 40}; }, "shape");  // the product overflows
 }
 
 // ---------------------------------------------------------------------------

@@ -12,7 +12,11 @@
 //
 // Needs nlohmann-json's header (/usr/include, no library to link).
 // Seeds: tests/fuzz/corpus/tfjs_model (hand-made; one valid model with two
-// groups, one with an empty tensor, one with scalars).
+// groups, one with an empty tensor, one with scalars; and the hostile ones of
+// issue #19: a shape nested 10,000 arrays deep — the error message once
+// dumped it recursively, a stack overflow at 200,000 — a shallow nested
+// shape, and a modelTopology 100 objects deep, both refused by the depth limit
+// or the shape check).
 //   ./fuzz_tfjs_model -max_total_time=60 -malloc_limit_mb=256 corpus_dir tests/fuzz/corpus/tfjs_model
 #include <cstddef>
 #include <cstdint>

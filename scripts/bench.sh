@@ -19,10 +19,15 @@ suites=("$@")
 ((${#suites[@]} > 0)) || suites=(linear factorize)
 
 bash scripts/setup.sh
+mkdir -p build
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLQER_BUILD_TESTS=OFF -DLQER_BUILD_TOOLS=OFF \
   -DLQER_BUILD_EXAMPLES=OFF -DLQER_BUILD_BENCH=ON -DLQER_GGML_SOURCE_DIR="${LQER_GGML_SOURCE_DIR:-}" \
-  -DLQER_GGML_BUILD_DIR="${LQER_GGML_BUILD_DIR:-}" >/dev/null
+  -DLQER_GGML_BUILD_DIR="${LQER_GGML_BUILD_DIR:-}" >"$BUILD.configure.log" 2>&1 ||
+  { cat "$BUILD.configure.log"; exit 1; }
+grep 'bench_linear:' "$BUILD.configure.log" || true  # with or without oneDNN, and why
 cmake --build "$BUILD" -j "$JOBS" --target "${suites[@]/#/bench_}"
+# Which kernel paths this CPU runs (bench_linear times the best one).
+g++ -std=c++20 -O1 -Iinclude scripts/kernel_paths.cpp -o "$BUILD/kernel_paths" && "$BUILD/kernel_paths"
 
 for s in "${suites[@]}"; do
   echo "==> bench_$s"

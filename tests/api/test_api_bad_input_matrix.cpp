@@ -26,10 +26,12 @@
 #include <typeinfo>
 #include <vector>
 
+#include "io/gguf_builder.hpp"
 #include "kernel/kernel_test_util.hpp"
 #include "lqer/calib/activation_stats.hpp"
 #include "lqer/factorize/factorize.hpp"
 #include "lqer/factorize/reference_forward.hpp"
+#include "lqer/io/gguf.hpp"
 #include "lqer/io/npy.hpp"
 #include "lqer/kernel/linear.hpp"
 #include "lqer/kernel/pack.hpp"
@@ -229,6 +231,118 @@ TEST_CASE("API matrix: write_npy to bad paths creates and replaces nothing") {
   table.push_back({"read-only directory", kind::io, {(ro / "lqer_x.npy").string(), "temporary"},
                    [&] { io::write_npy(ro / "lqer_x.npy", data.data(), std::span<const index_t>(good)); }});
   run_table(table, [&] { return snapshot(s.dir) == before; });
+}
+
+TEST_CASE("API matrix: gguf_file::open, its getters, dequantize and to_quantized_matrix on bad files") {
+  scratch s("gguf");
+  using lqer::test::gguf_builder;
+  const auto bytes_of = [](const std::vector<std::byte>& b) {
+    return std::string(reinterpret_cast<const char*>(b.data()), b.size());
+  };
+  const auto file = [&](const std::string& name, const std::vector<std::byte>& b) {
+    write_bytes(s.dir / name, bytes_of(b));
+    return s.dir / name;
+  };
+  const auto good = gguf_builder().kv_u32("n", 3).tensor("w", 0, {4}, lqer::test::f32_bytes({1, 2, 3, 4})).build();
+  auto bad_version = good;
+  bad_version[4] = std::byte{1};
+  std::vector<std::byte> deep;
+  for (int i = 0; i < 8; ++i) {
+    gguf_builder::put<std::uint32_t>(deep, 9);
+    gguf_builder::put<std::uint64_t>(deep, 1);
+  }
+  gguf_builder::put<std::uint32_t>(deep, 0);
+  gguf_builder::put<std::uint64_t>(deep, 0);
+  gguf_builder huge_count;
+  huge_count.kv_u32("n", 1);
+  huge_count.kv_count_override = std::int64_t{1} << 60;
+  auto huge_string = gguf_builder().kv_string("k", "v").build();
+  std::memcpy(huge_string.data() + 24, "\xff\xff\xff\xff\xff\xff\xff\xff", 8);
+  // Inf scale in a Q4_0 block; an IQ2_XXS tensor (opens, does not decode); a Q8_0 tensor.
+  std::vector<std::byte> q4(18);
+  q4[1] = std::byte{0x7c};
+  const auto odd = gguf_builder()
+                       .tensor("inf", 2, {32}, q4)
+                       .tensor("grid", 16, {256}, std::vector<std::byte>(66))
+                       .tensor("q8", 8, {32}, std::vector<std::byte>(34))
+                       .build();
+  const fs::path odd_path = file("odd.gguf", odd);
+  fs::create_directory(s.dir / "adir");
+  const io::gguf_file f = io::gguf_file::open(odd_path);
+  std::vector<float> dst(3, kSentinel);
+  const auto open = [](const fs::path& p) { return [p] { (void)io::gguf_file::open(p); }; };
+  const std::vector<row> table = {
+      {"missing file", kind::io, {"missing.gguf", "no such file"}, open(s.dir / "missing.gguf")},
+      {"a directory", kind::io, {"adir", "directory"}, open(s.dir / "adir")},
+      {"empty file", kind::parse, {"empty.gguf: byte 0", "truncated"}, open(file("empty.gguf", {}))},
+      {"wrong magic",
+       kind::parse,
+       {"magic.gguf: byte 0", "not a GGUF file"},
+       open(file("magic.gguf", lqer::test::as_bytes("GGML and more bytes")))},
+      {"version 1", kind::unsupported, {"v1.gguf: byte 4", "version 1"}, open(file("v1.gguf", bad_version))},
+      {"truncated tensor data",
+       kind::parse,
+       {"cut.gguf: byte ", "past the end"},
+       open(file("cut.gguf", std::vector<std::byte>(good.begin(), good.end() - 1)))},
+      {"2^60 metadata entries declared",
+       kind::parse,
+       {"count.gguf: byte 16", "metadata entries"},
+       open(file("count.gguf", huge_count.build()))},
+      {"a 2^64-byte key",
+       kind::parse,
+       {"str.gguf: byte 24", "declares 18446744073709551615 bytes"},
+       open(file("str.gguf", huge_string))},
+      {"arrays nested 9 deep",
+       kind::parse,
+       {"deep.gguf: byte ", "deeper than 4"},
+       open(file("deep.gguf", gguf_builder().kv_raw("d", 9, deep).build()))},
+      {"unknown ggml type",
+       kind::unsupported,
+       {"type.gguf: byte ", "ggml type id 99"},
+       open(file("type.gguf", gguf_builder().tensor("w", 99, {1}, std::vector<std::byte>(4)).build()))},
+      {"misaligned tensor",
+       kind::parse,
+       {"align.gguf: byte ", "not a multiple of the alignment 32"},
+       open(file("align.gguf", gguf_builder().tensor_info("w", 0, {1}, 8).data_bytes(64).build()))},
+      {"overlapping tensors",
+       kind::parse,
+       {"overlap.gguf: byte ", "overlaps"},
+       open(file("overlap.gguf",
+                 gguf_builder().tensor_info("a", 0, {16}, 0).tensor_info("b", 0, {8}, 32).data_bytes(64).build()))},
+      {"duplicate key",
+       kind::parse,
+       {"dupkey.gguf: byte ", "duplicate metadata key 'n'"},
+       open(file("dupkey.gguf", gguf_builder().kv_u32("n", 1).kv_u32("n", 2).build()))},
+      {"duplicate tensor",
+       kind::parse,
+       {"dupt.gguf: byte ", "duplicate tensor name 'w'"},
+       open(file("dupt.gguf", gguf_builder()
+                                  .tensor("w", 0, {1}, lqer::test::f32_bytes({1}))
+                                  .tensor("w", 0, {1}, lqer::test::f32_bytes({2}))
+                                  .build()))},
+      {"missing key",
+       kind::value,
+       {"odd.gguf", "no metadata key 'x'"},
+       [&] { (void)f.metadata().get<std::uint32_t>("x"); }},
+      {"missing tensor", kind::value, {"odd.gguf", "no tensor 'x'"}, [&] { (void)f.tensor("x"); }},
+      {"dequantize: a type lqer does not decode",
+       kind::unsupported,
+       {"odd.gguf", "IQ2_XXS", "not implemented"},
+       [&] { (void)io::dequantize(f.tensor("grid"), dst); }},
+      {"dequantize: destination of another size",
+       kind::shape,
+       {"odd.gguf", "destination"},
+       [&] { io::dequantize(f.tensor("inf"), dst); }},
+      {"to_quantized_matrix: another type",
+       kind::value,
+       {"odd.gguf", "q8 (Q8_0, 32) is not Q4_0"},
+       [&] { (void)io::to_quantized_matrix<q4_0>(f.tensor("q8")); }},
+      {"to_quantized_matrix: an Inf scale",
+       kind::value,
+       {"odd.gguf", "non-finite scale"},
+       [&] { (void)io::to_quantized_matrix<q4_0>(f.tensor("inf")); }},
+  };
+  run_table(table, [&] { return all_sentinel(dst); });
 }
 
 TEST_CASE("API matrix: quantized_matrix::quantize, dequantize and fake_quantize") {

@@ -286,8 +286,12 @@ TEST_CASE("gguf: a type lqer does not decode opens, and decoding it names file a
   } catch (const unsupported_error& e) {
     CHECK(std::string(e.what()) == "t.gguf: tensor grid (IQ2_XXS, 256): decoding IQ2_XXS to float is not implemented");
   }
+  // The type is reported before the destination's size.
   std::vector<float> small(10);
-  CHECK_THROWS_AS(dequantize(f.tensor("grid"), small), shape_error);
+  CHECK_THROWS_AS(dequantize(f.tensor("grid"), small), unsupported_error);
+  const gguf_file g = parse(tiny_f32_file());
+  CHECK_THROWS_WITH_AS(dequantize(g.tensor("w"), small),
+                       "t.gguf: tensor w (F32, 2 x 3) has 6 elements; the destination holds 10", shape_error);
 }
 
 // ---------------------------------------------------------------------------

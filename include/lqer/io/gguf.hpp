@@ -821,12 +821,13 @@ class gguf_file {
 /// shape_error when `out` has another size; unsupported_error, naming the file
 /// and the tensor, for a type lqer does not decode.
 inline void dequantize(const gguf_tensor& t, std::span<float> out) {
-  if (out.size() != static_cast<std::uint64_t>(t.n_elements))
-    throw shape_error(std::string(t.file) + ": tensor " + t.describe() + " has " + std::to_string(t.n_elements) +
-                      " elements; the destination holds " + std::to_string(out.size()));
+  // The type first: a tensor lqer cannot decode is the problem to report whatever the buffer.
   if (!ggml_traits(t.type).decodable)
     throw unsupported_error(std::string(t.file) + ": tensor " + t.describe() + ": decoding " + to_string(t.type) +
                             " to float is not implemented");
+  if (out.size() != static_cast<std::uint64_t>(t.n_elements))
+    throw shape_error(std::string(t.file) + ": tensor " + t.describe() + " has " + std::to_string(t.n_elements) +
+                      " elements; the destination holds " + std::to_string(out.size()));
   ggml_dequantize(t.type, t.data, out);
 }
 

@@ -36,7 +36,7 @@
 
 #include "linear.hpp"
 #include "tfjs_weights.hpp"
-#include "thread_pool.hpp"
+#include "common/thread_pool.hpp"
 
 namespace use_lite {
 

@@ -30,27 +30,6 @@ decltype(auto) with_block(const quant_config& c, F&& f) {
 }
 }  // namespace detail
 
-const char* to_string(scale_policy_kind p) noexcept {
-  switch (p) {
-    case scale_policy_kind::identity:
-      return "identity";
-    case scale_policy_kind::mean_abs:
-      return "mean_abs";
-    case scale_policy_kind::rms:
-      return "rms";
-    case scale_policy_kind::whiten:
-      return "whiten";
-  }
-  return "?";
-}
-
-scale_policy_kind parse_scale_policy(std::string_view name) {
-  for (const auto p :
-       {scale_policy_kind::identity, scale_policy_kind::mean_abs, scale_policy_kind::rms, scale_policy_kind::whiten})
-    if (name == to_string(p)) return p;
-  throw lqer::value_error("unknown scale policy '" + std::string(name) + "' (identity, mean_abs, rms or whiten)");
-}
-
 void check_ranks(const model_weights& w, const std::array<int, kNumLinears>& ranks, const std::string& option) {
   for (int i = 0; i < kNumLinears; ++i) {
     const index_t limit = std::min(w.linears[i].in, w.linears[i].out);
@@ -60,9 +39,7 @@ void check_ranks(const model_weights& w, const std::array<int, kNumLinears>& ran
   }
 }
 
-std::string quant_config::supported() {
-  return "weights mxint4 | mxint3; A/B mxint8 | mxint4; block 16 | 32 | 64 (all MX formats with the LQER rule)";
-}
+std::string quant_config::supported() { return engine::supported_formats(); }
 
 std::string quant_config::describe() const {
   std::string s = detail::with_block(*this, [&](auto b) { return detail::format_names<decltype(b)::value>(*this); });

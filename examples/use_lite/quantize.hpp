@@ -30,16 +30,16 @@
 #include <string_view>
 #include <vector>
 
+#include "common/quant_names.hpp"
 #include "linear.hpp"
 #include "model.hpp"
 
 namespace use_lite {
 
-/// The scale policies of lqer/factorize/scale_policy.hpp, by name.
-enum class scale_policy_kind { identity, mean_abs, rms, whiten };
-const char* to_string(scale_policy_kind p) noexcept;
-/// "identity" | "mean_abs" | "rms" | "whiten"; value_error otherwise.
-scale_policy_kind parse_scale_policy(std::string_view name);
+// The scale policies by name, shared with the llama engine (common/quant_names.hpp).
+using engine::parse_scale_policy;
+using engine::scale_policy_kind;
+using engine::to_string;
 
 /// What to quantize with. Block lengths are shared: lqer computes products
 /// block by block, so weights, activations and A/B use one block length.

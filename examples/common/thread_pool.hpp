@@ -1,4 +1,5 @@
-// use_lite — the engine's own thread pool, which is also an lqer executor.
+// engine — the thread pool both example engines (use_lite, llama) run on,
+// which is also an lqer executor.
 //
 // An inference engine owns its threads; lqer never creates any. This pool
 // satisfies lqer::executor (exec/executor.hpp), so the engine hands it to
@@ -7,10 +8,11 @@
 //
 // parallel_for(n, fn) calls fn(i, i + 1) once for every task i in [0, n), on
 // the calling thread and the workers, which take tasks from one atomic counter
-// (cheap, and it balances uneven tasks — sentences of different lengths — by
-// itself). Which thread runs which task is not fixed, so callers that need
-// results independent of the thread count (every caller here) make a task's
-// work depend on its index only: fixed-size chunks, never "one per thread".
+// (cheap, and it balances uneven tasks — sentences of different lengths,
+// causal attention rows of different lengths — by itself). Which thread runs
+// which task is not fixed, so callers that need results independent of the
+// thread count (every caller here) make a task's work depend on its index
+// only: fixed-size chunks, never "one per thread".
 // A parallel_for issued from inside a task runs inline (no deadlock); calls
 // from different threads are serialized.
 #pragma once
@@ -29,7 +31,7 @@
 #include <utility>
 #include <vector>
 
-namespace use_lite {
+namespace engine {
 
 class thread_pool {
  public:
@@ -141,4 +143,4 @@ class thread_pool {
 
 static_assert(lqer::executor<thread_pool>, "the engine's pool must be usable as an lqer executor");
 
-}  // namespace use_lite
+}  // namespace engine

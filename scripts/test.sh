@@ -125,9 +125,11 @@ main() {
   log "setup"
   bash scripts/setup.sh
   print_machine
-  # The real-model tests (tests/examples) read USE-lite from the cache this
+  # The real-model tests (tests/examples, tests/io) read USE-lite and SmolLM2 from the cache this
   # fills; without it they skip with a message rather than fail.
   bash scripts/fetch_use_lite.sh >/dev/null || echo "test.sh: warning: USE-lite could not be fetched; its tests will skip" >&2
+  # Likewise SmolLM2-135M (the GGUF reader's and the llama engine's real-model tests).
+  bash scripts/fetch_smollm2.sh >/dev/null || echo "test.sh: warning: SmolLM2 could not be fetched; its tests will skip" >&2
   mkdir -p build
 
   local failed=() summary=() s rc start

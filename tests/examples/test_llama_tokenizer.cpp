@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "support/models.hpp"
 #include "tokenizer.hpp"
 
 namespace fs = std::filesystem;
@@ -63,15 +64,7 @@ tokenizer::id at(const tokenizer& t, const std::string& text) {
   return id;
 }
 
-fs::path model_path() {
-  if (const char* p = std::getenv("LQER_SMOLLM2_GGUF"); p != nullptr && *p != '\0') return p;
-  fs::path cache;
-  if (const char* c = std::getenv("LQER_CACHE"); c != nullptr && *c != '\0')
-    cache = c;
-  else if (const char* h = std::getenv("HOME"); h != nullptr)
-    cache = fs::path(h) / ".cache" / "lqer";
-  return cache / "smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf";
-}
+fs::path model_path() { return lqer_test::smollm2_gguf(); }
 
 /// The real model's tokenizer, or nullptr (with a message) when the file is not cached.
 const tokenizer* model_tokenizer() {

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "support/models.hpp"
 #include "lqer/io/gguf.hpp"
 
 namespace fs = std::filesystem;
@@ -29,15 +30,7 @@ using namespace lqer::io;
 
 namespace {
 
-fs::path model_path() {
-  if (const char* p = std::getenv("LQER_SMOLLM2_GGUF"); p != nullptr && *p != '\0') return p;
-  fs::path cache;
-  if (const char* c = std::getenv("LQER_CACHE"); c != nullptr && *c != '\0')
-    cache = c;
-  else if (const char* h = std::getenv("HOME"); h != nullptr)
-    cache = fs::path(h) / ".cache" / "lqer";
-  return cache / "smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf";
-}
+fs::path model_path() { return lqer_test::smollm2_gguf(); }
 
 nlohmann::json reference() {
   std::ifstream in(fs::path(LQER_TEST_DATA_DIR) / "gguf" / "smollm2_reference.json");

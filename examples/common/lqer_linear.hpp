@@ -36,12 +36,9 @@ namespace engine {
 template <class V>
 void with_policy(scale_policy_kind kind, double whiten_damping, V&& visit) {
   switch (kind) {
-    case scale_policy_kind::identity:
-      return visit(lqer::policy::identity{});
-    case scale_policy_kind::mean_abs:
-      return visit(lqer::policy::mean_abs{});
-    case scale_policy_kind::rms:
-      return visit(lqer::policy::rms{});
+    case scale_policy_kind::identity: return visit(lqer::policy::identity{});
+    case scale_policy_kind::mean_abs: return visit(lqer::policy::mean_abs{});
+    case scale_policy_kind::rms: return visit(lqer::policy::rms{});
     case scale_policy_kind::whiten: {
       lqer::policy::whiten p;
       p.damping = whiten_damping;
@@ -169,8 +166,8 @@ factorized_linear factorize_linear(const dense_weights& d, const lqer::activatio
   lqer::factorize_options<P, Solver> opt;
   opt.policy = policy;
   opt.bias = d.b;
-  auto res = lqer::factorize<P, Solver, WF, LF>(lqer::matrix_view<const float>(w.data(), d.out, d.in), stats, rank,
-                                                opt);
+  auto res =
+      lqer::factorize<P, Solver, WF, LF>(lqer::matrix_view<const float>(w.data(), d.out, d.in), stats, rank, opt);
   factorized_linear f;
   f.matrix_bytes =
       res.layer.wq.storage_bytes() + (res.layer.rank() ? res.layer.a.storage_bytes() + res.layer.b.storage_bytes() : 0);

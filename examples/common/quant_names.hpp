@@ -14,14 +14,10 @@ enum class scale_policy_kind { identity, mean_abs, rms, whiten };
 
 inline const char* to_string(scale_policy_kind p) noexcept {
   switch (p) {
-    case scale_policy_kind::identity:
-      return "identity";
-    case scale_policy_kind::mean_abs:
-      return "mean_abs";
-    case scale_policy_kind::rms:
-      return "rms";
-    case scale_policy_kind::whiten:
-      return "whiten";
+    case scale_policy_kind::identity: return "identity";
+    case scale_policy_kind::mean_abs: return "mean_abs";
+    case scale_policy_kind::rms: return "rms";
+    case scale_policy_kind::whiten: return "whiten";
   }
   return "?";
 }

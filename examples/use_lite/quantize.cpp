@@ -17,12 +17,9 @@ void quantize_layers(const model_weights& w, const calibration& calib, const qua
 template <class F>
 decltype(auto) with_block(const quant_config& c, F&& f) {
   switch (c.block) {
-    case 16:
-      return f(std::integral_constant<int, 16>{});
-    case 32:
-      return f(std::integral_constant<int, 32>{});
-    case 64:
-      return f(std::integral_constant<int, 64>{});
+    case 16: return f(std::integral_constant<int, 16>{});
+    case 32: return f(std::integral_constant<int, 32>{});
+    case 64: return f(std::integral_constant<int, 64>{});
     default:
       throw lqer::value_error("unsupported block length " + std::to_string(c.block) + " (" + quant_config::supported() +
                               ")");

@@ -1,0 +1,402 @@
+// llama — configuration, weights and the forward pass (see model.hpp).
+#include "model.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <lqer/io/gguf.hpp>
+#include <numeric>
+
+namespace llama {
+
+namespace {
+
+using cview = lqer::matrix_view<const float>;
+using mview = lqer::matrix_view<float>;
+
+/// Rows per task of the row-wise steps (norms, residuals, SwiGLU, RoPE): fixed,
+/// so a row's arithmetic never depends on the thread count.
+constexpr index_t kRowChunk = 16;
+/// Query rows per attention task (one head each).
+constexpr index_t kQueryChunk = 16;
+
+template <class Body>
+void for_rows(index_t rows, thread_pool& pool, const Body& body) {
+  engine::detail::for_row_chunks(rows, pool, body, kRowChunk);
+}
+
+/// y[r] = x[r] / sqrt(mean(x[r]²) + ε) · g, the mean in double.
+void rms_norm(const float* x, index_t rows, index_t d, const std::vector<float>& g, float eps, float* y,
+              thread_pool& pool) {
+  for_rows(rows, pool, [&](index_t r0, index_t n) {
+    for (index_t r = r0; r < r0 + n; ++r) {
+      const float* xr = x + r * d;
+      double ss = 0;
+      for (index_t i = 0; i < d; ++i) ss += double(xr[i]) * xr[i];
+      const float inv = static_cast<float>(1.0 / std::sqrt(ss / double(d) + double(eps)));
+      float* yr = y + r * d;
+      for (index_t i = 0; i < d; ++i) yr[i] = g[static_cast<std::size_t>(i)] * (xr[i] * inv);
+    }
+  });
+}
+
+std::int64_t get_count(const lqer::io::gguf_metadata& m, const std::string& key) {
+  const auto v = m.get<std::int64_t>(key);
+  if (v <= 0 || v > (std::int64_t{1} << 31))
+    throw lqer::value_error("metadata key '" + key + "' = " + std::to_string(v) + " is not a plausible count");
+  return v;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Configuration and names
+
+config config::from_gguf(const lqer::io::gguf_file& f) {
+  const auto& m = f.metadata();
+  const std::string where = f.name() + ": ";
+  try {
+    const auto arch = m.get<std::string>("general.architecture");
+    if (arch != "llama") throw lqer::value_error("general.architecture is '" + arch + "', not 'llama'");
+    config c;
+    c.n_layers = get_count(m, "llama.block_count");
+    c.d_model = get_count(m, "llama.embedding_length");
+    c.d_ffn = get_count(m, "llama.feed_forward_length");
+    c.n_heads = get_count(m, "llama.attention.head_count");
+    c.n_kv_heads =
+        m.contains("llama.attention.head_count_kv") ? get_count(m, "llama.attention.head_count_kv") : c.n_heads;
+    c.context_length = get_count(m, "llama.context_length");
+    c.rope_base = m.get_or<double>("llama.rope.freq_base", 10000.0);
+    c.rms_eps = m.get<float>("llama.attention.layer_norm_rms_epsilon");
+    if (c.d_model % c.n_heads != 0 || c.n_heads % c.n_kv_heads != 0)
+      throw lqer::value_error("embedding_length " + std::to_string(c.d_model) + ", head_count " +
+                              std::to_string(c.n_heads) + " and head_count_kv " + std::to_string(c.n_kv_heads) +
+                              " do not divide");
+    c.head_dim = c.d_model / c.n_heads;
+    if (c.head_dim % 2 != 0) throw lqer::value_error("head dimension " + std::to_string(c.head_dim) + " is odd");
+    if (m.contains("llama.rope.dimension_count") && get_count(m, "llama.rope.dimension_count") != c.head_dim)
+      throw lqer::value_error("llama.rope.dimension_count differs from the head dimension " +
+                              std::to_string(c.head_dim) + " (partial rotary is not supported)");
+    if (!(c.rope_base > 1) || !std::isfinite(c.rope_base) || !(c.rms_eps >= 0) || !std::isfinite(c.rms_eps))
+      throw lqer::value_error("rope.freq_base or layer_norm_rms_epsilon out of range");
+    const auto& emb = f.tensor("token_embd.weight");
+    if (emb.n_dims != 2 || emb.row_length() != c.d_model)
+      throw lqer::value_error("token_embd.weight is " + emb.describe() + ", not [vocab, " + std::to_string(c.d_model) +
+                              "]");
+    c.vocab = emb.rows();
+    return c;
+  } catch (const lqer::value_error& e) {
+    throw lqer::value_error(where + e.what());
+  }
+}
+
+const char* gguf_name(linear_kind k) noexcept {
+  switch (k) {
+    case linear_kind::q: return "attn_q";
+    case linear_kind::k: return "attn_k";
+    case linear_kind::v: return "attn_v";
+    case linear_kind::o: return "attn_output";
+    case linear_kind::gate: return "ffn_gate";
+    case linear_kind::up: return "ffn_up";
+    case linear_kind::down: return "ffn_down";
+  }
+  return "?";
+}
+
+std::string linear_name(int index) {
+  return "blk." + std::to_string(index / kLinearsPerBlock) + "." +
+         gguf_name(static_cast<linear_kind>(index % kLinearsPerBlock));
+}
+
+// ---------------------------------------------------------------------------
+// Weights
+
+model_weights model_weights::load(const std::filesystem::path& path, thread_pool& pool) {
+  return from_gguf(lqer::io::gguf_file::open(path), pool);
+}
+
+model_weights model_weights::from_gguf(const lqer::io::gguf_file& f, thread_pool& pool) {
+  model_weights w;
+  w.cfg = config::from_gguf(f);
+  const config& c = w.cfg;
+  w.blocks.resize(static_cast<std::size_t>(c.n_layers));
+  w.linears.resize(static_cast<std::size_t>(c.n_layers * kLinearsPerBlock));
+
+  // Every tensor to decode, with its expected [rows, row length] and where it goes.
+  struct job {
+    std::string name;
+    index_t rows, cols;
+    std::vector<float>* dst;
+  };
+  std::vector<job> jobs;
+  const index_t d = c.d_model;
+  for (index_t b = 0; b < c.n_layers; ++b) {
+    const std::string p = "blk." + std::to_string(b) + ".";
+    auto& blk = w.blocks[static_cast<std::size_t>(b)];
+    jobs.push_back({p + "attn_norm.weight", 1, d, &blk.attn_norm});
+    jobs.push_back({p + "ffn_norm.weight", 1, d, &blk.ffn_norm});
+    const index_t outs[kLinearsPerBlock] = {c.q_dim(), c.kv_dim(), c.kv_dim(), d, c.d_ffn, c.d_ffn, d};
+    const index_t ins[kLinearsPerBlock] = {d, d, d, c.q_dim(), d, d, c.d_ffn};
+    for (int k = 0; k < kLinearsPerBlock; ++k) {
+      auto& lin = w.linears[static_cast<std::size_t>(linear_index(b, static_cast<linear_kind>(k)))];
+      lin.in = ins[k];
+      lin.out = outs[k];
+      lin.layout = engine::weight_layout::out_in;
+      jobs.push_back({p + gguf_name(static_cast<linear_kind>(k)) + ".weight", outs[k], ins[k], &lin.w});
+    }
+  }
+  jobs.push_back({"output_norm.weight", 1, d, &w.output_norm});
+  w.tied_output = f.find_tensor("output.weight") == nullptr;
+  w.output.in = d;
+  w.output.out = c.vocab;
+  w.output.layout = engine::weight_layout::out_in;
+  jobs.push_back({"token_embd.weight", c.vocab, d, w.tied_output ? &w.output.w : &w.token_embd});
+  if (!w.tied_output) jobs.push_back({"output.weight", c.vocab, d, &w.output.w});
+
+  // Check every shape before decoding anything.
+  std::vector<const lqer::io::gguf_tensor*> tensors;
+  for (const job& j : jobs) {
+    const auto& t = f.tensor(j.name);
+    const bool vec = j.rows == 1 && t.n_dims == 1;
+    if (!(vec || t.n_dims == 2) || t.row_length() != j.cols || t.rows() != j.rows)
+      throw lqer::value_error(f.name() + ": tensor " + t.describe() + " should be " + std::to_string(j.rows) + " x " +
+                              std::to_string(j.cols) + " (from the llama.* metadata)");
+    tensors.push_back(&t);
+  }
+  pool.parallel_for(static_cast<index_t>(jobs.size()), [&](index_t i0, index_t i1) {
+    for (index_t i = i0; i < i1; ++i) *jobs[static_cast<std::size_t>(i)].dst = lqer::io::dequantize(*tensors[i]);
+  });
+  return w;
+}
+
+// ---------------------------------------------------------------------------
+// KV cache, log-likelihood
+
+kv_cache::kv_cache(const config& cfg, index_t capacity) : capacity_(capacity), kv_dim_(cfg.kv_dim()) {
+  if (capacity <= 0) throw lqer::value_error("kv_cache: capacity " + std::to_string(capacity) + " is not positive");
+  k_.assign(static_cast<std::size_t>(cfg.n_layers), std::vector<float>(static_cast<std::size_t>(capacity * kv_dim_)));
+  v_ = k_;
+}
+
+double log_likelihood::perplexity() const noexcept {
+  return predicted ? std::exp(nll_sum / double(predicted)) : std::numeric_limits<double>::quiet_NaN();
+}
+
+double negative_log_prob(std::span<const float> logits, std::int32_t target) {
+  const float mx = *std::max_element(logits.begin(), logits.end());
+  double s = 0;
+  for (const float l : logits) s += std::exp(double(l) - double(mx));
+  return double(mx) + std::log(s) - double(logits[static_cast<std::size_t>(target)]);
+}
+
+// ---------------------------------------------------------------------------
+// The model
+
+model::model(std::shared_ptr<const model_weights> w) : w_(std::move(w)) {
+  const config& c = w_->cfg;
+  linears_.reserve(w_->linears.size());
+  for (const dense_weights& d : w_->linears) linears_.push_back(std::make_unique<engine::fp32_linear>(w_, d));
+  output_ = std::make_unique<engine::fp32_linear>(w_, w_->output);
+  // Angle of pair j: pos · base^(−2j/hd). transformers computes this in
+  // float32 (its rounding of pos·inv_freq is up to an ulp of the angle, 1e-5
+  // rad at pos 100); here in double, so the only rounding is of cos and sin.
+  rope_inv_freq_.resize(static_cast<std::size_t>(c.head_dim / 2));
+  for (index_t j = 0; j < c.head_dim / 2; ++j)
+    rope_inv_freq_[static_cast<std::size_t>(j)] = std::pow(c.rope_base, -2.0 * double(j) / double(c.head_dim));
+}
+
+void model::set_linear(int index, std::unique_ptr<const linear_op> op) {
+  const linear_op& old = linear(index);
+  if (!op || op->in_features() != old.in_features() || op->out_features() != old.out_features())
+    throw lqer::shape_error("set_linear: layer " + linear_name(index) + " is " + std::to_string(old.in_features()) +
+                            " -> " + std::to_string(old.out_features()));
+  linears_[static_cast<std::size_t>(index)] = std::move(op);
+}
+
+std::size_t model::linear_bytes() const noexcept {
+  std::size_t s = 0;
+  for (const auto& l : linears_) s += l->storage_bytes();
+  return s;
+}
+
+std::vector<float> model::forward(std::span<const std::int32_t> tokens, kv_cache& cache, thread_pool& pool,
+                                  bool last_only, const linear_observer* observer) const {
+  const config& c = w_->cfg;
+  const index_t T = static_cast<index_t>(tokens.size());
+  if (T == 0) return {};
+  const index_t p0 = cache.size_;
+  if (cache.kv_dim_ != c.kv_dim() || cache.k_.size() != static_cast<std::size_t>(c.n_layers))
+    throw lqer::shape_error("forward: the KV cache was made for another configuration");
+  if (T > cache.capacity_ - p0)
+    throw lqer::value_error("forward: " + std::to_string(p0) + " cached + " + std::to_string(T) +
+                            " new tokens exceed the KV cache's capacity " + std::to_string(cache.capacity_));
+  for (index_t t = 0; t < T; ++t)
+    if (tokens[t] < 0 || tokens[t] >= c.vocab)
+      throw lqer::value_error("forward: token id " + std::to_string(tokens[t]) + " at " + std::to_string(t) +
+                              " is outside the vocabulary [0, " + std::to_string(c.vocab) + ")");
+
+  const index_t d = c.d_model, qd = c.q_dim(), kvd = c.kv_dim(), hd = c.head_dim, F = c.d_ffn;
+  const auto sz = [](index_t n) { return static_cast<std::size_t>(n); };
+  std::vector<float> x(sz(T * d)), h(sz(T * d)), q(sz(T * qd)), att(sz(T * qd)), tmp(sz(T * d)), g(sz(T * F)),
+      u(sz(T * F));
+  for (index_t t = 0; t < T; ++t) std::copy_n(w_->embedding(tokens[t]), d, x.data() + t * d);
+
+  const auto run = [&](int index, const float* in, index_t in_cols, float* out, index_t out_cols, index_t out_stride) {
+    const cview xin(in, T, in_cols, in_cols);
+    if (observer) (*observer)(index, xin);
+    linears_[sz(index)]->forward(xin, mview(out, T, out_cols, out_stride), pool);
+  };
+  const auto add_into_x = [&] {
+    for_rows(T, pool, [&](index_t r0, index_t n) {
+      for (index_t i = r0 * d; i < (r0 + n) * d; ++i) x[sz(i)] += tmp[sz(i)];
+    });
+  };
+  // RoPE on adjacent pairs (2j, 2j + 1) of every head of `rows` (see model.hpp).
+  const auto rope = [&](float* rows, index_t stride, index_t heads) {
+    for_rows(T, pool, [&](index_t r0, index_t n) {
+      for (index_t t = r0; t < r0 + n; ++t) {
+        const double pos = double(p0 + t);
+        float* r = rows + t * stride;
+        for (index_t j = 0; j < hd / 2; ++j) {
+          const double a = pos * rope_inv_freq_[sz(j)];
+          const float cs = static_cast<float>(std::cos(a)), sn = static_cast<float>(std::sin(a));
+          for (index_t hh = 0; hh < heads; ++hh) {
+            float* e = r + hh * hd + 2 * j;
+            const float x0 = e[0], x1 = e[1];
+            e[0] = x0 * cs - x1 * sn;
+            e[1] = x0 * sn + x1 * cs;
+          }
+        }
+      }
+    });
+  };
+
+  const float scale = static_cast<float>(1.0 / std::sqrt(double(hd)));
+  const index_t group = c.n_heads / c.n_kv_heads;
+  const index_t q_tiles = (T + kQueryChunk - 1) / kQueryChunk;
+  for (index_t b = 0; b < c.n_layers; ++b) {
+    const auto& blk = w_->blocks[sz(b)];
+    float* kc = cache.k_[sz(b)].data() + p0 * kvd;  // this chunk's rows of the cache
+    float* vc = cache.v_[sz(b)].data() + p0 * kvd;
+    rms_norm(x.data(), T, d, blk.attn_norm, c.rms_eps, h.data(), pool);
+    run(linear_index(b, linear_kind::q), h.data(), d, q.data(), qd, qd);
+    run(linear_index(b, linear_kind::k), h.data(), d, kc, kvd, kvd);
+    run(linear_index(b, linear_kind::v), h.data(), d, vc, kvd, kvd);
+    rope(q.data(), qd, c.n_heads);
+    rope(kc, kvd, c.n_kv_heads);
+
+    // Causal grouped-query attention, one task per (head, tile of query rows).
+    const float* K = cache.k_[sz(b)].data();
+    const float* V = cache.v_[sz(b)].data();
+    pool.parallel_for(c.n_heads * q_tiles, [&](index_t i0, index_t i1) {
+      std::vector<float> s(sz(p0 + T));
+      for (index_t i = i0; i < i1; ++i) {
+        const index_t head = i / q_tiles, t0 = (i % q_tiles) * kQueryChunk;
+        const index_t kvh = head / group;
+        for (index_t t = t0; t < std::min(T, t0 + kQueryChunk); ++t) {
+          const float* qr = q.data() + t * qd + head * hd;
+          const index_t keys = p0 + t + 1;
+          float mx = -std::numeric_limits<float>::infinity();
+          for (index_t j = 0; j < keys; ++j) {
+            const float* kr = K + j * kvd + kvh * hd;
+            float dot = 0;
+            for (index_t e = 0; e < hd; ++e) dot += qr[e] * kr[e];
+            s[sz(j)] = dot * scale;
+            mx = std::max(mx, s[sz(j)]);
+          }
+          double sum = 0;
+          for (index_t j = 0; j < keys; ++j) {
+            s[sz(j)] = std::exp(s[sz(j)] - mx);
+            sum += s[sz(j)];
+          }
+          const float inv = static_cast<float>(1.0 / sum);
+          float* o = att.data() + t * qd + head * hd;
+          std::fill_n(o, hd, 0.0f);
+          for (index_t j = 0; j < keys; ++j) {
+            const float p = s[sz(j)] * inv;
+            const float* vr = V + j * kvd + kvh * hd;
+            for (index_t e = 0; e < hd; ++e) o[e] += p * vr[e];
+          }
+        }
+      }
+    });
+    run(linear_index(b, linear_kind::o), att.data(), qd, tmp.data(), d, d);
+    add_into_x();
+
+    rms_norm(x.data(), T, d, blk.ffn_norm, c.rms_eps, h.data(), pool);
+    run(linear_index(b, linear_kind::gate), h.data(), d, g.data(), F, F);
+    run(linear_index(b, linear_kind::up), h.data(), d, u.data(), F, F);
+    for_rows(T, pool, [&](index_t r0, index_t n) {
+      for (index_t i = r0 * F; i < (r0 + n) * F; ++i) {
+        const float gv = g[sz(i)];
+        g[sz(i)] = gv / (1.0f + std::exp(-gv)) * u[sz(i)];  // silu(g) ⊙ u
+      }
+    });
+    run(linear_index(b, linear_kind::down), g.data(), F, tmp.data(), d, d);
+    add_into_x();
+  }
+  cache.size_ = p0 + T;
+
+  const index_t first = last_only ? T - 1 : 0, rows = T - first;
+  rms_norm(x.data() + first * d, rows, d, w_->output_norm, c.rms_eps, h.data(), pool);
+  std::vector<float> logits(sz(rows * c.vocab));
+  output_->forward(cview(h.data(), rows, d, d), mview(logits.data(), rows, c.vocab, c.vocab), pool);
+  return logits;
+}
+
+std::vector<float> model::logits(std::span<const std::int32_t> tokens, thread_pool& pool, index_t batch,
+                                 const linear_observer* observer) const {
+  if (batch <= 0) throw lqer::value_error("logits: batch " + std::to_string(batch) + " is not positive");
+  const index_t T = static_cast<index_t>(tokens.size());
+  std::vector<float> out;
+  if (T == 0) return out;
+  out.reserve(static_cast<std::size_t>(T * cfg().vocab));
+  kv_cache cache(cfg(), T);
+  for (index_t t = 0; t < T; t += batch) {
+    const auto part =
+        forward(tokens.subspan(static_cast<std::size_t>(t), static_cast<std::size_t>(std::min(batch, T - t))), cache,
+                pool, false, observer);
+    out.insert(out.end(), part.begin(), part.end());
+  }
+  return out;
+}
+
+log_likelihood model::evaluate(std::span<const std::int32_t> tokens, index_t ctx, thread_pool& pool,
+                               std::optional<index_t> first, index_t batch, const linear_observer* observer) const {
+  if (ctx < 2) throw lqer::value_error("evaluate: context " + std::to_string(ctx) + " is below 2 tokens");
+  const index_t from = first.value_or(ctx / 2);
+  if (from < 0 || from >= ctx - 1)
+    throw lqer::value_error("evaluate: first scored position " + std::to_string(from) + " is outside [0, " +
+                            std::to_string(ctx - 1) + ")");
+  const index_t V = cfg().vocab;
+  log_likelihood r;
+  const index_t windows = static_cast<index_t>(tokens.size()) / ctx;
+  for (index_t wi = 0; wi < windows; ++wi) {
+    const auto win = tokens.subspan(static_cast<std::size_t>(wi * ctx), static_cast<std::size_t>(ctx));
+    const std::vector<float> l = logits(win, pool, batch, observer);
+    for (index_t j = from; j < ctx - 1; ++j) {
+      r.nll_sum += negative_log_prob(std::span<const float>(l.data() + j * V, static_cast<std::size_t>(V)),
+                                     win[static_cast<std::size_t>(j + 1)]);
+      ++r.predicted;
+    }
+  }
+  return r;
+}
+
+std::vector<std::int32_t> model::generate(std::span<const std::int32_t> prompt, index_t n, thread_pool& pool,
+                                          std::optional<std::int32_t> stop) const {
+  std::vector<std::int32_t> out;
+  if (prompt.empty()) throw lqer::value_error("generate: the prompt is empty");
+  if (n <= 0) return out;
+  kv_cache cache(cfg(), static_cast<index_t>(prompt.size()) + n);
+  std::vector<float> l = forward(prompt, cache, pool, true);
+  for (index_t i = 0; i < n; ++i) {
+    const auto best = static_cast<std::int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
+    out.push_back(best);
+    if ((stop && best == *stop) || i + 1 == n) break;
+    l = forward(std::span<const std::int32_t>(&out.back(), 1), cache, pool, true);
+  }
+  return out;
+}
+
+}  // namespace llama

@@ -1,0 +1,8 @@
+// llama — the formats of block length 16 (see quantize_impl.hpp).
+#include "quantize_impl.hpp"
+
+namespace llama::detail {
+template std::string format_names<16>(const quant_config&);
+template void quantize_layers<16>(const model_weights&, const calibration&, const quant_config&, quantized_linears&,
+                                  const quantize_progress&);
+}  // namespace llama::detail

@@ -20,6 +20,21 @@ constexpr index_t kRowChunk = 16;
 /// Query rows per attention task (one head each).
 constexpr index_t kQueryChunk = 16;
 
+/// q·k in kLanes independent partial sums added in a fixed order at the end:
+/// a plain loop is one serial chain (the compiler may not reorder float adds),
+/// this one vectorizes; the order is the same on every call, whatever the thread.
+inline float dot(const float* a, const float* b, index_t n) {
+  constexpr index_t kLanes = 16;
+  float acc[kLanes] = {};
+  index_t e = 0;
+  for (; e + kLanes <= n; e += kLanes)
+    for (index_t l = 0; l < kLanes; ++l) acc[l] += a[e + l] * b[e + l];
+  for (; e < n; ++e) acc[e % kLanes] += a[e] * b[e];
+  float s = 0;
+  for (const float v : acc) s += v;
+  return s;
+}
+
 template <class Body>
 void for_rows(index_t rows, thread_pool& pool, const Body& body) {
   engine::detail::for_row_chunks(rows, pool, body, kRowChunk);
@@ -299,9 +314,7 @@ std::vector<float> model::forward(std::span<const std::int32_t> tokens, kv_cache
           float mx = -std::numeric_limits<float>::infinity();
           for (index_t j = 0; j < keys; ++j) {
             const float* kr = K + j * kvd + kvh * hd;
-            float dot = 0;
-            for (index_t e = 0; e < hd; ++e) dot += qr[e] * kr[e];
-            s[sz(j)] = dot * scale;
+            s[sz(j)] = dot(qr, kr, hd) * scale;
             mx = std::max(mx, s[sz(j)]);
           }
           double sum = 0;

@@ -42,21 +42,14 @@
 #include <vector>
 
 #include "model.hpp"
+#include "support/models.hpp"
 
 namespace fs = std::filesystem;
 using llama::index_t;
 
 namespace {
 
-fs::path model_path() {
-  if (const char* p = std::getenv("LQER_SMOLLM2_GGUF"); p != nullptr && *p != '\0') return p;
-  fs::path cache;
-  if (const char* c = std::getenv("LQER_CACHE"); c != nullptr && *c != '\0')
-    cache = c;
-  else if (const char* h = std::getenv("HOME"); h != nullptr)
-    cache = fs::path(h) / ".cache" / "lqer";
-  return cache / "smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf";
-}
+fs::path model_path() { return lqer_test::smollm2_gguf(); }
 
 const nlohmann::json& fixture() {
   static const nlohmann::json j = [] {

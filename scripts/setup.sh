@@ -21,6 +21,9 @@ LQER_PACKAGES=(
   doxygen clang-tidy clang-format g++-aarch64-linux-gnu qemu-user
   # the thread pool's model check (tests/exec/thread_pool.pml)
   spin
+  # llvm-symbolizer for symbolized sanitizer reports; clang's CMake toolchain
+  # also picks llvm-ar and llvm-addr2line from it
+  llvm
   # OpenMP for clang (GCC brings its own libgomp)
   libomp-14-dev
   # helper scripts

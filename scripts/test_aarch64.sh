@@ -44,7 +44,9 @@ for cpu in max cortex-a53; do
   for t in "${tests[@]}"; do
     name=$(basename "$t")
     echo "=== $name on qemu-aarch64 -cpu $cpu"
-    if ! qemu-aarch64 -cpu "$cpu" -L "$sysroot" "$out/$name"; then status=1; fi
+    # The RLIMIT_AS test cannot work under QEMU, which reserves the guest's
+    # address space itself (every thread starts); the gcc stage runs it natively.
+    if ! qemu-aarch64 -cpu "$cpu" -L "$sysroot" "$out/$name" -tce="*cannot start*"; then status=1; fi
   done
 done
 exit $status

@@ -92,7 +92,11 @@ TEST_CASE("SmolLM2 GGUF: header and architecture metadata as the gguf package re
   // Every key, its type and value (arrays: length, first elements and the last).
   const auto& meta = ref["metadata"];
   CHECK(m.size() == meta.size());
-  for (const auto& [key, want] : meta.items()) {
+  for (const auto& item : meta.items()) {
+    // Named copies, not a structured binding: CAPTURE is a lambda, and clang 14
+    // cannot capture structured bindings (C++20 allows it; clang 16 implements it).
+    const std::string& key = item.key();
+    const auto& want = item.value();
     CAPTURE(key);
     const gguf_value* v = m.find(key);
     REQUIRE(v != nullptr);

@@ -23,6 +23,7 @@
 #include <string_view>
 #include <vector>
 
+#include "support/allocation_tracking.hpp"
 #include "lqer/io/npy.hpp"
 #include "lqer/tensor/check.hpp"
 
@@ -42,29 +43,10 @@ using namespace lqer;
 using namespace lqer::io;
 
 // ---------------------------------------------------------------------------
-// Allocation tracking: the global operator new is replaced for this program so
-// that a test can assert "parsing this header allocated nothing large" — the
-// property that keeps a header declaring 2^40 elements from becoming a 4 TB
-// allocation. new[] and the nothrow forms call this one by default.
-
-namespace {
-std::atomic<std::size_t> g_largest_allocation{0};
-
-void reset_largest_allocation() { g_largest_allocation.store(0); }
-std::size_t largest_allocation() { return g_largest_allocation.load(); }
-}  // namespace
-
-[[gnu::noinline]] void* operator new(std::size_t n) {
-  std::size_t seen = g_largest_allocation.load(std::memory_order_relaxed);
-  while (n > seen && !g_largest_allocation.compare_exchange_weak(seen, n, std::memory_order_relaxed)) {
-  }
-  if (void* p = std::malloc(n != 0 ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-// noinline (new and delete): once inlined, GCC 12 pairs free() / malloc() with
-// `operator new` / `operator delete` and warns -Wmismatched-new-delete, although they match.
-[[gnu::noinline]] void operator delete(void* p) noexcept { std::free(p); }
-[[gnu::noinline]] void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+// Allocation tracking (tests/support/allocation_tracking.hpp): a test asserts
+// that rejecting a file which declares 2^60 entries allocated nothing large.
+using lqer::test::largest_allocation;
+using lqer::test::reset_largest_allocation;
 
 namespace {
 

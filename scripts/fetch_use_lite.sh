@@ -39,6 +39,8 @@ model_dir="$root/model"
 text_dir="$root/text"
 say() { echo "fetch_use_lite: $*" >&2; }
 die() { say "error: $*"; exit 1; }
+# shellcheck source=scripts/kjv.sh
+source "$(dirname "${BASH_SOURCE[0]}")/kjv.sh"
 
 mkdir -p "$root"
 tmp=$(mktemp -d "$root/.tmp.XXXXXX")
@@ -76,28 +78,11 @@ fi
 
 # --- the text ---------------------------------------------------------------
 if [[ ! -s "$text_dir/calib.txt" || ! -s "$text_dir/eval.txt" ]]; then
-  if ! command -v bible >/dev/null || [[ ! -f /usr/lib/bible.data ]]; then
-    say "installing Debian's bible-kjv and bible-kjv-text"
-    SUDO=()
-    if [[ $(id -u) -ne 0 ]]; then
-      command -v sudo >/dev/null || die "not root and sudo is missing: install bible-kjv bible-kjv-text"
-      SUDO=(sudo)
-    fi
-    # Try without `apt-get update` first: it is slow and usually not needed.
-    if ! "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends bible-kjv bible-kjv-text >/dev/null 2>&1; then
-      "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-      "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends bible-kjv bible-kjv-text >/dev/null
-    fi
-  fi
-  # `bible -l1000` prints one verse per line as "  <n> <text>" under "Book c"
-  # headings; keep the verse lines and strip the verse number.
-  verses() { bible -l1000 -p /usr/lib "$1" | sed -n 's/^  [0-9][0-9]* //p'; }
+  kjv_require
   every() { awk -v step="$1" -v count="$2" '(NR - 1) % step == 0 && n < count { print; n++ }'; }
   mkdir "$tmp/text"
-  verses "Gen1:1-Mal4:6" | every "$CALIB_STEP" "$CALIB_COUNT" >"$tmp/text/calib.txt"
-  verses "Mat1:1-Rev22:21" | every "$EVAL_STEP" "$EVAL_COUNT" >"$tmp/text/eval.txt"
+  kjv_verses "Gen1:1-Mal4:6" | every "$CALIB_STEP" "$CALIB_COUNT" >"$tmp/text/calib.txt"
+  kjv_verses "Mat1:1-Rev22:21" | every "$EVAL_STEP" "$EVAL_COUNT" >"$tmp/text/eval.txt"
   n_calib=$(wc -l <"$tmp/text/calib.txt")
   n_eval=$(wc -l <"$tmp/text/eval.txt")
   ((n_calib == CALIB_COUNT)) || die "got $n_calib calibration verses, expected $CALIB_COUNT"

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "common/cli.hpp"
 #include "eval.hpp"
 #include "model.hpp"
 #include "quantize.hpp"
@@ -29,62 +30,16 @@
 namespace {
 
 using namespace use_lite;
-
-/// A bad combination of options CLI11 cannot see by itself (exit code 2).
-struct usage_error : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
+using engine::add_format_options;
+using engine::format_options;
+using engine::parse_int_list;
+using engine::usage_error;
 
 struct common_options {
   std::string model = default_model_dir().string();
   std::string sentences;
   int threads = 1;
 };
-
-/// Options shared by embed and eval for the quantized model.
-struct format_options {
-  std::string weight_format = "mxint4", lowrank_format = "mxint8", mode = "fused";
-  int block = 16;
-  double damping = 1e-4;
-  bool reference = false;
-
-  quant_config config() const {
-    quant_config c;
-    c.reference_forward = reference;
-    c.weight_format = weight_format;
-    c.lowrank_format = lowrank_format;
-    c.block = block;
-    c.whiten_damping = damping;
-    if (mode == "fused")
-      c.mode = lqer::correction_mode::fused;
-    else if (mode == "paper")
-      c.mode = lqer::correction_mode::paper;
-    else
-      throw usage_error("--mode must be fused or paper, not '" + mode + "'");
-    // Checked here, before anything is loaded: lqer's whiten refuses it too,
-    // but only once the model is calibrated, after eval has begun its table.
-    if (!std::isfinite(damping) || damping < 0)
-      throw usage_error("--damping must be finite and >= 0, not " + std::to_string(damping));
-    (void)c.describe();  // throws value_error naming the supported formats
-    return c;
-  }
-};
-
-void add_format_options(CLI::App* cmd, format_options& f) {
-  cmd->add_option("--weight-format", f.weight_format, "Weight format: mxint4 or mxint3 (MX, LQER rule)")
-      ->capture_default_str();
-  cmd->add_option("--lowrank-format", f.lowrank_format, "A/B format: mxint8 or mxint4")->capture_default_str();
-  cmd->add_option("--block", f.block, "Block length of weights, activations and A/B: 16, 32 or 64")
-      ->capture_default_str();
-  cmd->add_option("--mode", f.mode,
-                  "Correction semantics: fused (t·B accumulated with x·Wq, as the kernels do) or paper "
-                  "(the LQER reference's simulation, which also rounds t·B and the bias)")
-      ->capture_default_str();
-  cmd->add_flag("--reference", f.reference,
-                "Run lqer's scalar reference forward instead of the fused kernel (slow; bit-identical in fused mode)");
-  cmd->add_option("--damping", f.damping, "whiten's damping, relative to the mean eigenvalue of E[x xᵀ]")
-      ->capture_default_str();
-}
 
 void add_common(CLI::App* cmd, common_options& o, std::optional<std::string> default_sentences,
                 bool threads_option = true) {
@@ -156,20 +111,13 @@ int run_embed(const common_options& o, const embed_options& e, const format_opti
   std::optional<quant_config> cfg;
   // The format options are checked even without --quant (which alone uses
   // them): a misspelt value is an error, not silently ignored.
-  (void)f.config();
+  (void)f.config<quant_config>();
   if (!e.quant.empty()) {
-    cfg = f.config();
-    // plain = rank 0; lqer = identity; l2qer = mean_abs; rms; whiten (the names).
-    if (e.quant == "plain") {
-      cfg->policy = scale_policy_kind::identity;
-      cfg->set_rank(0);
-    } else {
-      cfg->policy = e.quant == "lqer"    ? scale_policy_kind::identity
-                    : e.quant == "l2qer" ? scale_policy_kind::mean_abs
-                                         : parse_scale_policy(e.quant);
-      cfg->set_rank(e.rank);
-    }
-    if (cfg->policy != scale_policy_kind::identity && e.calib.empty())
+    cfg = f.config<quant_config>();
+    const engine::method m = engine::parse_method(e.quant);
+    cfg->policy = m.policy;
+    cfg->set_rank(m.plain ? 0 : e.rank);
+    if (m.needs_calibration() && e.calib.empty())
       throw usage_error("--quant " + e.quant + " needs calibration sentences (--calib FILE)");
   } else if (!e.calib.empty()) {
     throw usage_error("--calib is only used with --quant");
@@ -202,22 +150,6 @@ int run_embed(const common_options& o, const embed_options& e, const format_opti
   return 0;
 }
 
-std::vector<int> parse_int_list(const std::string& s, const char* what) {
-  std::vector<int> v;
-  std::stringstream in(s);
-  for (std::string item; std::getline(in, item, ',');) {
-    try {
-      std::size_t used = 0;
-      v.push_back(std::stoi(item, &used));
-      if (used != item.size()) throw std::invalid_argument(item);
-    } catch (const std::exception&) {
-      throw usage_error(std::string(what) + " must be a comma-separated list of integers, not '" + s + "'");
-    }
-  }
-  if (v.empty()) throw usage_error(std::string(what) + " is empty");
-  return v;
-}
-
 struct eval_cli {
   std::string calib = default_calib_file().string();
   std::string ranks = "0,8,16,32", policies = "identity,mean_abs,rms,whiten", threads = "1,2", layer_ranks;
@@ -227,7 +159,7 @@ struct eval_cli {
 
 int run_eval(const common_options& o, const eval_cli& e, const format_options& f) {
   eval_options opt;
-  opt.base = f.config();
+  opt.base = f.config<quant_config>();
   opt.ranks.clear();
   opt.policies.clear();
   opt.thread_counts.clear();
@@ -291,15 +223,13 @@ int main(int argc, char** argv) {
   add_common(emb_cmd, emb_opts, std::nullopt);
   emb_cmd->add_option("--out", emb.out, "Output .npy")->required();
   emb_cmd
-      ->add_option("--quant", emb.quant,
-                   "Quantize every linear layer: plain (rank 0), lqer (identity scale), l2qer (mean_abs), rms, "
-                   "whiten")
-      ->check(CLI::IsMember({"plain", "lqer", "l2qer", "rms", "whiten"}));
+      ->add_option("--quant", emb.quant, engine::kMethodHelp)
+      ->check(CLI::IsMember(engine::method_names()));
   emb_cmd->add_option("--rank", emb.rank, "Rank of the correction (not for plain)")
       ->check(CLI::Range(0, 512))
       ->capture_default_str();
   emb_cmd->add_option("--calib", emb.calib, "Calibration sentences, one per line (l2qer, rms, whiten)");
-  add_format_options(emb_cmd, emb_fmt);
+  add_format_options(emb_cmd, emb_fmt, "16, 32 or 64");
 
   auto* eval_cmd = app.add_subcommand("eval", "The quality/speed table: ranks x scale policies against fp32");
   add_common(eval_cmd, eval_opts, default_eval_file().string(), /*threads_option=*/false);
@@ -316,47 +246,11 @@ int main(int argc, char** argv) {
   eval_cmd->add_option("--timing-runs", ev.timing_runs, "Runs per thread count; the fastest is reported")
       ->check(CLI::Range(1, 100))
       ->capture_default_str();
-  add_format_options(eval_cmd, eval_fmt);
+  add_format_options(eval_cmd, eval_fmt, "16, 32 or 64");
 
-  // The subcommand that was chosen, for the prefix of error messages.
-  const auto where = [&] {
-    for (const auto* c : {tok_cmd, emb_cmd, eval_cmd})
-      if (c->parsed()) return "use_lite " + c->get_name();
-    return std::string("use_lite");
-  };
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForAllHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    // One line, as every other error: CLI11's app.exit(e) would add a second
-    // ("Run with --help for more information."). As lqer's main.cpp does.
-    // Before any command, CLI11 says "A subcommand is required" whatever it
-    // met: name the word instead.
-    if (argc > 1 && where() == "use_lite") {
-      std::fprintf(stderr, "use_lite: unknown %s '%s'; see 'use_lite --help'\n",
-                   argv[1][0] == '-' ? "option (options go after the command)" : "command", argv[1]);
-      return 2;
-    }
-    std::fprintf(stderr, "%s: %s; see '%s --help'\n", where().c_str(), e.what(), where().c_str());
-    return 2;
-  }
-  const std::string sub = where();
-  try {
+  return engine::run_program(app, argc, argv, {tok_cmd, emb_cmd, eval_cmd}, [&] {
     if (tok_cmd->parsed()) return run_tokenize(tok_opts);
     if (emb_cmd->parsed()) return run_embed(emb_opts, emb, emb_fmt);
-    if (eval_cmd->parsed()) return run_eval(eval_opts, ev, eval_fmt);
-  } catch (const usage_error& e) {
-    std::fprintf(stderr, "%s: %s; see '%s --help'\n", sub.c_str(), e.what(), sub.c_str());
-    return 2;
-  } catch (const lqer::error& e) {
-    std::fprintf(stderr, "%s: %s\n", sub.c_str(), e.what());
-    return 2;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "%s: unexpected error: %s\n", sub.c_str(), e.what());
-    return 1;
-  }
-  return 1;
+    return run_eval(eval_opts, ev, eval_fmt);
+  });
 }

@@ -16,6 +16,8 @@
 #include <span>
 #include <vector>
 
+#include "common/relative_error.hpp"
+
 namespace use_lite {
 
 /// Cosine similarity of two vectors (0 when either is zero).
@@ -91,15 +93,6 @@ inline double similarity_spearman(std::span<const float> a, std::span<const floa
 }
 
 /// ‖approx − exact‖_F / ‖exact‖_F.
-inline double relative_error(std::span<const float> approx, std::span<const float> exact) {
-  if (approx.size() != exact.size()) throw lqer::shape_error("relative_error: sizes differ");
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < exact.size(); ++i) {
-    const double d = double(approx[i]) - exact[i];
-    num += d * d;
-    den += double(exact[i]) * exact[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
+using engine::relative_error;
 
 }  // namespace use_lite

@@ -6,7 +6,6 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
-
 #include <cmath>
 #include <cstdio>
 #include <exception>
@@ -67,8 +66,7 @@ inline void add_format_options(CLI::App* cmd, format_options& f, const std::stri
   cmd->add_option("--weight-format", f.weight_format, "Weight format: mxint4 or mxint3 (MX, LQER rule)")
       ->capture_default_str();
   cmd->add_option("--lowrank-format", f.lowrank_format, "A/B format: mxint8 or mxint4")->capture_default_str();
-  cmd->add_option("--block", f.block, "Block length of weights, activations and A/B: " + blocks)
-      ->capture_default_str();
+  cmd->add_option("--block", f.block, "Block length of weights, activations and A/B: " + blocks)->capture_default_str();
   cmd->add_option("--mode", f.mode,
                   "Correction semantics: fused (t·B accumulated with x·Wq, as the kernels do) or paper "
                   "(the LQER reference's simulation, which also rounds t·B and the bias)")
@@ -147,8 +145,7 @@ inline int run_program(CLI::App& app, int argc, char** argv, std::initializer_li
     // says "A subcommand is required" whatever it met: name the word instead.
     if (argc > 1 && where() == program) {
       std::fprintf(stderr, "%s: unknown %s '%s'; see '%s --help'\n", program.c_str(),
-                   argv[1][0] == '-' ? "option (options go after the command)" : "command", argv[1],
-                   program.c_str());
+                   argv[1][0] == '-' ? "option (options go after the command)" : "command", argv[1], program.c_str());
       return 2;
     }
     std::fprintf(stderr, "%s: %s; see '%s --help'\n", where().c_str(), e.what(), where().c_str());

@@ -75,9 +75,9 @@ log_likelihood evaluate_windows(const model& m, std::span<const std::int32_t> to
   log_likelihood sum;
   const int n = static_cast<int>(static_cast<index_t>(tokens.size()) / ctx);
   for (int w = 0; w < n; ++w) {
-    const auto r = m.evaluate(tokens.subspan(static_cast<std::size_t>(w) * static_cast<std::size_t>(ctx),
-                                             static_cast<std::size_t>(ctx)),
-                              ctx, pool);
+    const auto r = m.evaluate(
+        tokens.subspan(static_cast<std::size_t>(w) * static_cast<std::size_t>(ctx), static_cast<std::size_t>(ctx)), ctx,
+        pool);
     sum.nll_sum += r.nll_sum;
     sum.predicted += r.predicted;
     progress_line(label + ": perplexity window", w + 1, n);
@@ -134,29 +134,45 @@ std::string method_label(const std::string& m) {
   return m;
 }
 
-/// llama.cpp's rows from scripts/peer_llama_cpp.sh's JSON, printed as they are.
-void print_peers(const std::string& path, std::ostream& out, nlohmann::json& all) {
-  if (path.empty() || !std::filesystem::exists(path)) {
-    out << "\nllama.cpp: no peer results (" << (path.empty() ? std::string("none given") : path + " is absent")
-        << "; scripts/peer_llama_cpp.sh makes them where llama.cpp's source is at hand)\n";
-    return;
-  }
+/// llama.cpp's results (llama-quantize + llama-perplexity on the same file and text, as JSON), read and checked
+/// before the table's minutes of work: an object with a "files" array of
+/// objects. Null when none was given.
+nlohmann::json read_peers(const std::string& path) {
+  if (path.empty()) return nullptr;
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(read_text(path));
   } catch (const nlohmann::json::exception& e) {
     throw lqer::parse_error(path + ": not JSON (" + e.what() + ")");
   }
+  if (!j.is_object() || !j.contains("files") || !j["files"].is_array())
+    throw lqer::parse_error(path + ": not llama.cpp peer results (an object with a \"files\" array expected)");
+  for (const auto& f : j["files"])
+    if (!f.is_object()) throw lqer::parse_error(path + ": an entry of \"files\" is not an object");
+  return j;
+}
+
+/// llama.cpp's rows, printed as they are (a missing number as —).
+void print_peers(const nlohmann::json& j, std::ostream& out, nlohmann::json& all) {
+  if (j.is_null()) {
+    out << "\nllama.cpp: no peer results (none given: --peers takes llama-perplexity's numbers on the same file "
+           "and text as JSON)\n";
+    return;
+  }
   all["llama_cpp"] = j;
-  out << "\nllama.cpp " << j.value("commit", std::string("?")).substr(0, 12)
-      << " on the same file and text (its own llama-quantize and llama-perplexity, ctx " << j.value("ctx", 0)
-      << ", " << j.value("chunks", 0) << " chunks):\n\n| format | bits/weight (linears) | bits/weight (file) | "
+  const auto str = [&](const nlohmann::json& o, const char* k, const std::string& d) {
+    return o.contains(k) && o[k].is_string() ? o[k].get<std::string>() : d;
+  };
+  const auto integer = [&](const char* k) { return j.contains(k) && j[k].is_number_integer() ? j[k].get<long>() : 0L; };
+  out << "\nllama.cpp " << str(j, "commit", "?").substr(0, 12)
+      << " on the same file and text (its own llama-quantize and llama-perplexity, ctx " << integer("ctx") << ", "
+      << integer("chunks") << " chunks):\n\n| format | bits/weight (linears) | bits/weight (file) | "
       << "perplexity |\n|---|---|---|---|\n";
-  for (const auto& f : j.value("files", nlohmann::json::array())) {
+  for (const auto& f : j["files"]) {
     const auto num = [&](const char* k, const char* f2) {
       return f.contains(k) && f[k].is_number() ? fmt(f2, f[k].get<double>()) : std::string("—");
     };
-    out << "| " << f.value("name", std::string("?")) << " | " << num("bits_per_weight_linears", "%.3f") << " | "
+    out << "| " << str(f, "name", "?") << " | " << num("bits_per_weight_linears", "%.3f") << " | "
         << num("bits_per_weight_file", "%.3f") << " | " << num("perplexity", "%.4f") << " |\n";
   }
 }
@@ -177,11 +193,14 @@ void run_quality_table(const eval_options& opt, std::ostream& out) {
     // Refused before the minutes of work, with the writer's own words.
     const std::filesystem::path target(opt.json_out);
     std::error_code ec;
-    if (std::filesystem::is_directory(target, ec)) throw lqer::io_error(opt.json_out + ": cannot write: it is a directory");
+    if (std::filesystem::is_directory(target, ec))
+      throw lqer::io_error(opt.json_out + ": cannot write: it is a directory");
     const auto dir = target.parent_path().empty() ? std::filesystem::path(".") : target.parent_path();
     if (!std::filesystem::is_directory(dir, ec))
       throw lqer::io_error(opt.json_out + ": cannot write: " + dir.string() + " is not an existing directory");
   }
+
+  const nlohmann::json peers = read_peers(opt.peers_file);
 
   thread_pool pool(opt.threads);
   auto t0 = clock_type::now();
@@ -242,7 +261,8 @@ void run_quality_table(const eval_options& opt, std::ostream& out) {
     model mq(w);
     install(mq, q);
     for (int i = 0; i < mq.num_linears(); ++i)
-      r.layer_error.push_back(engine::relative_error(apply(mq.linear(i), li, i, pool), y_fp32[static_cast<std::size_t>(i)]));
+      r.layer_error.push_back(
+          engine::relative_error(apply(mq.linear(i), li, i, pool), y_fp32[static_cast<std::size_t>(i)]));
     t0 = clock_type::now();
     const auto ll = evaluate_windows(mq, eval_ids, opt.ctx, pool, label);
     r.eval_tokens_per_s = double(eval_ids.size()) / seconds_since(t0);
@@ -296,7 +316,9 @@ void run_quality_table(const eval_options& opt, std::ostream& out) {
   for (const auto& r : rows) {
     const bool f = r.method == "float";
     out << "| " << (f ? std::string("—") : std::to_string(r.block)) << " | "
-        << (f ? std::string("float") : r.method == "plain" ? std::string("plain W4A8") : method_label(r.method))
+        << (f                     ? std::string("float")
+            : r.method == "plain" ? std::string("plain W4A8")
+                                  : method_label(r.method))
         << " | " << (f || r.method == "plain" ? std::string("—") : std::to_string(r.rank)) << " | "
         << (f ? std::string("32") : fmt("%.3f", r.bits)) << " | " << fmt("%.4f", r.perplexity) << " | "
         << (f ? std::string("—") : fmt("%+.2f%%", 100.0 * (r.perplexity / float_ppl - 1.0))) << " | "
@@ -324,8 +346,8 @@ void run_quality_table(const eval_options& opt, std::ostream& out) {
   }
 
   // --- per layer ---
-  out << "\nPer-layer relative output error ‖Yq − Y‖/‖Y‖ (each layer on the float model's inputs, first "
-      << li.rows << " tokens of the evaluation text), mean over the " << cfgm.n_layers
+  out << "\nPer-layer relative output error ‖Yq − Y‖/‖Y‖ (each layer on the float model's inputs, first " << li.rows
+      << " tokens of the evaluation text), mean over the " << cfgm.n_layers
       << " blocks per kind, and the worst layer:\n\n| block | method | rank |";
   for (const char* k : kKindNames) out << ' ' << k << " |";
   out << " worst |\n|---|---|---|";
@@ -337,16 +359,17 @@ void run_quality_table(const eval_options& opt, std::ostream& out) {
         << (r.method == "plain" ? std::string("—") : std::to_string(r.rank)) << " |";
     for (int k = 0; k < kLinearsPerBlock; ++k) {
       double s = 0;
-      for (index_t b = 0; b < cfgm.n_layers; ++b) s += r.layer_error[static_cast<std::size_t>(linear_index(b, static_cast<linear_kind>(k)))];
+      for (index_t b = 0; b < cfgm.n_layers; ++b)
+        s += r.layer_error[static_cast<std::size_t>(linear_index(b, static_cast<linear_kind>(k)))];
       out << ' ' << fmt("%.4f", s / double(cfgm.n_layers)) << " |";
     }
     const auto worst = std::max_element(r.layer_error.begin(), r.layer_error.end()) - r.layer_error.begin();
-    out << ' ' << fmt("%.4f", r.layer_error[static_cast<std::size_t>(worst)]) << " " << linear_name(static_cast<int>(worst))
-        << " |\n";
+    out << ' ' << fmt("%.4f", r.layer_error[static_cast<std::size_t>(worst)]) << " "
+        << linear_name(static_cast<int>(worst)) << " |\n";
   }
 
   nlohmann::json all;
-  print_peers(opt.peers_file, out, all);
+  print_peers(peers, out, all);
   out.flush();
 
   if (!opt.json_out.empty()) {
@@ -360,11 +383,16 @@ void run_quality_table(const eval_options& opt, std::ostream& out) {
     all["threads"] = opt.threads;
     auto& jr = all["rows"] = nlohmann::json::array();
     for (const auto& r : rows) {
-      nlohmann::json e{{"method", r.method},         {"block", r.block},
-                       {"rank", r.rank},             {"describe", r.describe},
-                       {"bits_per_weight", r.bits},  {"perplexity", r.perplexity},
-                       {"nll_sum", r.nll},           {"scored", r.scored},
-                       {"quantize_s", r.quantize_s}, {"eval_tokens_per_s", r.eval_tokens_per_s}};
+      nlohmann::json e{{"method", r.method},
+                       {"block", r.block},
+                       {"rank", r.rank},
+                       {"describe", r.describe},
+                       {"bits_per_weight", r.bits},
+                       {"perplexity", r.perplexity},
+                       {"nll_sum", r.nll},
+                       {"scored", r.scored},
+                       {"quantize_s", r.quantize_s},
+                       {"eval_tokens_per_s", r.eval_tokens_per_s}};
       if (!r.layer_error.empty()) {
         nlohmann::json le = nlohmann::json::object();
         for (std::size_t i = 0; i < r.layer_error.size(); ++i) le[linear_name(static_cast<int>(i))] = r.layer_error[i];
@@ -373,7 +401,8 @@ void run_quality_table(const eval_options& opt, std::ostream& out) {
       jr.push_back(e);
     }
     const std::string text = all.dump(1) + "\n";
-    lqer::io::detail::write_file_atomically(opt.json_out, {std::as_bytes(std::span<const char>(text.data(), text.size()))});
+    lqer::io::detail::write_file_atomically(opt.json_out,
+                                            {std::as_bytes(std::span<const char>(text.data(), text.size()))});
     std::fprintf(stderr, "llama eval: every number in %s\n", opt.json_out.c_str());
   }
 }

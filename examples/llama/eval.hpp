@@ -36,8 +36,10 @@ struct eval_options {
   int layer_rows = 128;
   int threads = 2;
   std::string model_file, eval_file, calib_file;
-  std::string json_out;    ///< also write every number as JSON here ("" = no)
-  std::string peers_file;  ///< llama.cpp's numbers (scripts/peer_llama_cpp.sh) to print beside ours ("" = none)
+  std::string json_out;  ///< also write every number as JSON here ("" = no)
+  std::string
+      peers_file;  ///< llama.cpp's numbers as JSON (commit, ctx, chunks, files: [{name, bits_per_weight_linears,
+                   ///< bits_per_weight_file, perplexity}]) to print beside ours ("" = none)
 };
 
 /// Runs the sweep and prints the table (and a header saying what was run).

@@ -99,15 +99,14 @@ struct quant_cli {
     if (meth.needs_calibration()) {
       const auto ids = tok.encode(read_text(calib), false, false);
       const std::vector<std::int32_t> all(ids.begin(), ids.end());
-      const auto n = std::min<std::size_t>(all.size() / static_cast<std::size_t>(ctx),
-                                           static_cast<std::size_t>(calib_chunks));
+      const auto n =
+          std::min<std::size_t>(all.size() / static_cast<std::size_t>(ctx), static_cast<std::size_t>(calib_chunks));
       if (n == 0)
         throw lqer::value_error(calib + ": " + std::to_string(all.size()) + " tokens, fewer than one window of " +
                                 std::to_string(ctx));
       const auto t0 = clock_type::now();
-      calib_stats =
-          calibrate(m, std::span<const std::int32_t>(all).first(n * static_cast<std::size_t>(ctx)), ctx, pool,
-                    cfg.policy == scale_policy_kind::whiten ? lqer::gram_mode::on : lqer::gram_mode::off);
+      calib_stats = calibrate(m, std::span<const std::int32_t>(all).first(n * static_cast<std::size_t>(ctx)), ctx, pool,
+                              cfg.policy == scale_policy_kind::whiten ? lqer::gram_mode::on : lqer::gram_mode::off);
       std::fprintf(stderr, "llama: calibrated on %zu tokens of %s in %.1f s\n", calib_stats.tokens, calib.c_str(),
                    std::chrono::duration<double>(clock_type::now() - t0).count());
     }
@@ -194,7 +193,7 @@ int run_perplexity(const perplexity_options& o) {
   log_likelihood ll;
   for (std::size_t wi = 0; wi < windows; ++wi) {
     const auto r = m.evaluate(std::span<const std::int32_t>(tokens).subspan(wi * static_cast<std::size_t>(o.ctx),
-                                                                           static_cast<std::size_t>(o.ctx)),
+                                                                            static_cast<std::size_t>(o.ctx)),
                               o.ctx, pool);
     ll.nll_sum += r.nll_sum;
     ll.predicted += r.predicted;
@@ -250,8 +249,9 @@ int run_generate(const generate_options& o) {
   }
   const double decode_s = std::chrono::duration<double>(clock_type::now() - t0).count();
   std::cout << '\n';
-  std::fprintf(stderr, "llama generate: prompt %zu tokens, prefill %.1f tokens/s; %zu tokens generated, %.1f tokens/s "
-                       "(%d threads, %s)\n",
+  std::fprintf(stderr,
+               "llama generate: prompt %zu tokens, prefill %.1f tokens/s; %zu tokens generated, %.1f tokens/s "
+               "(%d threads, %s)\n",
                prompt.size(), double(prompt.size()) / prefill_s, out.size(), double(out.size()) / decode_s, o.threads,
                o.quant.method.empty() ? "float" : o.quant.method.c_str());
   return 0;
@@ -331,15 +331,18 @@ void add_model(CLI::App* cmd, std::string& model) {
       ->capture_default_str();
 }
 void add_threads(CLI::App* cmd, int& threads) {
-  cmd->add_option("--threads", threads, "Threads of the engine's pool")->check(CLI::Range(1, 256))->capture_default_str();
+  cmd->add_option("--threads", threads, "Threads of the engine's pool")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"llama — a Llama-architecture decoder (SmolLM2) from its GGUF file, every linear layer through lqer "
-               "(W4A8 + low-rank error correction)",
-               "llama"};
+  CLI::App app{
+      "llama — a Llama-architecture decoder (SmolLM2) from its GGUF file, every linear layer through lqer "
+      "(W4A8 + low-rank error correction)",
+      "llama"};
   app.require_subcommand(1, 1);
   app.footer(
       "The model and the KJV texts come from scripts/fetch_smollm2.sh (cache: $LQER_CACHE/smollm2, default "
@@ -350,7 +353,8 @@ int main(int argc, char** argv) {
   add_model(tok_cmd, tk.model);
   tok_cmd->add_option("--text", tk.text, "Text file: one line of ids per line");
   tok_cmd->add_option("--prompt", tk.prompt, "A string");
-  tok_cmd->add_flag("--special", tk.special, "Add BOS/EOS as the file says and parse special tokens such as <|im_start|>");
+  tok_cmd->add_flag("--special", tk.special,
+                    "Add BOS/EOS as the file says and parse special tokens such as <|im_start|>");
 
   perplexity_options pp;
   auto* ppl_cmd = app.add_subcommand("perplexity", "Perplexity of the float or a quantized model on a text file");
@@ -382,14 +386,19 @@ int main(int argc, char** argv) {
   eval_cmd->add_option("--blocks", ev.blocks, std::string("Block lengths to tabulate: ") + kBlocks)
       ->capture_default_str();
   eval_cmd->add_option("--ctx", ev.ctx, "Tokens per window")->check(CLI::Range(2, 1 << 16))->capture_default_str();
-  eval_cmd->add_option("--chunks", ev.chunks, "Evaluation windows")->check(CLI::Range(1, 1 << 16))->capture_default_str();
+  eval_cmd->add_option("--chunks", ev.chunks, "Evaluation windows")
+      ->check(CLI::Range(1, 1 << 16))
+      ->capture_default_str();
   eval_cmd->add_option("--calib-chunks", ev.calib_chunks, "Calibration windows")
       ->check(CLI::Range(1, 1 << 16))
       ->capture_default_str();
   eval_cmd->add_option("--layer-rows", ev.layer_rows, "Tokens per layer for the per-layer errors")
       ->capture_default_str();
   eval_cmd->add_option("--json", ev.json, "Also write every number (per-layer errors included) to this JSON file");
-  eval_cmd->add_option("--peers", ev.peers, "llama.cpp's results (scripts/peer_llama_cpp.sh's JSON) to print beside");
+  eval_cmd->add_option(
+      "--peers", ev.peers,
+      "llama.cpp's results on the same file and text to print beside, as JSON: {commit, ctx, chunks, files: [{name, "
+      "bits_per_weight_linears, bits_per_weight_file, perplexity}]}");
   add_threads(eval_cmd, ev.threads);
   engine::add_format_options(eval_cmd, ev.formats, kBlocks);
 
@@ -405,7 +414,9 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--decode-tokens", bn.decode_tokens, "Tokens decoded")
       ->check(CLI::Range(1, 1 << 16))
       ->capture_default_str();
-  bench_cmd->add_option("--runs", bn.runs, "Runs; the fastest is reported")->check(CLI::Range(1, 100))->capture_default_str();
+  bench_cmd->add_option("--runs", bn.runs, "Runs; the fastest is reported")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
   engine::add_format_options(bench_cmd, bn.formats, kBlocks);
 
   return engine::run_program(app, argc, argv, {tok_cmd, ppl_cmd, gen_cmd, eval_cmd, bench_cmd}, [&] {

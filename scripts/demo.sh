@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# The main job, for a newcomer on a fresh machine: set up, fetch a real trained
-# model (Google's Universal Sentence Encoder lite, from npm, sha256-checked),
-# quantize every linear layer with lqer (W4A8 + low-rank correction, for each
-# rank and scale policy), and print the quality/speed table against fp32.
+# The main job, for a newcomer on a fresh machine: set up, fetch real trained
+# models (sha256-checked, cached once), quantize every linear layer with lqer
+# (W4A8 + low-rank correction, for each rank and scale policy), and print the
+# quality tables against the float model:
 #
-#   bash scripts/demo.sh                  the USE-lite table (a few minutes on 2 cores)
+#   1. SmolLM2-135M-Instruct, a Llama-architecture decoder LLM (its GGUF, from
+#      PyPI): the LQER paper's held-out perplexity table, per-layer errors and a
+#      plot of perplexity against bits per weight (build/demo/llama_eval.svg)
+#   2. Google's Universal Sentence Encoder lite (npm): embedding agreement
+#
+#   bash scripts/demo.sh                  both tables (about 30 minutes on 2 cores, most of it the LLM's)
+#   bash scripts/demo.sh --quick          the LLM table at ranks 8 and 32, block 32 only (about 6 minutes)
 #   bash scripts/demo.sh --synthetic      each format's error on a synthetic LLM-like layer
 #   bash scripts/demo.sh W.npy            the same on a real [out, in] float32 weight
 set -euo pipefail
@@ -21,6 +27,12 @@ configure() {
 
 bash scripts/setup.sh
 
+quick=0
+if [[ ${1:-} == --quick ]]; then
+  quick=1
+  shift
+fi
+
 if (($# > 0)); then
   # The format demo: quantize a layer in each of lqer's formats, print each error.
   configure
@@ -31,16 +43,37 @@ if (($# > 0)); then
   exit 0
 fi
 
-echo "demo: fetching USE-lite and the KJV text into ${LQER_CACHE:-$HOME/.cache/lqer} (once)"
+echo "demo: fetching SmolLM2-135M-Instruct, USE-lite and the KJV text into ${LQER_CACHE:-$HOME/.cache/lqer} (once)"
+bash scripts/fetch_smollm2.sh >/dev/null
 bash scripts/fetch_use_lite.sh >/dev/null
 configure
-echo "demo: building the use_lite engine (about two minutes on 2 cores)"
-cmake --build "$BUILD" -j "$JOBS" --target use_lite
+echo "demo: building the llama and use_lite engines (a few minutes on 2 cores)"
+cmake --build "$BUILD" -j "$JOBS" --target llama use_lite
+
+table=(--chunks 8 --calib-chunks 8)
+((quick)) && table+=(--ranks 8,32 --blocks 32)
+# llama.cpp's own numbers on the same file and text, where someone measured them
+# (llama eval --help: the JSON --peers takes); printed beside the table and plotted.
+peers=${LQER_CACHE:-$HOME/.cache/lqer}/peers/llama_cpp_smollm2.json
+[[ -f $peers ]] && table+=(--peers "$peers")
 cat <<'EOF'
-demo: every linear layer of USE-lite (10 layers, 4.9 M weights) is quantized to 4-bit MX
-      weights + 8-bit MX activations (W4A8, the LQER paper's setup), with a rank-k correction
-      A·B of the quantization error for each rank and scale policy; 128 held-out Bible verses
-      are embedded and compared with the fp32 model. Higher cosine / Spearman = closer to fp32.
+
+demo 1/2: SmolLM2-135M-Instruct (30 blocks, 210 linear layers, 135 M weights). Every linear
+      layer is quantized to 4-bit MX weights + 8-bit MX activations (W4A8, the LQER paper's
+      setup) with a rank-k correction A·B of the quantization error, for each rank and scale
+      policy (LQER = plain SVD, L²QER = activation-scaled, rms, whiten = closed-form optimum);
+      calibration on Genesis, perplexity on the Gospel of John (held out). Lower perplexity =
+      closer to the float model; bits/weight counts the codes, the scales, A and B.
+EOF
+"$BUILD/examples/llama/llama" eval "${table[@]}" --threads "$JOBS" --json "$BUILD/llama_eval.json"
+python3 scripts/plot_llama_eval.py "$BUILD/llama_eval.json" "$BUILD/llama_eval.svg"
+echo "Run the model yourself: $BUILD/examples/llama/llama generate --chat --prompt 'What is the capital of France?'"
+
+cat <<'EOF'
+
+demo 2/2: every linear layer of USE-lite (10 layers, 4.9 M weights) is quantized the same way;
+      128 held-out Bible verses are embedded and compared with the fp32 model. Higher cosine /
+      Spearman = closer to fp32.
 EOF
 "$BUILD/examples/use_lite/use_lite" eval
 echo "Embed your own sentences: $BUILD/examples/use_lite/use_lite embed --help"

@@ -11,7 +11,8 @@
 //               210 linears through lqer, perplexity above the float model's
 //   generate    --chat: SmolLM2-Instruct answers "Paris" (transformers' greedy
 //               continuation agrees, test_llama_model)
-//   eval, bench the smallest tables; eval's --json parsed back
+//   eval, bench the smallest tables; eval's --json parsed back and plotted
+//               by scripts/plot_llama_eval.py (the demo's picture)
 //
 // Bad input (as test_use_lite_bad_input): exit status 2, nothing on stdout,
 // one line on stderr naming the option or file, the cell directory unchanged
@@ -25,6 +26,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -254,6 +256,18 @@ TEST_CASE("llama program: the smallest eval and bench tables; eval's --json hold
   char ppl[32];
   std::snprintf(ppl, sizeof ppl, "%.4f", j["rows"][1]["perplexity"].get<double>());
   CHECK(contains(e.out, ppl));
+  // The demo's picture of it (scripts/plot_llama_eval.py): one line for LQER
+  // at block 32, plain as a square, float as the dashed reference.
+  const fs::path svg = s.dir / "eval.svg";
+  const std::string plot = "python3 " + lqer::test::shell_quoted(LQER_PLOT_SCRIPT) + " " +
+                           lqer::test::shell_quoted(json) + " " + lqer::test::shell_quoted(svg.string()) +
+                           " >/dev/null";
+  REQUIRE(std::system(plot.c_str()) == 0);
+  const std::string picture = slurp(svg);
+  CHECK(contains(picture, "<polyline"));
+  CHECK(contains(picture, "LQER, block 32"));
+  CHECK(contains(picture, "plain b32"));
+  CHECK(contains(picture, "float "));
 
   const auto b = run_ok(s.dir, {"bench", "--text", text, "--ranks", "0", "--threads-list", "1", "--prompt-tokens", "16",
                                 "--decode-tokens", "2", "--runs", "1"});

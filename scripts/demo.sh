@@ -9,8 +9,8 @@
 #      plot of perplexity against bits per weight (build/demo/llama_eval.svg)
 #   2. Google's Universal Sentence Encoder lite (npm): embedding agreement
 #
-#   bash scripts/demo.sh                  both tables (about 30 minutes on 2 cores, most of it the LLM's)
-#   bash scripts/demo.sh --quick          the LLM table at ranks 8 and 32, block 32 only (about 6 minutes)
+#   bash scripts/demo.sh                  both tables (15–25 minutes on 2 cores, most of it the LLM's: ranks 8 and 32, blocks 16 and 32)
+#   bash scripts/demo.sh --quick          the LLM table at block 32 only (about 6 minutes)
 #   bash scripts/demo.sh --synthetic      each format's error on a synthetic LLM-like layer
 #   bash scripts/demo.sh W.npy            the same on a real [out, in] float32 weight
 set -euo pipefail
@@ -50,8 +50,8 @@ configure
 echo "demo: building the llama and use_lite engines (a few minutes on 2 cores)"
 cmake --build "$BUILD" -j "$JOBS" --target llama use_lite
 
-table=(--chunks 8 --calib-chunks 8)
-((quick)) && table+=(--ranks 8,32 --blocks 32)
+table=(--chunks 8 --calib-chunks 8 --ranks 8,32)
+((quick)) && table+=(--blocks 32)
 # llama.cpp's own numbers on the same file and text, where someone measured them
 # (llama eval --help: the JSON --peers takes); printed beside the table and plotted.
 peers=${LQER_CACHE:-$HOME/.cache/lqer}/peers/llama_cpp_smollm2.json

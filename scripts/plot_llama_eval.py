@@ -54,6 +54,12 @@ def main(argv):
         if isinstance(bits, (int, float)) and isinstance(ppl, (int, float)):
             peers.append((bits, ppl, f.get("name", "?")))
 
+    # A peer far right of lqer's rows (llama.cpp's Q8_0 at 8.5 bits) would squeeze every line
+    # into the left edge: it is named in a note instead.
+    ours = [p[0] for s in series.values() for p in s] + [p[0] for p in plains.values()]
+    limit = (max(ours) + 1.0) if ours else float("inf")
+    off_chart = [p for p in peers if p[0] > limit]
+    peers = [p for p in peers if p[0] <= limit]
     pts_all = [p for s in series.values() for p in s] + list(plains.values()) + [(b, p, 0) for b, p, _ in peers]
     if not pts_all:
         sys.exit(f"plot_llama_eval.py: {argv[1]}: no quantized rows to plot")
@@ -122,6 +128,9 @@ def main(argv):
     out.append(f'<text x="{W - R + 12}" y="{ly + 8}">■ plain W4A8 (rank 0)</text>')
     if peers:
         out.append(f'<text x="{W - R + 12}" y="{ly + 26}" fill="#b35900">▲ llama.cpp format</text>')
+    for i, (bits, ppl, name) in enumerate(off_chart):
+        out.append(f'<text x="{W - R + 12}" y="{ly + 44 + 16 * i}" fill="#b35900">llama.cpp {esc(name)}: {ppl:.2f}</text>')
+        out.append(f'<text x="{W - R + 24}" y="{ly + 58 + 16 * i}" fill="#b35900">at {bits:.2f} bits (off the chart)</text>')
     out.append("</svg>\n")
 
     target = argv[2]

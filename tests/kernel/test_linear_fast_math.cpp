@@ -8,7 +8,9 @@
 // the reference forward (compiled in this TU too, with the same flags).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <bit>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -67,22 +69,66 @@ TEST_CASE("linear under -ffast-math: NaN and ±Inf in x are refused on every pat
       }
 }
 
-TEST_CASE("linear under -ffast-math: finite x gives the reference's y on every path") {
+TEST_CASE("linear under -ffast-math: finite x gives the reference's y on every path, within the float sums' bound") {
   using W = mxint<4, 32, mx_rule::ocp>;
   using Lr = mxint<8, 32, mx_rule::ocp>;
   using Act = mxint<8, 32, mx_rule::ocp>;
-  const index_t M = 5, K = 1000, N = 40;
-  const auto layer = random_layer<W, Lr>(N, K, 32, true, 960);
+  const index_t M = 5, K = 1000, N = 40, R = 32;
+  const auto layer = random_layer<W, Lr>(N, K, R, true, 960);
   const auto packed = pack<Act>(layer);
   const auto x = random_matrix(M, K, 1.0f, 961, /*outliers=*/true);
   std::vector<float> want(static_cast<std::size_t>(M * N));
   reference_forward<Act>(layer, matrix_view<const float>(x.data(), M, K), matrix_view<float>(want.data(), M, N),
                          correction_mode::fused);
+
+  // Not bit-identical: -ffast-math lets the compiler reassociate and contract
+  // the float sums over blocks, differently in the kernel and in the reference
+  // (clang -O1 on the AVX2 path differed in 72 of 200 elements). Every block's
+  // product is exact (integer dot × power-of-two scales), so the two can differ
+  // by the summation error of n terms, at most n·u·S each, S = Σ|terms|, and by
+  // t = Q8(xq·A) rounding a near-tie the other way: one step of t's block
+  // (≤ 2^-6 of its largest |t|) times |B|.
+  std::vector<float> xq(x.size());
+  fake_quantize<Act>(matrix_view<const float>(x.data(), M, K), matrix_view<float>(xq.data(), M, K));
+  const auto wd = layer.wq.dequantize(), ad = layer.a.dequantize(), bd = layer.b.dequantize();
+  const double u = 0x1p-24, n = double(K / 32 + 1) + double(R / 32 + 1) + 2;
+  std::vector<double> tol(want.size());
+  for (index_t i = 0; i < M; ++i) {
+    std::vector<double> t(static_cast<std::size_t>(R));
+    double t_max = 0;
+    for (index_t r = 0; r < R; ++r) {
+      for (index_t k = 0; k < K; ++k)
+        t[static_cast<std::size_t>(r)] +=
+            std::abs(double(xq[static_cast<std::size_t>(i * K + k)]) * ad[static_cast<std::size_t>(k * R + r)]);
+      t_max = std::max(t_max, t[static_cast<std::size_t>(r)]);
+    }
+    for (index_t j = 0; j < N; ++j) {
+      double s = std::abs(double(layer.bias[static_cast<std::size_t>(j)])), b_abs = 0;
+      for (index_t k = 0; k < K; ++k)
+        s += std::abs(double(xq[static_cast<std::size_t>(i * K + k)]) * wd[static_cast<std::size_t>(j * K + k)]);
+      for (index_t r = 0; r < R; ++r) {
+        const double b = std::abs(double(bd[static_cast<std::size_t>(r * N + j)]));
+        s += (t[static_cast<std::size_t>(r)] * (1 + 0x1p-6) + t_max * 0x1p-6) * b;
+        b_abs += b;
+      }
+      tol[static_cast<std::size_t>(i * N + j)] = 2 * n * u * s + t_max * 0x1p-6 * b_abs;
+    }
+  }
   for (kernel_path path : paths_to_test()) {
     INFO("path=" << std::string(to_string(path)));
     std::vector<float> got(want.size());
     linear(packed, matrix_view<const float>(x.data(), M, K), matrix_view<float>(got.data(), M, N), serial_executor{},
            path);
-    CHECK(count_mismatches(got, want, N) == 0);
+    index_t bad = 0, exact = 0;
+    double worst = 0;
+    for (std::size_t e = 0; e < got.size(); ++e) {
+      const double d = std::abs(double(got[e]) - double(want[e]));
+      bad += !(d <= tol[e]);  // a NaN fails too
+      exact += d == 0;
+      worst = std::max(worst, d / tol[e]);
+    }
+    MESSAGE(std::string(to_string(path)) << ": " << exact << " of " << got.size()
+                                         << " bit-identical, worst |diff| / bound " << worst);
+    CHECK(bad == 0);
   }
 }

@@ -33,10 +33,12 @@ struct usage_error : std::runtime_error {
 /// mode, reference_forward; describe() throws value_error for an unsupported
 /// combination).
 struct format_options {
-  std::string weight_format = "mxint4", lowrank_format = "mxint8", mode = "fused";
+  std::string weight_format = "mxint4", lowrank_format = "mxint8", rule = "lqer", mode = "fused";
   int block = 16;
   double damping = 1e-4;
   bool reference = false;
+  /// The output projection's format, for engines whose config has one (llama).
+  std::string output_format = "float";
 
   template <class Config>
   Config config() const {
@@ -44,8 +46,10 @@ struct format_options {
     c.reference_forward = reference;
     c.weight_format = weight_format;
     c.lowrank_format = lowrank_format;
+    c.rule = rule;
     c.block = block;
     c.whiten_damping = damping;
+    if constexpr (requires { c.output_format; }) c.output_format = output_format;
     if (mode == "fused")
       c.mode = lqer::correction_mode::fused;
     else if (mode == "paper")
@@ -63,9 +67,13 @@ struct format_options {
 
 /// `blocks`: the block lengths the engine builds, for the help text.
 inline void add_format_options(CLI::App* cmd, format_options& f, const std::string& blocks) {
-  cmd->add_option("--weight-format", f.weight_format, "Weight format: mxint4 or mxint3 (MX, LQER rule)")
+  cmd->add_option("--weight-format", f.weight_format, "Weight format: mxint4 or mxint3 (MX integers)")
       ->capture_default_str();
   cmd->add_option("--lowrank-format", f.lowrank_format, "A/B format: mxint8 or mxint4")->capture_default_str();
+  cmd->add_option("--rule", f.rule,
+                  "MX exponent rule of every format: lqer (the LQER reference's ceil/half-even) or ocp (OCP MX "
+                  "v1.0's floor/half-away; built for mxint4 weights with mxint8 A/B)")
+      ->capture_default_str();
   cmd->add_option("--block", f.block, "Block length of weights, activations and A/B: " + blocks)->capture_default_str();
   cmd->add_option("--mode", f.mode,
                   "Correction semantics: fused (t·B accumulated with x·Wq, as the kernels do) or paper "

@@ -97,11 +97,14 @@ class lqer_linear final : public linear_op {
 // ---------------------------------------------------------------------------
 // From names to format types, for one block length: the closed list. It holds
 // what the quality tables and the exploration use, not every template argument
-// lqer accepts: MX integer formats with the LQER rule, the ones lqer's fused
-// kernels run. (The OCP rule gives the same 4-bit codes except on ties and
-// exact powers of two — measured on USE-lite: identical table rows — so it is
-// not listed; a scaled-integer weight format such as GPTQ-style int4 would only
-// run on the scalar reference, far too slow for a whole model.)
+// lqer accepts: MX integer formats, the ones lqer's fused kernels run. The
+// LQER reference's exponent rule for every combination; the OCP MX rule for
+// the paper's combination only (MXINT4 weights, MXINT8 activations and A/B):
+// it gives the same 4-bit codes except on rounding ties and blocks whose
+// largest magnitude is a power of two (measured on USE-lite: identical table
+// rows), so each further combination would only add build time. A
+// scaled-integer weight format such as GPTQ-style int4 would only run on the
+// scalar reference, far too slow for a whole model.
 
 template <class WF, class AF, class LF>
 struct format_triple {
@@ -121,22 +124,35 @@ void with_lowrank(std::string_view lowrank_format, V&& visit) {
     throw lqer::value_error("unknown A/B format '" + std::string(lowrank_format) + "' (" + supported_formats() + ")");
 }
 
-/// Calls visit(format_triple<W, x, A/B formats>{}) for the named formats of block B.
+/// Calls visit(format_triple<W, x, A/B formats>{}) for the named formats of
+/// block B and the exponent rule `rule` ("lqer" or "ocp", see above).
 template <int B, class V>
-void with_formats(std::string_view weight_format, std::string_view lowrank_format, V&& visit) {
-  if (weight_format == "mxint4")
-    with_lowrank<B, lqer::mxint<4, B, lqer::mx_rule::lqer>>(lowrank_format, visit);
-  else if (weight_format == "mxint3")
-    with_lowrank<B, lqer::mxint<3, B, lqer::mx_rule::lqer>>(lowrank_format, visit);
-  else
-    throw lqer::value_error("unknown weight format '" + std::string(weight_format) + "' (" + supported_formats() + ")");
+void with_formats(std::string_view weight_format, std::string_view lowrank_format, std::string_view rule, V&& visit) {
+  if (rule == "ocp") {
+    using F4 = lqer::mxint<4, B, lqer::mx_rule::ocp>;
+    using F8 = lqer::mxint<8, B, lqer::mx_rule::ocp>;
+    if (weight_format != "mxint4" || lowrank_format != "mxint8")
+      throw lqer::value_error("the OCP rule is built for mxint4 weights with mxint8 A/B only, not " +
+                              std::string(weight_format) + " with " + std::string(lowrank_format));
+    visit(format_triple<F4, F8, F8>{});
+  } else if (rule == "lqer") {
+    if (weight_format == "mxint4")
+      with_lowrank<B, lqer::mxint<4, B, lqer::mx_rule::lqer>>(lowrank_format, visit);
+    else if (weight_format == "mxint3")
+      with_lowrank<B, lqer::mxint<3, B, lqer::mx_rule::lqer>>(lowrank_format, visit);
+    else
+      throw lqer::value_error("unknown weight format '" + std::string(weight_format) + "' (" + supported_formats() +
+                              ")");
+  } else {
+    throw lqer::value_error("unknown exponent rule '" + std::string(rule) + "' (lqer | ocp)");
+  }
 }
 
 /// "W <weight format>, x <activation format>, A/B <low-rank format>".
 template <int B>
-std::string format_names(std::string_view weight_format, std::string_view lowrank_format) {
+std::string format_names(std::string_view weight_format, std::string_view lowrank_format, std::string_view rule) {
   std::string s;
-  with_formats<B>(weight_format, lowrank_format, [&]<class T>(T) {
+  with_formats<B>(weight_format, lowrank_format, rule, [&]<class T>(T) {
     s = "W " + T::weight::name() + ", x " + T::activation::name() + ", A/B " + T::lowrank::name();
   });
   return s;

@@ -32,7 +32,8 @@ inline scale_policy_kind parse_scale_policy(std::string_view name) {
 
 /// The names the closed list accepts, for --help and error messages.
 inline std::string supported_formats() {
-  return "weights mxint4 | mxint3; A/B mxint8 | mxint4; block 16 | 32 | 64 (all MX formats with the LQER rule)";
+  return "weights mxint4 | mxint3; A/B mxint8 | mxint4; block 16 | 32 | 64; exponent rule lqer (every combination) | "
+         "ocp (mxint4 with mxint8)";
 }
 
 }  // namespace engine

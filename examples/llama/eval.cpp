@@ -1,9 +1,11 @@
 // llama — the quality and speed tables (see eval.hpp).
 #include "eval.hpp"
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -438,10 +440,87 @@ std::pair<double, double> time_model(const model& m, std::span<const std::int32_
   return {double(prompt.size()) / prefill, double(n) / decode};
 }
 
+/// Runs argv[0] with `argv`, stdout captured, stderr discarded; io_error when
+/// it cannot start or exits non-zero.
+std::string run_capture(const std::vector<std::string>& argv) {
+  std::string cmd;
+  for (const auto& a : argv) cmd += (cmd.empty() ? "" : " ") + a;
+  int fds[2];
+  if (::pipe(fds) != 0) throw lqer::io_error("cannot create a pipe for: " + cmd);
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(fds[0]);
+    ::close(fds[1]);
+    throw lqer::io_error("cannot fork for: " + cmd);
+  }
+  if (pid == 0) {
+    ::dup2(fds[1], STDOUT_FILENO);
+    ::close(fds[0]);
+    ::close(fds[1]);
+    if (std::FILE* null = std::freopen("/dev/null", "w", stderr); null == nullptr) ::_exit(126);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  std::string output;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) != 0;) {
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    output.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fds[0]);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    throw lqer::io_error(
+        cmd + ": failed (" +
+        (WIFEXITED(status) ? "exit status " + std::to_string(WEXITSTATUS(status)) : "killed by a signal") +
+        "); run it by hand to see why");
+  return output;
+}
+
+/// Bits per weight of a GGUF file's 210 block linears (blk.*.attn_q/k/v/
+/// output, ffn_gate/up/down), as stored: what our rows' column counts.
+double gguf_linear_bits(const std::string& path) {
+  const auto f = lqer::io::gguf_file::open(path);
+  double bits = 0, weights = 0;
+  for (const auto& t : f.tensors()) {
+    const std::string_view n = t.name;
+    if (n.substr(0, 4) != "blk.") continue;
+    for (const char* kind : {".attn_q.weight", ".attn_k.weight", ".attn_v.weight", ".attn_output.weight",
+                             ".ffn_gate.weight", ".ffn_up.weight", ".ffn_down.weight"}) {
+      const std::string_view k(kind);
+      if (n.size() > k.size() && n.substr(n.size() - k.size()) == k) {
+        bits += 8.0 * double(t.n_bytes);
+        weights += double(t.n_elements);
+      }
+    }
+  }
+  return weights > 0 ? bits / weights : 0.0;
+}
+
 }  // namespace
 
 void run_speed_table(const speed_options& opt, std::ostream& out) {
   if (opt.thread_counts.empty()) throw engine::usage_error("--threads-list is empty");
+  // llama-bench and its models are checked before anything else is loaded.
+  std::vector<std::string> peers = opt.peer_models;
+  if (!opt.llama_bench.empty()) {
+    if (::access(opt.llama_bench.c_str(), X_OK) != 0 || std::filesystem::is_directory(opt.llama_bench))
+      throw lqer::io_error(opt.llama_bench + ": not an executable file (--llama-bench wants llama.cpp's llama-bench)");
+    if (peers.empty()) peers.push_back(opt.model_file);
+    for (const auto& p : peers) (void)lqer::io::gguf_file::open(p);  // a typed error naming a bad file
+  } else if (!peers.empty()) {
+    throw engine::usage_error("--peer-models needs --llama-bench");
+  }
+
   const int max_threads = *std::max_element(opt.thread_counts.begin(), opt.thread_counts.end());
   thread_pool load_pool(max_threads);
   const auto file = lqer::io::gguf_file::open(opt.model_file);
@@ -460,6 +539,7 @@ void run_speed_table(const speed_options& opt, std::ostream& out) {
     std::string name;
     double bits = 32;
     std::vector<std::pair<double, double>> rates;
+    bool peer = false;
   };
   std::vector<row> rows;
   const calibration none;  // speed does not depend on the policy: identity needs no statistics
@@ -483,14 +563,45 @@ void run_speed_table(const speed_options& opt, std::ostream& out) {
     time_all(mq, row{rank == 0 ? std::string("plain W4A8") : "W4A8 + rank " + std::to_string(rank), bits, {}});
   }
 
+  // llama.cpp on the same lengths, threads and runs: pp<prompt> is its
+  // prefill; tg<n> its decode, which starts from an empty cache (ours after a
+  // decode_prompt-token prompt: attention over ≤ 256 positions is a few % of
+  // the work either way). The best sample is taken, as for our rows.
+  for (const auto& p : peers) {
+    row r{"llama.cpp " + std::filesystem::path(p).filename().string(), gguf_linear_bits(p), {}, true};
+    for (const int t : opt.thread_counts) {
+      const std::string json = run_capture({opt.llama_bench, "-m", p, "-p", std::to_string(opt.prompt_tokens), "-n",
+                                            std::to_string(opt.decode_tokens), "-t", std::to_string(t), "-r",
+                                            std::to_string(opt.runs), "-o", "json"});
+      nlohmann::json j;
+      try {
+        j = nlohmann::json::parse(json);
+      } catch (const nlohmann::json::exception&) {
+        throw lqer::parse_error(opt.llama_bench + ": its -o json output is not JSON");
+      }
+      double prefill = 0, decode = 0;
+      for (const auto& e : j) {
+        double best = 0;
+        for (const auto& v : e.at("samples_ts")) best = std::max(best, v.get<double>());
+        if (e.at("n_gen").get<int>() == 0) prefill = best;
+        if (e.at("n_prompt").get<int>() == 0) decode = best;
+      }
+      r.rates.emplace_back(prefill, decode);
+      std::fprintf(stderr, "llama bench: %s, %d threads: prefill %.1f, decode %.1f tokens/s\n", r.name.c_str(), t,
+                   prefill, decode);
+    }
+    rows.push_back(std::move(r));
+  }
+
   quant_config c = opt.base;
   c.set_rank(0, static_cast<int>(w->linears.size()));
   out << "# SmolLM2-135M-Instruct through lqer: speed\n\nmodel " << opt.model_file << "; formats " << c.describe()
       << " (the rank varies); kernel path " << lqer::to_string(lqer::best_path()) << "\n"
       << "prefill: one forward of a " << opt.prompt_tokens << "-token prompt; decode: " << opt.decode_tokens
       << " greedy tokens one at a time after a " << opt.decode_prompt << "-token prompt; best of " << opt.runs
-      << " runs; the output projection (float, " << w->cfg.vocab << " × " << w->cfg.d_model
-      << ") is included\n\n| model | bits/weight |";
+      << " runs; the output projection (" << w->cfg.vocab << " × " << w->cfg.d_model << ", "
+      << (c.output_format == "float" ? std::string("float") : c.output_format + " W8A8")
+      << " in the quantized rows, float in the float row) is included\n\n| model | bits/weight |";
   for (const int t : opt.thread_counts) out << " prefill " << t << "T | decode " << t << "T |";
   out << "\n|---|---|";
   for (std::size_t k = 0; k < opt.thread_counts.size(); ++k) out << "---|---|";
@@ -499,6 +610,23 @@ void run_speed_table(const speed_options& opt, std::ostream& out) {
     out << "| " << r.name << " | " << (r.name == "float" ? std::string("32") : fmt("%.3f", r.bits)) << " |";
     for (const auto& [p, d] : r.rates) out << ' ' << fmt("%.1f", p) << " | " << fmt("%.1f", d) << " |";
     out << '\n';
+  }
+  // Each lqer row against each llama.cpp row: the ratios of tokens/s.
+  for (const auto& peer : rows) {
+    if (!peer.peer) continue;
+    out << "\nlqer / " << peer.name << " (tokens/s ratio; above 1: lqer is faster)\n\n| model |";
+    for (const int t : opt.thread_counts) out << " prefill " << t << "T | decode " << t << "T |";
+    out << "\n|---|";
+    for (std::size_t k = 0; k < opt.thread_counts.size(); ++k) out << "---|---|";
+    out << '\n';
+    for (const auto& r : rows) {
+      if (r.peer) continue;
+      out << "| " << r.name << " |";
+      for (std::size_t k = 0; k < r.rates.size(); ++k)
+        out << ' ' << fmt("%.2f", r.rates[k].first / peer.rates[k].first) << " | "
+            << fmt("%.2f", r.rates[k].second / peer.rates[k].second) << " |";
+      out << '\n';
+    }
   }
   out.flush();
 }

@@ -52,6 +52,11 @@ struct speed_options {
   index_t prompt_tokens = 512, decode_prompt = 128, decode_tokens = 128;
   int runs = 3;  ///< the fastest of `runs` is reported
   std::string model_file, text_file;
+  /// llama.cpp's llama-bench (built from its public source beside the
+  /// project), run on `peer_models` in the same process run after lqer's rows
+  /// with the same prompt/decode lengths, thread counts and runs ("" = none).
+  std::string llama_bench;
+  std::vector<std::string> peer_models;  ///< GGUF files for llama-bench (empty: model_file)
 };
 
 void run_speed_table(const speed_options& opt, std::ostream& out);

@@ -20,6 +20,7 @@
 #include <lqer/io/gguf.hpp>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,14 @@ std::string default_calib_text() { return (cache_dir() / "text" / "calib.txt").s
 
 constexpr const char* kBlocks = "16 or 32";
 
+/// --output-format: the output projection (the tied token table) float or W8A8.
+void add_output_format(CLI::App* cmd, engine::format_options& f) {
+  cmd->add_option("--output-format", f.output_format,
+                  "Output projection: float, or mxint8 (W8A8 through the fused kernel, block --block; with --quant)")
+      ->check(CLI::IsMember({"float", "mxint8"}))
+      ->capture_default_str();
+}
+
 /// --quant and what goes with it (perplexity, generate).
 struct quant_cli {
   std::string method, calib = default_calib_text();
@@ -74,6 +83,7 @@ struct quant_cli {
         ->check(CLI::Range(1, 1 << 16))
         ->capture_default_str();
     engine::add_format_options(cmd, formats, kBlocks);
+    add_output_format(cmd, formats);
   }
 
   /// The configuration, or nullopt for the float model (checked before anything is loaded).
@@ -83,6 +93,7 @@ struct quant_cli {
     const auto base = formats.config<quant_config>();
     if (method.empty()) {
       if (calib_given) throw usage_error("--calib is only used with --quant");
+      if (formats.output_format != "float") throw usage_error("--output-format is only used with --quant");
       return std::nullopt;
     }
     return std::pair{base, engine::parse_method(method)};
@@ -304,6 +315,7 @@ int run_eval(const eval_cli& e) {
 
 struct bench_cli {
   std::string model = default_model(), text = default_eval_text(), ranks = "0,8,32", threads = "1,2";
+  std::string llama_bench, peer_models;
   int prompt_tokens = 512, decode_tokens = 128, runs = 3;
   engine::format_options formats;
 };
@@ -322,6 +334,14 @@ int run_bench(const bench_cli& b) {
   opt.runs = b.runs;
   opt.model_file = b.model;
   opt.text_file = b.text;
+  opt.llama_bench = b.llama_bench;
+  if (!b.peer_models.empty()) {
+    std::stringstream ss(b.peer_models);
+    for (std::string f; std::getline(ss, f, ',');) {
+      if (f.empty()) throw usage_error("--peer-models has an empty entry: '" + b.peer_models + "'");
+      opt.peer_models.push_back(f);
+    }
+  }
   run_speed_table(opt, std::cout);
   return 0;
 }
@@ -401,6 +421,7 @@ int main(int argc, char** argv) {
       "bits_per_weight_linears, bits_per_weight_file, perplexity}]}");
   add_threads(eval_cmd, ev.threads);
   engine::add_format_options(eval_cmd, ev.formats, kBlocks);
+  add_output_format(eval_cmd, ev.formats);
 
   bench_cli bn;
   auto* bench_cmd = app.add_subcommand("bench", "Prefill and decode tokens/s: float, plain W4A8, W4A8 + rank k");
@@ -417,7 +438,14 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--runs", bn.runs, "Runs; the fastest is reported")
       ->check(CLI::Range(1, 100))
       ->capture_default_str();
+  bench_cmd->add_option("--llama-bench", bn.llama_bench,
+                        "llama.cpp's llama-bench: run it on --peer-models with the same lengths, threads and runs, "
+                        "and print its rows and the ratios beside lqer's");
+  bench_cmd->add_option("--peer-models", bn.peer_models,
+                        "Comma-separated GGUF files for --llama-bench (default: --model), e.g. its Q4_0 quantization");
+  bn.formats.output_format = "mxint8";  // the deployable configuration: llama.cpp quantizes its output tensor too
   engine::add_format_options(bench_cmd, bn.formats, kBlocks);
+  add_output_format(bench_cmd, bn.formats);
 
   return engine::run_program(app, argc, argv, {tok_cmd, ppl_cmd, gen_cmd, eval_cmd, bench_cmd}, [&] {
     if (tok_cmd->parsed()) return run_tokenize(tk);

@@ -228,6 +228,13 @@ void model::set_linear(int index, std::unique_ptr<const linear_op> op) {
   linears_[static_cast<std::size_t>(index)] = std::move(op);
 }
 
+void model::set_output(std::unique_ptr<const linear_op> op) {
+  if (!op || op->in_features() != output_->in_features() || op->out_features() != output_->out_features())
+    throw lqer::shape_error("set_output: the output projection is " + std::to_string(output_->in_features()) + " -> " +
+                            std::to_string(output_->out_features()));
+  output_ = std::move(op);
+}
+
 std::size_t model::linear_bytes() const noexcept {
   std::size_t s = 0;
   for (const auto& l : linears_) s += l->storage_bytes();

@@ -188,6 +188,12 @@ class model {
   void set_linear(int index, std::unique_ptr<const linear_op> op);
   /// Bytes of the 210 linears as their implementations store them.
   std::size_t linear_bytes() const noexcept;
+  /// The output projection [d_model → vocab] (fp32 over the weights' table
+  /// until set_output replaces it; embedding lookups keep reading the float
+  /// table either way).
+  const linear_op& output() const noexcept { return *output_; }
+  /// Replaces the output projection (shape_error when its shape differs).
+  void set_output(std::unique_ptr<const linear_op> op);
 
   /// Runs `tokens` at positions cache.size() … and appends their keys and
   /// values to the cache. Returns the logits [T, vocab] row-major, or only the

@@ -86,6 +86,7 @@ quantized_linears quantize_linears(const model_weights& w, const calibration& ca
 void install(model& m, quantized_linears& q) {
   for (std::size_t i = 0; i < q.linears.size(); ++i)
     if (q.linears[i]) m.set_linear(static_cast<int>(i), std::move(q.linears[i]));
+  if (q.output) m.set_output(std::move(q.output));
 }
 
 }  // namespace llama

@@ -66,14 +66,22 @@ calibration calibrate(const model& fp32, std::span<const std::int32_t> tokens, i
 
 /// What to quantize with (see use_lite's quant_config, whose fields these are).
 struct quant_config {
-  std::string weight_format = "mxint4";   ///< mxint4 | mxint3 (LQER rule)
+  std::string weight_format = "mxint4";   ///< mxint4 | mxint3
   std::string lowrank_format = "mxint8";  ///< A and B: mxint8 | mxint4
+  std::string rule = "lqer";              ///< the MX exponent rule of every format: lqer | ocp (mxint4 + mxint8 only)
   int block = 16;                         ///< 16 | 32
   scale_policy_kind policy = scale_policy_kind::identity;
   std::vector<int> ranks;  ///< per linear layer (210); see set_rank
   lqer::correction_mode mode = lqer::correction_mode::fused;
   bool reference_forward = false;
   double whiten_damping = 1e-4;
+  /// The output projection (SmolLM2: the tied 49,152 × 576 token table):
+  /// "float" keeps it fp32 (the paper quantizes only the blocks' linears);
+  /// "mxint8" runs it W8A8 through lqer's fused kernel (MXINT8 weights and
+  /// activations of the same block length, LQER rule, no correction), as
+  /// llama.cpp quantizes its output tensor too (Q6_K in its Q4_0 files; Q8_0
+  /// for SmolLM2, whose 576 columns are no multiple of Q6_K's 256).
+  std::string output_format = "float";
 
   void set_rank(int k, int layers) { ranks.assign(static_cast<std::size_t>(layers), k); }
   std::string describe() const;
@@ -83,7 +91,10 @@ struct quant_config {
 struct quantized_linears {
   std::vector<std::unique_ptr<const linear_op>> linears;
   std::vector<lqer::factorize_report> reports;
-  std::size_t matrix_bytes = 0, weights = 0;  ///< Wq, A, B bytes (codes and scales) and the weight count
+  /// Wq, A, B bytes (codes and scales) and the weight count of the 210 linears
+  /// (the output projection is not counted: the quality tables compare these).
+  std::size_t matrix_bytes = 0, weights = 0;
+  std::unique_ptr<const linear_op> output;  ///< the quantized output projection, or null ("float")
   double bits_per_weight() const noexcept { return weights ? 8.0 * double(matrix_bytes) / double(weights) : 0.0; }
 };
 
@@ -96,7 +107,8 @@ using quantize_progress = std::function<void(int done, int total)>;
 quantized_linears quantize_linears(const model_weights& w, const calibration& calib, const quant_config& cfg,
                                    const quantize_progress& progress = {});
 
-/// Installs the quantized layers into `m` (consumes `q.linears`).
+/// Installs the quantized layers (and the output projection, if quantized)
+/// into `m` (consumes `q.linears` and `q.output`).
 void install(model& m, quantized_linears& q);
 
 }  // namespace llama

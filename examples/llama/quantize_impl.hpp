@@ -10,7 +10,29 @@ namespace llama::detail {
 
 template <int B>
 std::string format_names(const quant_config& cfg) {
-  return engine::format_names<B>(cfg.weight_format, cfg.lowrank_format);
+  std::string s = engine::format_names<B>(cfg.weight_format, cfg.lowrank_format, cfg.rule);
+  if (cfg.output_format == "mxint8")
+    s += ", output " +
+         (cfg.rule == "ocp" ? lqer::mxint<8, B, lqer::mx_rule::ocp>::name()
+                            : lqer::mxint<8, B, lqer::mx_rule::lqer>::name()) +
+         " W8A8";
+  else if (cfg.output_format != "float")
+    throw lqer::value_error("unknown output projection format '" + cfg.output_format + "' (float | mxint8)");
+  return s;
+}
+
+/// The output projection W8A8: MXINT8 weights (block B along d_model, the
+/// configuration's exponent rule) and activations, rank 0, through the fused
+/// kernel. No factorize(): a rank-0 layer is its quantized weight alone.
+template <int B, lqer::mx_rule Rule>
+std::unique_ptr<const linear_op> quantize_output(const dense_weights& d, const quant_config& cfg) {
+  using F8 = lqer::mxint<8, B, Rule>;
+  const std::vector<float> w = d.out_in();
+  lqer::lqer_layer<F8, F8> layer;
+  layer.wq = lqer::quantized_matrix<F8>::quantize(lqer::matrix_view<const float>(w.data(), d.out, d.in));
+  layer.bias = d.b;
+  return std::make_unique<engine::lqer_linear<F8, F8, F8>>(std::move(layer), cfg.mode, cfg.reference_forward,
+                                                           "output " + F8::name() + " W8A8");
 }
 
 /// Factorizes the layers into `q` (see quantize_linears). The randomized SVD
@@ -18,7 +40,7 @@ std::string format_names(const quant_config& cfg) {
 template <int B>
 void quantize_layers(const model_weights& w, const calibration& calib, const quant_config& cfg, quantized_linears& q,
                      const quantize_progress& progress) {
-  engine::with_formats<B>(cfg.weight_format, cfg.lowrank_format, [&]<class T>(T) {
+  engine::with_formats<B>(cfg.weight_format, cfg.lowrank_format, cfg.rule, [&]<class T>(T) {
     engine::with_policy(cfg.policy, cfg.whiten_damping, [&]<class P>(const P& policy) {
       const std::string desc = cfg.describe();
       static const lqer::activation_stats kNone;
@@ -37,6 +59,9 @@ void quantize_layers(const model_weights& w, const calibration& calib, const qua
       }
     });
   });
+  if (cfg.output_format == "mxint8")
+    q.output = cfg.rule == "ocp" ? quantize_output<B, lqer::mx_rule::ocp>(w.output, cfg)
+                                 : quantize_output<B, lqer::mx_rule::lqer>(w.output, cfg);
 }
 
 }  // namespace llama::detail

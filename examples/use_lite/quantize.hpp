@@ -44,8 +44,9 @@ using engine::to_string;
 /// What to quantize with. Block lengths are shared: lqer computes products
 /// block by block, so weights, activations and A/B use one block length.
 struct quant_config {
-  std::string weight_format = "mxint4";   ///< mxint4 | mxint3 (LQER rule)
-  std::string lowrank_format = "mxint8";  ///< A and B: mxint8 | mxint4 (the rule follows the weights')
+  std::string weight_format = "mxint4";   ///< mxint4 | mxint3
+  std::string lowrank_format = "mxint8";  ///< A and B: mxint8 | mxint4
+  std::string rule = "lqer";              ///< the MX exponent rule of every format: lqer | ocp (mxint4 + mxint8 only)
   int block = 16;                         ///< 16 | 32 | 64
   scale_policy_kind policy = scale_policy_kind::identity;
   std::array<int, kNumLinears> ranks{};  ///< per layer (all equal unless explored)

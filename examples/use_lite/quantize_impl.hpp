@@ -26,13 +26,13 @@ namespace use_lite::detail {
 /// "W <weight format>, x <activation format>, A/B <low-rank format>".
 template <int B>
 std::string format_names(const quant_config& cfg) {
-  return engine::format_names<B>(cfg.weight_format, cfg.lowrank_format);
+  return engine::format_names<B>(cfg.weight_format, cfg.lowrank_format, cfg.rule);
 }
 
 /// Factorizes and packs the 10 layers into `qm` (see quantize_model).
 template <int B>
 void quantize_layers(const model_weights& w, const calibration& calib, const quant_config& cfg, quantized_model& qm) {
-  engine::with_formats<B>(cfg.weight_format, cfg.lowrank_format, [&]<class T>(T) {
+  engine::with_formats<B>(cfg.weight_format, cfg.lowrank_format, cfg.rule, [&]<class T>(T) {
     engine::with_policy(cfg.policy, cfg.whiten_damping, [&]<class P>(const P& policy) {
       const std::string desc = cfg.describe();
       for (int i = 0; i < kNumLinears; ++i) {

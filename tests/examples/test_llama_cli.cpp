@@ -221,6 +221,18 @@ TEST_CASE("llama program: perplexity --quant runs every linear through lqer; qua
   CHECK(contains(l2.err, "calibrated on 64 tokens"));
   CHECK(contains(l2.err, "rank 4, mean_abs"));
   CHECK(std::isfinite(reported_perplexity(l2.out)));
+  // The OCP rule and the output projection W8A8 on top of plain: said in the
+  // description, the 210 linears' bits unchanged (the output table is not
+  // counted there; OCP's MXINT4 has the same 4.25 bits).
+  plain_args.insert(plain_args.end(), {"--rule", "ocp", "--output-format", "mxint8"});
+  const auto head = run_ok(s.dir, plain_args);
+  CAPTURE(head.err);
+  CHECK(contains(head.err, "W mxint4_b32_ocp, x mxint8_b32_ocp, A/B mxint8_b32_ocp"));
+  CHECK(contains(head.err, "output mxint8_b32_ocp W8A8"));
+  CHECK(contains(head.err, "4.250 bits/weight"));
+  const double qh = reported_perplexity(head.out);
+  CHECK(std::isfinite(qh));
+  CHECK(qh != q);  // the head really changed
 }
 
 TEST_CASE("llama program: generate --chat answers the capital of France") {
@@ -332,13 +344,22 @@ std::vector<cell_spec> cells() {
     for (const std::string r : {"-1", "4097", "eight"}) opt(cmd, {"--quant", "lqer", "--rank", r}, {"--rank"});
     opt(cmd, {"--calib", "{d}/kjv.txt"}, {"--calib", "--quant"});
     opt(cmd, {"--quant", "l2qer", "--calib-chunks", "0"}, {"--calib-chunks"});
+    opt(cmd, {"--output-format", "mxint8"}, {"--output-format", "--quant"});
   }
+  for (const std::string cmd : {"perplexity", "generate", "eval", "bench"})
+    for (const std::string v : {"q6_k", "", "MXINT8"}) {
+      std::vector<std::string> a = {"--output-format", v};
+      if (cmd == "perplexity" || cmd == "generate") a.insert(a.begin(), {"--quant", "plain"});
+      opt(cmd, a, {"--output-format"});
+    }
   // The format options (every command that quantizes; refused even without --quant).
   for (const std::string cmd : {"perplexity", "generate", "eval", "bench"}) {
     for (const std::string b : {"24", "64", "0", "-16"}) opt(cmd, {"--block", b}, {"block length " + b});
     opt(cmd, {"--block", "sixteen"}, {"--block"});
     opt(cmd, {"--weight-format", "mxint9"}, {"weight format 'mxint9'"});
     opt(cmd, {"--lowrank-format", "fp16"}, {"A/B format 'fp16'"});
+    opt(cmd, {"--rule", "e8m0"}, {"exponent rule 'e8m0'"});
+    opt(cmd, {"--rule", "ocp", "--lowrank-format", "mxint4"}, {"OCP rule", "mxint4"});
     for (const std::string v : {"-1", "nan", "inf", "tiny"}) opt(cmd, {"--damping", v}, {"--damping"});
   }
   // eval's and bench's lists.
@@ -353,6 +374,11 @@ std::vector<cell_spec> cells() {
   for (const std::string r : {"-1", "a", ""}) opt("bench", {"--ranks", r}, {"--ranks"});
   for (const std::string t : {"0", "257", "1,,2", ""}) opt("bench", {"--threads-list", t}, {"--threads-list"});
   for (const std::string v : {"0", "101"}) opt("bench", {"--runs", v}, {"--runs"});
+  opt("bench", {"--llama-bench", "{d}/none"}, {"{d}/none", "not an executable"});
+  opt("bench", {"--llama-bench", "{d}"}, {"{d}", "not an executable"});
+  opt("bench", {"--peer-models", "{d}/kjv.txt"}, {"--peer-models", "--llama-bench"});
+  opt("bench", {"--llama-bench", "/bin/true", "--peer-models", "{d}/kjv.txt"}, {"{d}/kjv.txt"});
+  opt("bench", {"--llama-bench", "/bin/true", "--peer-models", "a.gguf,,b.gguf"}, {"--peer-models", "empty entry"});
   // The files, found bad once read (the model cells need the model only to get past it).
   const auto file = [&](const std::string& name, std::vector<std::string> args, std::vector<std::string> needles,
                         bool needs_model) {

@@ -85,3 +85,94 @@ TEST_CASE("llama quantize: calibrate, factorize all 210 linears, run W4A8 on 1 a
   CHECK(std::isfinite(quant_nll));
   CHECK(quant_nll - float_nll < n * std::log(2.0));
 }
+
+TEST_CASE("llama quantize: the output projection W8A8 is within the MXINT8 rounding bound of float") {
+  const fs::path path = model_path();
+  if (!fs::exists(path)) {
+    MESSAGE("skipped: " << path.string()
+                        << " is not there (bash scripts/fetch_smollm2.sh fetches it, or set LQER_SMOLLM2_GGUF)");
+    return;
+  }
+  engine::thread_pool pool(2), one(1);
+  const auto w = std::make_shared<const llama::model_weights>(llama::model_weights::load(path, pool));
+  llama::model m(w);
+  llama::quant_config cfg;
+  cfg.output_format = "mxint8";
+  cfg.block = 32;
+  cfg.set_rank(0, m.num_linears());
+  auto q = llama::quantize_linears(*w, {}, cfg);
+  REQUIRE(q.output);
+  CHECK(q.output->describe() == "output mxint8_b32_lqer W8A8");
+  CHECK(q.output->in_features() == m.cfg().d_model);
+  CHECK(q.output->out_features() == m.cfg().vocab);
+  // MXINT8 bytes: one code per weight and one E8M0 exponent per 32.
+  CHECK(q.output->storage_bytes() == static_cast<std::size_t>(m.cfg().vocab * m.cfg().d_model / 32 * 33));
+
+  // Inputs of the head's magnitude: rows of the token table itself (RMS-normed
+  // hidden states are of that scale after the output norm's gain).
+  const llama::index_t d = m.cfg().d_model, V = m.cfg().vocab, M = 3;
+  std::vector<float> x(static_cast<std::size_t>(M * d));
+  for (llama::index_t r = 0; r < M; ++r)
+    std::copy_n(w->embedding(static_cast<std::int32_t>(1000 + 7919 * r)), d, x.begin() + r * d);
+  std::vector<float> yq(static_cast<std::size_t>(M * V)), yq1(yq.size()), yf(yq.size());
+  const lqer::matrix_view<const float> xv(x.data(), M, d);
+  q.output->forward(xv, lqer::matrix_view<float>(yq.data(), M, V), pool);
+  q.output->forward(xv, lqer::matrix_view<float>(yq1.data(), M, V), one);
+  CHECK(yq == yq1);
+  m.output().forward(xv, lqer::matrix_view<float>(yf.data(), M, V), pool);
+
+  // The bound, per logit. An MXINT8 element (LQER rule: e = ⌈log2 amax⌉ of its
+  // block of 32, value m·2^(e−7), m ≤ 127) is off by at most amax/128: half a
+  // step, 2^(e−8) < amax/128 since 2^(e−1) < amax; or, clamped at 127, at most
+  // amax − 127·2^(e−7) ≤ amax/128 since amax ≤ 2^e. So
+  // |x̂·ŵ − x·w| ≤ Σ |x||δw| + |δx||w| + |δx||δw|, plus each side's float
+  // summation error γ_n Σ|·||·| (n = d), both within 2nu Σ(|x|+δx)(|w|+δw).
+  const auto deltas = [](const float* v, llama::index_t n) {
+    std::vector<double> dl(static_cast<std::size_t>(n));
+    for (llama::index_t b = 0; b < n; b += 32) {
+      double amax = 0;
+      for (llama::index_t i = b; i < std::min(n, b + 32); ++i) amax = std::max(amax, std::fabs(double(v[i])));
+      for (llama::index_t i = b; i < std::min(n, b + 32); ++i) dl[static_cast<std::size_t>(i)] = amax / 128.0;
+    }
+    return dl;
+  };
+  const double u = std::ldexp(1.0, -24);
+  double worst = 0;
+  for (llama::index_t r = 0; r < M; ++r) {
+    const float* xr = x.data() + r * d;
+    const auto dx = deltas(xr, d);
+    for (llama::index_t o = 0; o < V; o += 97) {  // every 97th logit: 507 per row
+      const float* wr = w->output.w.data() + o * d;
+      const auto dw = deltas(wr, d);
+      double bound = 0, mag = 0;
+      for (llama::index_t i = 0; i < d; ++i) {
+        const double ax = std::fabs(double(xr[i])), aw = std::fabs(double(wr[i]));
+        const double ex = dx[static_cast<std::size_t>(i)], ew = dw[static_cast<std::size_t>(i)];
+        bound += ax * ew + ex * aw + ex * ew;
+        mag += (ax + ex) * (aw + ew);
+      }
+      bound += 2.0 * double(d) * u * mag;
+      const double diff = std::fabs(double(yq[r * V + o]) - double(yf[r * V + o]));
+      CHECK(diff <= bound);
+      worst = std::max(worst, diff / bound);
+    }
+  }
+  MESSAGE("output projection W8A8: worst |diff| / bound " << worst);
+
+  // Installed: the model runs it, and a short sequence's perplexity moves little.
+  const auto seqs = sequences();
+  const auto& ids = seqs.front();
+  const double n = double(ids.size() - 1);
+  const double float_nll = m.evaluate(ids, static_cast<llama::index_t>(ids.size()), pool, 0).nll_sum;
+  llama::model mh(w);
+  mh.set_output(std::move(q.output));
+  CHECK(mh.output().describe() == "output mxint8_b32_lqer W8A8");
+  const double head_nll = mh.evaluate(ids, static_cast<llama::index_t>(ids.size()), pool, 0).nll_sum;
+  MESSAGE("float perplexity " << std::exp(float_nll / n) << ", with the W8A8 output projection "
+                              << std::exp(head_nll / n));
+  CHECK(std::isfinite(head_nll));
+  // Sanity, not a quality claim: 8-bit weights and activations on the head
+  // alone move this sequence's perplexity by far less than 10%.
+  CHECK(std::fabs(head_nll - float_nll) < n * std::log(1.1));
+  CHECK_THROWS_AS(mh.set_output(nullptr), lqer::shape_error);
+}

@@ -462,19 +462,22 @@ std::vector<cell_spec> model_cells() {
   // Shards that resolve outside the model directory: a symlink to the real
   // shard elsewhere (the right bytes: only the place is wrong), one through
   // "..", a chain; one that stays inside is followed.
-  add("shard a symlink out of the model directory", [](const fs::path& d) {
+  add("shard a symlink out of the model directory",
+      [](const fs::path& d) {
         const std::string shard = embedding_shard(d);
         fs::rename(d / "model" / shard, d / shard);
         fs::create_symlink(d / shard, d / "model" / shard);
       },
       {"group1-shard", "outside the model directory"});
-  add("shard a relative symlink through ..", [](const fs::path& d) {
+  add("shard a relative symlink through ..",
+      [](const fs::path& d) {
         const std::string shard = embedding_shard(d);
         fs::remove(d / "model" / shard);
         fs::create_symlink("../sentences.txt", d / "model" / shard);
       },
       {"group1-shard", "outside the model directory"});
-  add("shard a symlink to a symlink out of the model directory", [](const fs::path& d) {
+  add("shard a symlink to a symlink out of the model directory",
+      [](const fs::path& d) {
         const std::string shard = embedding_shard(d);
         fs::rename(d / "model" / shard, d / shard);
         fs::create_symlink(d / shard, d / "model" / "hop");
@@ -588,6 +591,8 @@ std::vector<cell_spec> option_cells() {
     c.push_back(option(cmd, {{"--block", "sixteen"}}, {"--block"}));
     c.push_back(option(cmd, {{"--weight-format", "mxint9"}}, {"weight format 'mxint9'"}));
     c.push_back(option(cmd, {{"--lowrank-format", "fp16"}}, {"A/B format 'fp16'"}));
+    c.push_back(option(cmd, {{"--rule", "e8m0"}}, {"exponent rule 'e8m0'"}));
+    c.push_back(option(cmd, {{"--rule", "ocp"}, {"--weight-format", "mxint3"}}, {"OCP rule", "mxint3"}));
     c.push_back(option(cmd, {{"--mode", "exact"}}, {"--mode", "exact"}));
     for (const std::string v : {"-1", "nan", "inf", "-inf"})
       c.push_back(option(cmd, {{"--damping", v}}, {"--damping"}));

@@ -33,6 +33,7 @@
 #include "lqer/factorize/reference_forward.hpp"
 #include "lqer/io/gguf.hpp"
 #include "lqer/io/npy.hpp"
+#include "lqer/io/safetensors.hpp"
 #include "lqer/kernel/linear.hpp"
 #include "lqer/kernel/pack.hpp"
 #include "lqer/tensor/quantized_matrix.hpp"
@@ -343,6 +344,91 @@ TEST_CASE("API matrix: gguf_file::open, its getters, dequantize and to_quantized
        [&] { (void)io::to_quantized_matrix<q4_0>(f.tensor("inf")); }},
   };
   run_table(table, [&] { return all_sentinel(dst); });
+}
+
+TEST_CASE("API matrix: safetensors_file::open and its accessors on bad files") {
+  scratch s("safetensors");
+  // A safetensors file by hand: the 8-byte little-endian header length, the header, the data.
+  const auto st = [](const std::string& header, const std::string& data = "") {
+    std::string f(8, '\0');
+    for (int i = 0; i < 8; ++i) f[static_cast<std::size_t>(i)] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
+    return f + header + data;
+  };
+  const auto entry = [](const std::string& name, const std::string& dtype, const std::string& shape, int b, int e) {
+    return "\"" + name + "\":{\"dtype\":\"" + dtype + "\",\"shape\":[" + shape + "],\"data_offsets\":[" +
+           std::to_string(b) + "," + std::to_string(e) + "]}";
+  };
+  const auto file = [&](const std::string& name, const std::string& bytes) {
+    write_bytes(s.dir / name, bytes);
+    return s.dir / name;
+  };
+  const std::string w8 = entry("w", "F32", "2", 0, 8), d8(8, '\0');
+  std::string long_len = st("{}");
+  long_len[0] = '\x40';  // declares 64 header bytes; 2 follow
+  // "u" U8 [1] then "f" F32 [1] at data byte 1 (odd), "m" BOOL [1] holding 2, "i" I32 [1].
+  std::string odd_header = "{" + entry("u", "U8", "1", 0, 1) + "," + entry("f", "F32", "1", 1, 5) + "," +
+                           entry("m", "BOOL", "1", 5, 6) + "," + entry("i", "I32", "1", 6, 10) + "}";
+  odd_header.append((8 - odd_header.size() % 8) % 8, ' ');
+  const fs::path odd_path = file("odd.safetensors", st(odd_header, std::string("\x01\x00\x00\x80\x3f\x02", 6) + d8.substr(0, 4)));
+  fs::create_directory(s.dir / "adir");
+  const io::safetensors_file f = io::safetensors_file::open(odd_path);
+  const auto open = [](const fs::path& p) { return [p] { (void)io::safetensors_file::open(p); }; };
+  const std::vector<row> table = {
+      {"missing file", kind::io, {"missing.safetensors", "no such file"}, open(s.dir / "missing.safetensors")},
+      {"a directory", kind::io, {"adir", "directory"}, open(s.dir / "adir")},
+      {"empty file", kind::parse, {"empty.safetensors: byte 0", "fewer than the 8-byte header length"}, open(file("empty.safetensors", ""))},
+      {"header length beyond the file", kind::parse, {"len.safetensors: byte 0", "header length is 64 bytes"}, open(file("len.safetensors", long_len))},
+      {"header not JSON", kind::parse, {"json.safetensors: byte 9", "not valid JSON"}, open(file("json.safetensors", st("{'w':1}")))},
+      {"header not UTF-8", kind::parse, {"utf8.safetensors: byte 10", "not valid UTF-8"}, open(file("utf8.safetensors", st("{\"\xff\":1}")))},
+      {"nesting 300 deep", kind::parse, {"deep.safetensors: byte ", "deeper than 128"}, open(file("deep.safetensors", st("{\"a\":" + std::string(300, '[') + std::string(300, ']') + "}")))},
+      {"unknown dtype", kind::parse, {"dtype.safetensors: byte 22", "unknown dtype \"F33\""}, open(file("dtype.safetensors", st("{" + entry("w", "F33", "2", 0, 8) + "}", d8)))},
+      {"negative dimension", kind::parse, {"neg.safetensors: byte ", "entry 0 is -2"}, open(file("neg.safetensors", st("{" + entry("w", "F32", "-2", 0, 8) + "}", d8)))},
+      {"length other than the shape's", kind::parse, {"size.safetensors: byte ", "hold 8 bytes, but 3 elements of F32 take 12"}, open(file("size.safetensors", st("{" + entry("w", "F32", "3", 0, 8) + "}", d8)))},
+      {"truncated data", kind::parse, {"cut.safetensors: byte ", "end beyond the data section"}, open(file("cut.safetensors", st("{" + w8 + "}", d8.substr(0, 5))))},
+      {"overlapping tensors", kind::parse, {"overlap.safetensors: byte ", "overlap tensor \"a\""}, open(file("overlap.safetensors", st("{" + entry("a", "U8", "8", 0, 8) + "," + entry("b", "U8", "4", 4, 8) + "}", d8)))},
+      {"a hole in the data section", kind::parse, {"hole.safetensors: byte ", "belong to no tensor"}, open(file("hole.safetensors", st("{" + entry("a", "U8", "4", 4, 8) + "}", d8)))},
+      {"duplicate tensor", kind::parse, {"dup.safetensors: byte ", "duplicate tensor name \"w\""}, open(file("dup.safetensors", st("{" + w8 + "," + entry("w", "F32", "2", 8, 16) + "}", d8 + d8)))},
+      {"metadata value not a string", kind::parse, {"meta.safetensors: byte 29", "metadata values must be strings"}, open(file("meta.safetensors", st("{\"__metadata__\":{\"k\":1}}")))},
+      {"missing tensor", kind::value, {"odd.safetensors", "has no tensor \"x\""}, [&] { (void)f.tensor("x"); }},
+      {"as_span of another dtype", kind::value, {"odd.safetensors", "tensor \"i\" (I32, [1])", "asked for F32"}, [&] { (void)f.tensor("i").as_span<float>(); }},
+      {"as_span of misaligned data", kind::unsupported, {"odd.safetensors", "tensor \"f\"", "not aligned to 4 bytes"}, [&] { (void)f.tensor("f").as_span<float>(); }},
+      {"a BOOL byte of 2", kind::value, {"odd.safetensors", "tensor \"m\"", "byte value 2"}, [&] { (void)f.tensor("m").to_vector<bool>(); }},
+      {"to_float32 of I32", kind::unsupported, {"odd.safetensors", "tensor \"i\"", "to_float32 converts"}, [&] { (void)io::to_float32(f.tensor("i")); }},
+  };
+  run_table(table, [] { return true; });  // readers return their results: no caller buffer
+}
+
+TEST_CASE("API matrix: safetensors_writer on bad tensors and bad paths creates and replaces nothing") {
+  scratch s("safetensors_write");
+  write_bytes(s.dir / "old.safetensors", "old content");
+  fs::create_directory(s.dir / "adir");
+  fs::create_directory(s.dir / "ro");
+  fs::permissions(s.dir / "ro", fs::perms::owner_read | fs::perms::owner_exec);
+  const bool ro_works = ::access((s.dir / "ro").c_str(), W_OK) != 0;
+  const std::vector<float> data(6, 1.0f);
+  const std::vector<index_t> good{2, 3}, negative{-2, -3}, wrong{2, 4};
+  io::safetensors_writer w;
+  w.add("w", good, data);
+  const auto before = snapshot(s.dir);
+  std::vector<row> table = {
+      {"empty name", kind::value, {"must not be empty"}, [&] { io::safetensors_writer(w).add("", good, data).write(s.dir / "old.safetensors"); }},
+      {"duplicate name", kind::value, {"tensor \"w\"", "already added"}, [&] { io::safetensors_writer(w).add("w", good, data).write(s.dir / "old.safetensors"); }},
+      {"reserved name", kind::value, {"__metadata__", "reserved"}, [&] { io::safetensors_writer(w).add("__metadata__", good, data); }},
+      {"name not UTF-8", kind::value, {"not valid UTF-8"}, [&] { io::safetensors_writer(w).add("\xff", good, data); }},
+      {"metadata not UTF-8", kind::value, {"key \"k\"", "not valid UTF-8"}, [&] { io::safetensors_writer(w).set_metadata("k", "\xc0\xaf"); }},
+      {"negative dimension", kind::shape, {"tensor \"n\"", "negative dimension"}, [&] { io::safetensors_writer(w).add("n", negative, data); }},
+      {"data of another size", kind::shape, {"tensor \"s\"", "needs 32 bytes, the data has 24"}, [&] { io::safetensors_writer(w).add("s", wrong, data); }},
+      {"missing directory", kind::io, {"no_such_dir"}, [&] { w.write(s.dir / "no_such_dir" / "x.safetensors"); }},
+      {"target is a directory", kind::io, {"adir", "directory"}, [&] { w.write(s.dir / "adir"); }},
+  };
+  fs::path ro = s.dir / "ro";
+  if (!ro_works) {
+    MESSAGE("mode 0500 does not stop this user: the read-only directory row writes into /proc instead");
+    ro = "/proc";
+  }
+  table.push_back({"read-only directory", kind::io, {(ro / "lqer_x.safetensors").string(), "temporary"},
+                   [&] { w.write(ro / "lqer_x.safetensors"); }});
+  run_table(table, [&] { return snapshot(s.dir) == before; });
 }
 
 TEST_CASE("API matrix: quantized_matrix::quantize, dequantize and fake_quantize") {

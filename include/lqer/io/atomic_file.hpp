@@ -239,8 +239,12 @@ inline bool write_all(int fd, std::span<const std::byte> bytes) noexcept {
 ///    against; one fsync per file costs milliseconds, nothing beside the
 ///    work that produced the file. The directory is not fsync'ed: a power
 ///    loss may then undo the rename, which leaves the old file — allowed.
+///
+/// The parts are a span so that a writer with a number of pieces known only at
+/// run time (a safetensors file: header, then each tensor's bytes) streams them
+/// from where they are instead of concatenating them first.
 inline void write_file_atomically(const std::filesystem::path& target,
-                                  std::initializer_list<std::span<const std::byte>> parts) {
+                                  std::span<const std::span<const std::byte>> parts) {
   namespace fs = std::filesystem;
   const std::string name = target.string();
   std::error_code ec;
@@ -279,6 +283,12 @@ inline void write_file_atomically(const std::filesystem::path& target,
   fs::rename(tmp.path(), target, ec);
   if (ec) throw io_error(name + ": cannot write: renaming " + tmp_name + " over it failed: " + ec.message());
   tmp.guard.release();
+}
+
+/// write_file_atomically for a fixed list of parts: `{header, data}`.
+inline void write_file_atomically(const std::filesystem::path& target,
+                                  std::initializer_list<std::span<const std::byte>> parts) {
+  write_file_atomically(target, std::span<const std::span<const std::byte>>(parts.begin(), parts.size()));
 }
 
 }  // namespace lqer::io::detail

@@ -151,9 +151,12 @@ matrix_rm quantization_error(matrix_view<const float> w, const quantized_matrix<
 
 /// M = L·Eqᵀ [in, out] as a linear_operator over Eq (row-major [out, in]):
 /// L = diag(s) when `scale` is non-empty, F when `white` is set, I otherwise.
+/// A template (White = whitening), as compute_residuals below: only a
+/// translation unit that factorizes compiles their bodies (issue #18).
+template <class White = whitening>
 class weighted_error_operator {
  public:
-  weighted_error_operator(const matrix_rm& e, const std::vector<float>* scale, const whitening* white)
+  weighted_error_operator(const matrix_rm& e, const std::vector<float>* scale, const White* white)
       : e_(e), scale_(scale), white_(white) {}
 
   index_t rows() const noexcept { return e_.cols(); }
@@ -181,7 +184,7 @@ class weighted_error_operator {
 
   /// L⁻¹ U [in, k].
   Eigen::MatrixXf solve(const Eigen::MatrixXf& u) const {
-    if (white_) return white_->solve(u.cast<double>()).cast<float>();
+    if (white_) return white_->solve(u.cast<double>()).template cast<float>();
     if (scale_) {
       Eigen::MatrixXf a = u;
       for (index_t i = 0; i < a.rows(); ++i) a.row(i) /= (*scale_)[static_cast<std::size_t>(i)];
@@ -192,19 +195,19 @@ class weighted_error_operator {
 
  private:
   Eigen::MatrixXf apply_left(Eigen::MatrixXf y) const {
-    if (white_) return white_->apply(y.cast<double>()).cast<float>();
+    if (white_) return white_->apply(y.cast<double>()).template cast<float>();
     if (scale_)
       for (index_t i = 0; i < y.rows(); ++i) y.row(i) *= (*scale_)[static_cast<std::size_t>(i)];
     return y;
   }
   Eigen::MatrixXf apply_left_transpose(const Eigen::MatrixXf& y) const {
-    if (white_) return white_->apply_transpose(y.cast<double>()).cast<float>();
+    if (white_) return white_->apply_transpose(y.cast<double>()).template cast<float>();
     return apply_left(y);  // diagonal: Lᵀ = L
   }
 
   const matrix_rm& e_;
   const std::vector<float>* scale_;
-  const whitening* white_;
+  const White* white_;
 };
 
 /// The sums behind the report's residuals, for one band of output rows.
@@ -215,8 +218,9 @@ struct residual_sums {
 };
 
 /// Fills the report's residuals (see the file comment). `a`, `b` may be empty (rank 0).
-inline void compute_residuals(const matrix_rm& e, const matrix_rm& a, const matrix_rm& b, const matrix_rm& aq,
-                              const matrix_rm& bq, const activation_stats& stats, factorize_report& rep) {
+template <class Stats = activation_stats>
+void compute_residuals(const matrix_rm& e, const matrix_rm& a, const matrix_rm& b, const matrix_rm& aq,
+                       const matrix_rm& bq, const Stats& stats, factorize_report& rep) {
   const index_t out = e.rows(), in = e.cols(), k = a.cols();
   const bool have_stats = !stats.empty() && stats.in_features() == in;
   const bool gram = have_stats && stats.has_gram();
@@ -355,7 +359,7 @@ factorize_result<WFormat, LrFormat> factorize_impl(matrix_view<const float> w, c
   t0 = clock::now();
   // identity: L = I, no scaling pass at all.
   constexpr bool kIdentity = std::is_same_v<Policy, policy::identity>;
-  const weighted_error_operator op(e, (whitening_scale_policy<Policy> || kIdentity) ? nullptr : &res.scale,
+  const weighted_error_operator<> op(e, (whitening_scale_policy<Policy> || kIdentity) ? nullptr : &res.scale,
                                    whitening_scale_policy<Policy> ? &white : nullptr);
   if (rank > 0) {
     const svd_triplets t = opt.solver(op, rank);

@@ -64,25 +64,34 @@ inline const char* to_string(whiten_factorization f) noexcept {
   return f == whiten_factorization::cholesky ? "cholesky" : "eigen";
 }
 
-/// A whitening factor F of R + λI (FᵀF = R + λI) in double, applied to thin
-/// matrices only: the factorization never forms F·Eqᵀ unless asked for the
-/// dense matrix (exact solver), so F costs O(in²·k) per use, not O(in²·out).
-class whitening {
+/// A whitening factor F of R + λI (FᵀF = R + λI), applied to thin matrices
+/// only: the factorization never forms F·Eqᵀ unless asked for the dense matrix
+/// (exact solver), so F costs O(in²·k) per use, not O(in²·out).
+///
+/// A class template (used as `whitening`, Real = double) so that its Cholesky
+/// and eigensolver code is compiled only by a translation unit that factors:
+/// the bodies of a non-template class are compiled by every includer (issue
+/// #18).
+template <class Real = double>
+class basic_whitening {
  public:
-  whitening() = default;
+  using matrix = Eigen::Matrix<Real, Eigen::Dynamic, Eigen::Dynamic>;
+  using vector = Eigen::Matrix<Real, Eigen::Dynamic, 1>;
+
+  basic_whitening() = default;
 
   /// F X.
-  Eigen::MatrixXd apply(const Eigen::MatrixXd& x) const {
+  matrix apply(const matrix& x) const {
     if (kind_ == whiten_factorization::cholesky) return llt_.matrixU() * x;
     return q_ * (sqrt_ev_.asDiagonal() * (q_.transpose() * x));
   }
   /// Fᵀ X.
-  Eigen::MatrixXd apply_transpose(const Eigen::MatrixXd& x) const {
+  matrix apply_transpose(const matrix& x) const {
     if (kind_ == whiten_factorization::cholesky) return llt_.matrixL() * x;
     return apply(x);  // symmetric
   }
   /// F⁻¹ X.
-  Eigen::MatrixXd solve(const Eigen::MatrixXd& x) const {
+  matrix solve(const matrix& x) const {
     if (kind_ == whiten_factorization::cholesky) return llt_.matrixU().solve(x);
     return q_ * (sqrt_ev_.cwiseInverse().asDiagonal() * (q_.transpose() * x));
   }
@@ -93,26 +102,26 @@ class whitening {
 
   /// Factors R + λI. Throws value_error when the result is not positive
   /// definite to working precision (only possible with λ = 0 and a singular R).
-  static whitening factor(const Eigen::MatrixXd& r, double lambda, whiten_factorization kind) {
-    whitening w;
+  static basic_whitening factor(const matrix& r, double lambda, whiten_factorization kind) {
+    basic_whitening w;
     w.kind_ = kind;
     w.lambda_ = lambda;
     w.n_ = r.rows();
-    const double max_diag = r.diagonal().maxCoeff();
+    const Real max_diag = r.diagonal().maxCoeff();
     // A pivot (eigenvalue) below n·ε·max R_ii is rounding noise: R was
     // accumulated in double, so its entries carry absolute errors of that order.
-    const double floor = static_cast<double>(w.n_) * std::numeric_limits<double>::epsilon() * max_diag;
+    const Real floor = static_cast<Real>(w.n_) * std::numeric_limits<Real>::epsilon() * max_diag;
     if (kind == whiten_factorization::cholesky) {
-      Eigen::MatrixXd rl = r;
-      rl.diagonal().array() += lambda;
+      matrix rl = r;
+      rl.diagonal().array() += static_cast<Real>(lambda);
       w.llt_.compute(rl);
       if (w.llt_.info() != Eigen::Success || w.llt_.matrixLLT().diagonal().array().square().minCoeff() <= floor)
         throw value_error(singular_message(lambda));
     } else {
-      Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es(r);
+      Eigen::SelfAdjointEigenSolver<matrix> es(r);
       if (es.info() != Eigen::Success) throw value_error("whiten: the eigendecomposition of R did not converge");
       // Rounding can leave eigenvalues of a PSD R slightly negative: clamp to 0.
-      const Eigen::VectorXd ev = es.eigenvalues().cwiseMax(0.0).array() + lambda;
+      const vector ev = es.eigenvalues().cwiseMax(Real(0)).array() + static_cast<Real>(lambda);
       if (ev.minCoeff() <= floor) throw value_error(singular_message(lambda));
       w.q_ = es.eigenvectors();
       w.sqrt_ev_ = ev.cwiseSqrt();
@@ -130,10 +139,13 @@ class whitening {
   whiten_factorization kind_ = whiten_factorization::cholesky;
   double lambda_ = 0.0;
   index_t n_ = 0;
-  Eigen::LLT<Eigen::MatrixXd> llt_;  // cholesky: R + λI = L Lᵀ, F = Lᵀ
-  Eigen::MatrixXd q_;                // eigen: eigenvectors
-  Eigen::VectorXd sqrt_ev_;          // eigen: sqrt(max(λ_i, 0) + λ)
+  Eigen::LLT<matrix> llt_;  // cholesky: R + λI = L Lᵀ, F = Lᵀ
+  matrix q_;                // eigen: eigenvectors
+  vector sqrt_ev_;          // eigen: sqrt(max(λ_i, 0) + λ)
 };
+
+/// The whitening factor factorize() uses: in double.
+using whitening = basic_whitening<>;
 
 namespace detail {
 inline void require_stats(const activation_stats& stats, index_t in, const char* policy) {
@@ -219,7 +231,9 @@ struct whiten {
   double damping = 1e-4;
   whiten_factorization factorization = whiten_factorization::cholesky;
 
-  whitening factor(const activation_stats& stats, index_t in) const {
+  /// A template (Stats = activation_stats) for the reason basic_whitening is one.
+  template <class Stats = activation_stats>
+  whitening factor(const Stats& stats, index_t in) const {
     detail::require_stats(stats, in, "whiten");
     if (!stats.has_gram())
       throw value_error("whiten: the calibration statistics hold no Gram matrix (accumulate with gram_mode::on)");

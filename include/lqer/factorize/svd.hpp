@@ -79,8 +79,9 @@ inline void check_rank(index_t rows, index_t cols, index_t k, std::string_view s
 }
 
 /// An orthonormal basis of the columns of y (thin Q of a Householder QR), in place.
-inline void orthonormalize(Eigen::MatrixXf& y) {
-  const Eigen::HouseholderQR<Eigen::MatrixXf> qr(y);
+template <class Matrix>
+void orthonormalize(Matrix& y) {
+  const Eigen::HouseholderQR<Matrix> qr(y);
   y = qr.householderQ() * Eigen::MatrixXf::Identity(y.rows(), y.cols());
 }
 /// A product with the matrix that overflowed float (entries near FLT_MAX, or
@@ -112,7 +113,13 @@ struct exact_svd {
     return {svd.matrixU().leftCols(k).cast<float>(), svd.singularValues().head(k).cast<float>(),
             svd.matrixV().leftCols(k).cast<float>()};
   }
-  svd_triplets operator()(const Eigen::Ref<const Eigen::MatrixXf>& m, index_t k) const {
+  /// The same for a dense float matrix. A template, as every entry point here:
+  /// a translation unit that includes this header but never calls a solver
+  /// compiles none of Eigen's SVD (issue #18: an inline non-template overload
+  /// cost every includer ~15 s and 0.8 GB).
+  template <class Derived>
+    requires std::same_as<typename Derived::Scalar, float>
+  svd_triplets operator()(const Eigen::MatrixBase<Derived>& m, index_t k) const {
     return (*this)(dense_operator(m), k);
   }
 };
@@ -169,16 +176,34 @@ struct randomized_svd {
     // Bᵀ = Mᵀ Q [n, l]; M ≈ Q B = Q Û Σ V̂ᵀ.
     const Eigen::MatrixXd bt = op.multiply_transpose(q).template cast<double>();
     detail::require_finite_product(bt, kName);
-    const Eigen::BDCSVD<Eigen::MatrixXd> small(bt, Eigen::ComputeThinU | Eigen::ComputeThinV);
+    // The thin SVD of bt through its QR: bt = Q_b R (Householder), and the
+    // l × l triangle R = U_r Σ V_rᵀ by one-sided Jacobi, so bt = (Q_b U_r) Σ V_rᵀ.
+    // Jacobi is accurate to the last bits of every σ on a matrix this small
+    // (l ≤ k + p), and compiles to a fraction of Eigen's BDCSVD (+3.5 s
+    // against +19 s per translation unit that factorizes: issue #18), which
+    // only the exact solver needs.
+    const Eigen::HouseholderQR<Eigen::MatrixXd> qr(bt);
+    const Eigen::MatrixXd tri = qr.matrixQR().topRows(l).template triangularView<Eigen::Upper>();
+    const Eigen::JacobiSVD<Eigen::MatrixXd, Eigen::NoQRPreconditioner> small(tri,
+                                                                            Eigen::ComputeFullU | Eigen::ComputeFullV);
     if (small.info() != Eigen::Success) throw value_error("randomized_svd: the small SVD did not converge");
+    Eigen::MatrixXd left = Eigen::MatrixXd::Zero(n, k);  // bt's top-k left vectors: Q_b [U_r; 0]
+    left.topRows(l) = small.matrixU().leftCols(k);
+    left.applyOnTheLeft(qr.householderQ());
     // bt = V̂ Σ Ûᵀ: its left vectors are M's right ones, its right vectors rotate Q.
     svd_triplets r;
     r.u = q * small.matrixV().leftCols(k).cast<float>();
     r.s = small.singularValues().head(k).cast<float>();
-    r.v = small.matrixU().leftCols(k).cast<float>();
+    r.v = left.cast<float>();
     return r;
   }
-  svd_triplets operator()(const Eigen::Ref<const Eigen::MatrixXf>& m, index_t k) const {
+  /// The same for a dense float matrix. A template, as every entry point here:
+  /// a translation unit that includes this header but never calls a solver
+  /// compiles none of Eigen's SVD (issue #18: an inline non-template overload
+  /// cost every includer ~15 s and 0.8 GB).
+  template <class Derived>
+    requires std::same_as<typename Derived::Scalar, float>
+  svd_triplets operator()(const Eigen::MatrixBase<Derived>& m, index_t k) const {
     return (*this)(dense_operator(m), k);
   }
 

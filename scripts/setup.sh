@@ -7,8 +7,8 @@ set -euo pipefail
 
 # The one list of what lqer needs. Keep it sorted by role.
 LQER_PACKAGES=(
-  # toolchains and build
-  cmake ninja-build g++ clang libclang-rt-14-dev
+  # toolchains and build (ccache: the test command's compiler cache)
+  cmake ninja-build g++ clang libclang-rt-14-dev ccache
   # the library's dependencies
   libeigen3-dev libxsimd-dev
   # tests, benchmarks, the command-line tool

@@ -26,8 +26,8 @@ LQER_PACKAGES=(
   llvm
   # OpenMP for clang (GCC brings its own libgomp)
   libomp-14-dev
-  # helper scripts
-  python3
+  # helper scripts; python3-venv: test.sh's virtualenv with PyPI's safetensors for the interop tests
+  python3 python3-venv
 )
 
 missing=()

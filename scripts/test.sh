@@ -130,6 +130,19 @@ use_ccache() {
   ccache --zero-stats >/dev/null
 }
 
+# A Python with PyPI's safetensors + numpy for the interop tests (LQER_PYTHON:
+# test_safetensors and test_checkpoint read lqer's files with Hugging Face's
+# package); made once in build/pyenv. Without it those tests skip, saying so.
+python_env() {
+  local env=$PWD/build/pyenv
+  if { [[ -x $env/bin/python ]] || python3 -m venv "$env"; } &&
+    "$env/bin/pip" install -q --disable-pip-version-check safetensors numpy; then
+    export LQER_PYTHON=$env/bin/python
+  else
+    echo "test.sh: warning: no Python with safetensors + numpy in $env; the interop tests will skip" >&2
+  fi
+}
+
 main() {
   if (($# > 0)); then STAGES=("$@"); fi
   for s in "${STAGES[@]}"; do
@@ -146,6 +159,7 @@ main() {
   # Likewise SmolLM2-135M (the GGUF reader's and the llama engine's real-model tests).
   bash scripts/fetch_smollm2.sh >/dev/null || echo "test.sh: warning: SmolLM2 could not be fetched; its tests will skip" >&2
   mkdir -p build
+  python_env
 
   local failed=() summary=() s rc start
   for s in "${STAGES[@]}"; do

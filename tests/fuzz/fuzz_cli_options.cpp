@@ -88,6 +88,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       lqer::cli::add_quantize_command(app),
       lqer::cli::add_factorize_command(app),
       lqer::cli::add_forward_command(app),
+      lqer::cli::add_inspect_command(app),
+      lqer::cli::add_stats_command(app),
   };
   try {
     app.parse(static_cast<int>(argv.size() - 1), argv.data());

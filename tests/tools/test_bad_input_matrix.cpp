@@ -19,6 +19,14 @@
 // float32, so there a float64 file is a cell that must fail. int32 is not a
 // dtype lqer reads anywhere.
 //
+// lqer's own files (a layer's checkpoint DIR/layer.safetensors, statistics
+// files from `lqer stats collect`) get a matrix of their own: every entry point
+// that reads one (forward --layer FILE, inspect, stats merge, factorize
+// --stats) × every way such a file can be bad — missing, empty, truncated, a
+// checksum mismatch, an unknown schema version, a missing tensor, the other
+// lqer schema or none, a shape or format that disagrees with the metadata, a
+// statistics file of the wrong width or Gram mode.
+//
 // Root cannot be stopped by a read-only directory: when mode 0500 turns out
 // not to stop this user, the read-only cell says so in a MESSAGE and writes
 // into /proc instead, where no user can create a file or a directory.
@@ -39,12 +47,14 @@
 #include <iterator>
 #include <limits>
 #include <map>
+#include <tuple>
 #include <string>
 #include <vector>
 
 #include "lqer/config.hpp"
 #include "support/files.hpp"
 #include "support/process.hpp"
+#include "support/safetensors_edit.hpp"
 
 namespace fs = std::filesystem;
 using lqer::index_t;
@@ -90,7 +100,11 @@ std::vector<float> values(std::size_t n, double scale) {
 //   b.npy      [8]       bias
 //   Xf.npy     [5, 32]   activations for forward
 //   layer/               written by `lqer factorize` from the above, rank 4
+//                        (its .npy files and layer.safetensors)
+//   S.safetensors        `lqer stats collect` of X.npy; S2 of Xf.npy; Sg of X.npy
+//                        with --gram; Sw of Xw.npy [6, 48], another width
 //   out.npy              "old content" (the output of quantize / forward)
+//   out.safetensors      "old content" (the output of stats collect / merge)
 //   outdir/report.json   "old content" (the output directory of factorize)
 
 constexpr index_t kOut = 8, kIn = 32, kCalib = 6, kTokens = 5, kRank = 4;
@@ -109,9 +123,22 @@ struct fixture : lqer::test::cell_directories {
                                          std::to_string(kRank), "--out", (tmpl / "layer").string()});
     INFO(f.err);
     REQUIRE(f.exit_code == 0);
-    for (const char* file : {"Wq.npy", "A.npy", "B.npy", "bias.npy", "report.json"})
+    for (const char* file : {"Wq.npy", "A.npy", "B.npy", "bias.npy", "report.json", "layer.safetensors"})
       REQUIRE(fs::exists(tmpl / "layer" / file));
+    write_bytes(tmpl / "Xw.npy", npy_bytes("<f4", shape_text({kCalib, kIn + 16}), raw(values(kCalib * (kIn + 16), 3.0))));
+    for (const auto& [x, stats, gram] : {std::tuple{"X.npy", "S.safetensors", false},
+                                         std::tuple{"Xf.npy", "S2.safetensors", false},
+                                         std::tuple{"X.npy", "Sg.safetensors", true},
+                                         std::tuple{"Xw.npy", "Sw.safetensors", false}}) {
+      std::vector<std::string> args = {"stats", "collect", "-q", "--calib", (tmpl / x).string(), "--out",
+                                       (tmpl / stats).string()};
+      if (gram) args.push_back("--gram");
+      const run_result c = run_lqer(root, args);
+      INFO(c.err);
+      REQUIRE(c.exit_code == 0);
+    }
     write_bytes(tmpl / "out.npy", kOld);
+    write_bytes(tmpl / "out.safetensors", kOld);
     fs::create_directory(tmpl / "outdir");
     write_bytes(tmpl / "outdir" / "report.json", kOld);
   }
@@ -124,11 +151,23 @@ std::vector<std::string> command_line(const std::string& cmd, const fs::path& d,
   if (cmd == "factorize")
     return {"factorize", "-q",     "--weight", (d / "W.npy").string(), "--calib",          (d / "X.npy").string(),
             "--bias",    (d / "b.npy").string(), "--rank", std::to_string(kRank), "--out", out.string()};
+  if (cmd == "collect") return {"stats", "collect", "-q", "--calib", (d / "X.npy").string(), "--out", out.string()};
+  if (cmd == "merge")
+    return {"stats", "merge", "-q", (d / "S.safetensors").string(), (d / "S2.safetensors").string(), "--out",
+            out.string()};
+  if (cmd == "inspect") return {"inspect", (d / "layer" / "layer.safetensors").string()};
+  if (cmd == "forward-checkpoint")
+    return {"forward", "-q", "--layer", (d / "layer" / "layer.safetensors").string(), "--x", (d / "Xf.npy").string(),
+            "--out", out.string()};
+  if (cmd == "factorize-stats")
+    return {"factorize", "-q", "--weight", (d / "W.npy").string(), "--stats", (d / "S.safetensors").string(),
+            "--rank", std::to_string(kRank), "--out", out.string()};
   return {"forward", "-q", "--layer", (d / "layer").string(), "--x", (d / "Xf.npy").string(), "--out", out.string()};
 }
 
 fs::path default_out(const std::string& cmd, const fs::path& d) {
-  return cmd == "factorize" ? d / "outdir" : d / "out.npy";
+  if (cmd.starts_with("factorize")) return d / "outdir";
+  return cmd == "collect" || cmd == "merge" ? d / "out.safetensors" : d / "out.npy";
 }
 
 // ---------------------------------------------------------------------------
@@ -155,6 +194,7 @@ const std::vector<role>& roles() {
       {"forward", "layer/A.npy", {kIn, kRank}, false, false, {kIn + 16, kRank}},
       {"forward", "layer/B.npy", {kRank, kOut}, false, false, {kRank, kOut + 1}},
       {"forward", "layer/bias.npy", {kOut}, false, true, {kOut + 1}},
+      {"collect", "X.npy", {kCalib, kIn}, true, false, {}},
   };
   return r;
 }
@@ -318,6 +358,8 @@ TEST_CASE("bad-input matrix: lqer quantize IN.npy") { run_input_matrix("quantize
 TEST_CASE("bad-input matrix: lqer factorize --weight, --calib, --bias") { run_input_matrix("factorize"); }
 TEST_CASE("bad-input matrix: lqer forward --x and the layer directory's .npy files") { run_input_matrix("forward"); }
 
+TEST_CASE("bad-input matrix: lqer stats collect --calib") { run_input_matrix("collect"); }
+
 TEST_CASE("bad-input matrix: lqer forward DIR/report.json") {
   fixture fx("report");
   const std::string good = slurp(fx.tmpl / "layer" / "report.json");
@@ -412,13 +454,13 @@ TEST_CASE("bad-input matrix: output paths of every subcommand") {
   fixture fx("outputs");
   const bool root = ::geteuid() == 0;
   int n = 0;
-  for (const std::string cmd : {"quantize", "factorize", "forward"}) {
+  for (const std::string cmd : {"quantize", "factorize", "forward", "collect", "merge"}) {
     CAPTURE(cmd);
     {
       const std::string cell = "in a missing directory";
       CAPTURE(cell);
       const fs::path d = fx.cell("o" + std::to_string(n++));
-      const fs::path out = d / "no_such_dir" / (cmd == "factorize" ? "layer" : "Y.npy");
+      const fs::path out = d / "no_such_dir" / (cmd == "factorize" ? "layer" : "Y.out");
       check_refused(fx.root, d, command_line(cmd, d, out), {"no_such_dir"});
     }
     {
@@ -455,5 +497,242 @@ TEST_CASE("bad-input matrix: output paths of every subcommand") {
       }
       check_refused(fx.root, d, command_line(cmd, d, out), {out.filename().string()});
     }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// lqer's own files × the entry points that read them
+
+namespace {
+
+enum class lqer_file { checkpoint, stats };
+
+/// One entry point reading one lqer file of the cell directory.
+struct reader {
+  const char* name;     // for CAPTURE
+  const char* command;  // command_line()'s name
+  const char* file;     // the file it reads, relative to the cell
+  lqer_file kind;
+  bool reads_any_lqer_file;  // inspect: either schema is fine
+};
+
+/// One way of breaking an lqer file. `apply` rewrites (or removes) it and says
+/// what stderr must mention (the file's name is always required too), or sets
+/// `ok` when the reader must accept the result.
+struct lqer_corruption {
+  const char* name;
+  std::function<std::vector<std::string>(const fixture& fx, const fs::path& f, const reader& r, bool& ok)> apply;
+};
+
+std::vector<std::byte> bytes_of(const fs::path& p) {
+  const std::string s = slurp(p);
+  std::vector<std::byte> b(s.size());
+  if (!s.empty()) std::memcpy(b.data(), s.data(), s.size());
+  return b;
+}
+void write_image(const fs::path& p, const std::vector<std::byte>& b) {
+  write_bytes(p, std::string(reinterpret_cast<const char*>(b.data()), b.size()));
+}
+void edit_file(const fs::path& p, const lqer::test::safetensors_edit& e) { write_image(p, lqer::test::edited(bytes_of(p), e)); }
+
+const std::vector<lqer_corruption>& lqer_corruptions() {
+  using edit = lqer::test::safetensors_edit;
+  static const std::vector<lqer_corruption> c = {
+      {"missing file",
+       [](const fixture&, const fs::path& f, const reader&, bool&) -> std::vector<std::string> {
+         fs::remove(f);
+         return {"no such file"};
+       }},
+      {"empty file",
+       [](const fixture&, const fs::path& f, const reader&, bool&) -> std::vector<std::string> {
+         write_bytes(f, "");
+         return {"truncated"};
+       }},
+      {"truncated header",
+       [](const fixture&, const fs::path& f, const reader&, bool&) -> std::vector<std::string> {
+         write_bytes(f, slurp(f).substr(0, 40));
+         return {"truncated"};
+       }},
+      {"truncated data",
+       [](const fixture&, const fs::path& f, const reader&, bool&) -> std::vector<std::string> {
+         const std::string g = slurp(f);
+         write_bytes(f, g.substr(0, g.size() - 9));
+         return {"truncated"};
+       }},
+      {"checksum mismatch",
+       [](const fixture&, const fs::path& f, const reader& r, bool&) -> std::vector<std::string> {
+         // The lowest bit of a scale or of a sum: still a valid value, but not the recorded bytes.
+         const std::string t = r.kind == lqer_file::checkpoint ? "layer.wq.scales" : "sum_abs.hi";
+         edit e;
+         e.data[t] = [](std::vector<std::byte>& d) { d[0] ^= std::byte{1}; };
+         e.keep_checksums = true;
+         edit_file(f, e);
+         return {"checksum mismatch", t};
+       }},
+      {"unknown schema version",
+       [](const fixture&, const fs::path& f, const reader&, bool&) -> std::vector<std::string> {
+         edit_file(f, edit{}.set("lqer.schema_version", "2"));
+         return {"schema version 2", "reads version 1"};
+       }},
+      {"missing tensor",
+       [](const fixture&, const fs::path& f, const reader& r, bool&) -> std::vector<std::string> {
+         const std::string t = r.kind == lqer_file::checkpoint ? "layer.a.codes" : "sum_sq.lo";
+         edit e;
+         e.drop.insert(t);
+         edit_file(f, e);
+         return {"missing tensor", t};
+       }},
+      {"the other lqer schema",
+       [](const fixture& fx, const fs::path& f, const reader& r, bool& ok) -> std::vector<std::string> {
+         const bool ck = r.kind == lqer_file::checkpoint;
+         fs::copy_file(fx.tmpl / (ck ? "S.safetensors" : "layer/layer.safetensors"), f,
+                       fs::copy_options::overwrite_existing);
+         ok = r.reads_any_lqer_file;
+         return {ck ? "not an lqer checkpoint" : "not an lqer statistics file"};
+       }},
+      {"no lqer schema (a plain safetensors file)",
+       [](const fixture&, const fs::path& f, const reader& r, bool&) -> std::vector<std::string> {
+         edit_file(f, edit{}.set("lqer.schema", ""));
+         return {r.reads_any_lqer_file ? "not an lqer file" : "lqer.schema"};
+       }},
+      {"a .npy file",
+       [](const fixture& fx, const fs::path& f, const reader&, bool&) -> std::vector<std::string> {
+         fs::copy_file(fx.tmpl / "W.npy", f, fs::copy_options::overwrite_existing);
+         return {};
+       }},
+      {"shape disagrees with the metadata",
+       [](const fixture&, const fs::path& f, const reader& r, bool&) -> std::vector<std::string> {
+         if (r.kind == lqer_file::checkpoint) {
+           edit_file(f, edit{}.set("lqer.layer.layer.out_features", std::to_string(kOut + 1)));
+           return {"layer.wq.codes", std::to_string(kOut + 1) + " lanes"};
+         }
+         edit e;
+         e.shape["batch_mean_abs_max"] = {kIn / 2, 2};
+         edit_file(f, e);
+         return {"batch_mean_abs_max", "disagrees with the metadata"};
+       }},
+      {"format mismatch (the metadata names another block length)",
+       [](const fixture&, const fs::path& f, const reader& r, bool& ok) -> std::vector<std::string> {
+         if (r.kind != lqer_file::checkpoint) {  // no formats in a statistics file: the good file
+           ok = true;
+           return {};
+         }
+         edit_file(f, edit{}.set("lqer.layer.layer.weight_format", "mxint4_b32_lqer")
+                          .set("lqer.layer.layer.lowrank_format", "mxint8_b32_lqer"));
+         return {"layer.wq.scales", "needs F8_E8M0 [8, 1]"};
+       }},
+      {"a statistics file of the wrong width",
+       [](const fixture& fx, const fs::path& f, const reader& r, bool& ok) -> std::vector<std::string> {
+         if (r.kind != lqer_file::stats) {
+           ok = true;
+           return {};
+         }
+         fs::copy_file(fx.tmpl / "Sw.safetensors", f, fs::copy_options::overwrite_existing);
+         ok = r.reads_any_lqer_file;
+         return {std::to_string(kIn + 16)};  // factorize: "of width 48"; merge: "48" channels
+       }},
+      {"a statistics file with the Gram matrix where the others have none",
+       [](const fixture& fx, const fs::path& f, const reader& r, bool& ok) -> std::vector<std::string> {
+         if (r.kind != lqer_file::stats) {
+           ok = true;
+           return {};
+         }
+         fs::copy_file(fx.tmpl / "Sg.safetensors", f, fs::copy_options::overwrite_existing);
+         ok = std::string(r.command) != "merge";  // one file alone is fine, and mean_abs reads it too
+         return {"Gram matrix"};
+       }},
+  };
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("bad-input matrix: lqer's own files (checkpoint, statistics) x every entry point that reads them") {
+  fixture fx("lqer_files");
+  const std::vector<reader> readers = {
+      {"forward --layer FILE", "forward-checkpoint", "layer/layer.safetensors", lqer_file::checkpoint, false},
+      {"inspect FILE (a checkpoint)", "inspect", "layer/layer.safetensors", lqer_file::checkpoint, true},
+      {"stats merge", "merge", "S.safetensors", lqer_file::stats, false},
+      {"factorize --stats", "factorize-stats", "S.safetensors", lqer_file::stats, false},
+  };
+  int cells = 0, refused = 0;
+  for (const reader& r : readers) {
+    for (const lqer_corruption& c : lqer_corruptions()) {
+      const std::string reader_name = r.name, corruption_name = c.name;
+      CAPTURE(reader_name);
+      CAPTURE(corruption_name);
+      const fs::path d = fx.cell("f" + std::to_string(cells++));
+      const fs::path file = d / r.file;
+      bool expect_ok = false;
+      std::vector<std::string> needles = c.apply(fx, file, r, expect_ok);
+      const auto args = command_line(r.command, d, default_out(r.command, d));
+      if (expect_ok) {
+        const run_result res = run_lqer(fx.root, args);
+        CAPTURE(res.err);
+        CHECK(res.exit_code == 0);
+      } else {
+        needles.push_back(file.filename().string());
+        check_refused(fx.root, d, args, needles);
+        ++refused;
+      }
+      fs::remove_all(d);
+    }
+  }
+  // inspect reads a statistics file too: the corruptions that apply to any lqer file.
+  for (const lqer_corruption& c : lqer_corruptions()) {
+    const std::string corruption_name = c.name;
+    CAPTURE(corruption_name);
+    const reader r{"inspect FILE (statistics)", "inspect", "S.safetensors", lqer_file::stats, true};
+    const fs::path d = fx.cell("f" + std::to_string(cells++));
+    const fs::path file = d / r.file;
+    bool expect_ok = false;
+    std::vector<std::string> needles = c.apply(fx, file, r, expect_ok);
+    const std::vector<std::string> args = {"inspect", file.string()};
+    if (expect_ok) {
+      CHECK(run_lqer(fx.root, args).exit_code == 0);
+    } else {
+      needles.push_back(file.filename().string());
+      check_refused(fx.root, d, args, needles);
+      ++refused;
+    }
+    fs::remove_all(d);
+  }
+  MESSAGE(cells, " lqer-file cells, ", refused, " must be refused");
+
+  // The options around them.
+  {
+    const fs::path d = fx.cell("whiten_without_gram");
+    check_refused(fx.root, d,
+                  {"factorize", "-q", "--weight", (d / "W.npy").string(), "--stats", (d / "S.safetensors").string(),
+                   "--policy", "whiten", "--rank", std::to_string(kRank), "--out", (d / "outdir").string()},
+                  {"S.safetensors", "no Gram matrix", "--gram"});
+  }
+  {
+    const fs::path d = fx.cell("no_such_layer");
+    check_refused(fx.root, d,
+                  {"forward", "-q", "--layer", (d / "layer" / "layer.safetensors").string(), "--name", "blk.9", "--x",
+                   (d / "Xf.npy").string(), "--out", (d / "out.npy").string()},
+                  {"layer.safetensors", "has no layer \"blk.9\"", "\"layer\""});
+  }
+  {
+    const fs::path d = fx.cell("name_with_a_directory");
+    check_refused(fx.root, d,
+                  {"forward", "-q", "--layer", (d / "layer").string(), "--name", "layer", "--x",
+                   (d / "Xf.npy").string(), "--out", (d / "out.npy").string()},
+                  {"--name", "not a file"});
+  }
+  {
+    const fs::path d = fx.cell("merge_mixed_gram");
+    check_refused(fx.root, d,
+                  {"stats", "merge", (d / "S.safetensors").string(), (d / "Sg.safetensors").string(), "--out",
+                   (d / "out.safetensors").string()},
+                  {"Sg.safetensors", "keeps the Gram matrix", "S.safetensors does not"});
+  }
+  {
+    const fs::path d = fx.cell("merge_widths");
+    check_refused(fx.root, d,
+                  {"stats", "merge", (d / "S.safetensors").string(), (d / "Sw.safetensors").string(), "--out",
+                   (d / "out.safetensors").string()},
+                  {"Sw.safetensors", "48 channels", "S.safetensors has 32"});
   }
 }

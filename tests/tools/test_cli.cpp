@@ -1,7 +1,11 @@
 // The `lqer` program, run as a user runs it: `lqer quantize` on small .npy
 // files written byte by byte here, checked against the library's fake_quantize
 // on success, and against "exit 2, one line on stderr naming the problem, the
-// output file untouched" on every kind of bad input.
+// output file untouched" on every kind of bad input. Then the checkpoint and
+// statistics commands: factorize's layer.safetensors against its .npy files,
+// forward from either form (the same bytes), inspect, and stats collect /
+// merge against one collect over every batch (the same statistics, bit for
+// bit) and factorize --stats against factorize --calib (the same layer file).
 //
 // Input dtype policy (documented in `lqer quantize --help`): float32 is used as
 // is; float16, float64, int8 and uint8 are converted to float32 first (float64
@@ -27,6 +31,8 @@
 #include <string>
 #include <vector>
 
+#include "lqer/calib/activation_stats.hpp"
+#include "lqer/io/checkpoint.hpp"
 #include "lqer/io/npy.hpp"
 #include "lqer/lqer.hpp"
 #include "support/files.hpp"
@@ -364,4 +370,184 @@ TEST_CASE("bad output paths: exit 2 naming the path, nothing created") {
     CHECK(fs::is_empty(s / "outdir"));
   }
   CHECK(s.stray_files({"W.npy", "outdir"}).empty());
+}
+
+// ---------------------------------------------------------------------------
+// Checkpoints and statistics files
+
+namespace {
+
+std::vector<float> read_floats(const fs::path& p) { return io::read_npy_matrix(p).data; }
+
+/// `lqer factorize` of W.npy with `middle` options into `out`; REQUIREs success.
+void factorize_into(const scratch& s, const std::vector<std::string>& middle, const fs::path& out) {
+  std::vector<std::string> args = {"factorize", "-q", "--weight", (s / "W.npy").string()};
+  args.insert(args.end(), middle.begin(), middle.end());
+  args.insert(args.end(), {"--out", out.string()});
+  const run_result r = s.run(args);
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+}
+
+}  // namespace
+
+TEST_CASE("factorize writes layer.safetensors; forward reads either form to the same bytes; inspect lists it") {
+  scratch s("checkpoint");
+  constexpr index_t out = 16, in = 64, tokens = 40;
+  write_bytes(s / "W.npy", npy_bytes("<f4", shape2(out, in), raw(test_matrix(out, in))));
+  write_bytes(s / "X.npy", npy_bytes("<f4", shape2(tokens, in), raw(test_matrix(tokens, in))));
+  write_bytes(s / "b.npy", npy_bytes("<f4", "(16,)", raw(std::vector<float>(16, 0.25f))));
+  factorize_into(s, {"--calib", (s / "X.npy").string(), "--bias", (s / "b.npy").string(), "--rank", "8", "--name",
+                     "blk.0.attn_q"},
+                 s / "layer");
+  const fs::path ck = s / "layer" / "layer.safetensors";
+  REQUIRE(fs::exists(ck));
+
+  // The checkpoint holds the layer whose dequantization the .npy files hold.
+  using W = default_weight_format;
+  using Lr = default_lowrank_format;
+  const auto layer = load<W, Lr>(ck, "blk.0.attn_q");
+  CHECK(layer.wq.dequantize() == read_floats(s / "layer" / "Wq.npy"));
+  CHECK(layer.a.dequantize() == read_floats(s / "layer" / "A.npy"));
+  CHECK(layer.b.dequantize() == read_floats(s / "layer" / "B.npy"));
+  CHECK(layer.bias == std::vector<float>(16, 0.25f));
+  const checkpoint_file f = checkpoint_file::open(ck);
+  CHECK(f.layer("blk.0.attn_q").policy == "mean_abs");
+  CHECK(f.layer("blk.0.attn_q").solver == "randomized");
+
+  // forward: the directory, the file (its one layer), the file with --name: the same bytes.
+  for (const char* mode : {"paper", "fused"}) {
+    CAPTURE(mode);
+    std::vector<std::string> ys;
+    for (const std::vector<std::string>& layer_args :
+         {std::vector<std::string>{"--layer", (s / "layer").string()}, std::vector<std::string>{"--layer", ck.string()},
+          std::vector<std::string>{"--layer", ck.string(), "--name", "blk.0.attn_q"}}) {
+      std::vector<std::string> args = {"forward", "-q", "--x", (s / "X.npy").string(), "--mode", mode, "--out",
+                                       (s / "Y.npy").string()};
+      args.insert(args.end(), layer_args.begin(), layer_args.end());
+      const run_result r = s.run(args);
+      INFO(r.err);
+      REQUIRE(r.exit_code == 0);
+      CHECK(r.err.empty());
+      ys.push_back(slurp(s / "Y.npy"));
+    }
+    CHECK(ys[1] == ys[0]);
+    CHECK(ys[2] == ys[0]);
+  }
+
+  // inspect: the layer, its formats, rank and bits per weight; every checksum.
+  const run_result r = s.run({"inspect", ck.string()});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.err.empty());
+  char bits[32];
+  std::snprintf(bits, sizeof bits, "%.3f",
+                8.0 * double(layer.storage_bytes() - layer.bias.size() * sizeof(float)) / double(out * in));
+  for (const std::string& want :
+       {std::string("lqer checkpoint, schema version 1"), std::string("blk.0.attn_q"), std::string("mxint4_b16_lqer"),
+        std::string("mxint8_b16_lqer"), std::string("16 x 64"), std::string(bits), std::string("mean_abs, randomized"),
+        std::string("blk.0.attn_q.wq.codes"), std::string("F8_E8M0"), std::string("checksums: 7 of 7 tensors verified"),
+        std::string("matrices: 3 decoded")})
+    CHECK_MESSAGE(contains(r.out, want), "inspect should print: ", want, "\n", r.out);
+  const run_result nv = s.run({"inspect", "--no-verify", ck.string()});
+  CHECK(nv.exit_code == 0);
+  CHECK(contains(nv.out, "not verified"));
+
+  // A file of several layers: forward needs --name, and a layer in a format
+  // forward does not run is refused naming it; inspect lists and decodes all.
+  io::checkpoint_writer w;
+  w.add("blk.0.attn_q", layer);
+  lqer_layer<q4_0, q8_0> ggml;
+  const auto wv = test_matrix(out, in);
+  ggml.wq = quantized_matrix<q4_0>::quantize(matrix_view<const float>(wv.data(), out, in));
+  w.add("ggml", std::move(ggml));
+  w.write(s / "two.safetensors");
+  const run_result two = s.run({"inspect", (s / "two.safetensors").string()});
+  INFO(two.err);
+  CHECK(two.exit_code == 0);
+  CHECK(contains(two.out, "int4_g32_sext_f16"));
+  CHECK(contains(two.out, "matrices: 4 decoded"));
+  CHECK(contains(two.out, "all layers:"));
+  run_result fw = s.run({"forward", "-q", "--layer", (s / "two.safetensors").string(), "--x", (s / "X.npy").string(),
+                         "--out", (s / "Y2.npy").string()});
+  CHECK(fw.exit_code == 2);
+  CHECK(contains(fw.err, "holds 2 layers: choose one with --name"));
+  fw = s.run({"forward", "-q", "--layer", (s / "two.safetensors").string(), "--name", "ggml", "--x",
+              (s / "X.npy").string(), "--out", (s / "Y2.npy").string()});
+  CHECK(fw.exit_code == 2);
+  CHECK(contains(fw.err, "int4_g32_sext_f16"));
+  CHECK(contains(fw.err, "not an MX integer format"));
+  fw = s.run({"forward", "-q", "--layer", (s / "two.safetensors").string(), "--name", "blk.0.attn_q", "--x",
+              (s / "X.npy").string(), "--mode", "fused", "--out", (s / "Y2.npy").string()});
+  CHECK(fw.exit_code == 0);
+  CHECK(slurp(s / "Y2.npy") == slurp(s / "Y.npy"));  // Y.npy: the last run above, fused
+}
+
+TEST_CASE("stats collect + merge equal one collect; factorize --stats equals factorize --calib") {
+  scratch s("stats");
+  constexpr index_t out = 16, in = 48;
+  write_bytes(s / "W.npy", npy_bytes("<f4", shape2(out, in), raw(test_matrix(out, in))));
+  // Three parts of a calibration set, of uneven sizes, with an outlier channel.
+  const index_t rows[] = {37, 5, 90};
+  std::vector<std::string> parts;
+  for (int p = 0; p < 3; ++p) {
+    std::vector<float> x = test_matrix(rows[p] + 3 * p, in);
+    x.erase(x.begin(), x.begin() + 3 * p * in);  // different rows for each part
+    for (index_t t = 0; t < rows[p]; ++t) x[static_cast<std::size_t>(t * in + 7)] *= 40.0f;
+    const std::string name = "X" + std::to_string(p) + ".npy";
+    write_bytes(s / name, npy_bytes("<f4", shape2(rows[p], in), raw(x)));
+    parts.push_back((s / name).string());
+  }
+  const auto collect = [&](const std::vector<std::string>& files, const std::string& outfile) {
+    std::vector<std::string> args = {"stats", "collect", "--gram", "--batch-tokens", "16", "--out",
+                                     (s / outfile).string()};
+    for (const auto& f : files) args.insert(args.end(), {"--calib", f});
+    const run_result r = s.run(args);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    return r.out;
+  };
+  CHECK(contains(collect(parts, "all.safetensors"), "48 channels, 132 tokens in 10 batches, Gram matrix yes"));
+  collect({parts[0]}, "s0.safetensors");
+  collect({parts[1], parts[2]}, "s12.safetensors");
+  collect({parts[2]}, "s2.safetensors");
+  collect({parts[1]}, "s1.safetensors");
+  // Merged in two groupings: (s0 + s12) and (s2 + s1) + s0 — other orders, the same statistics.
+  const run_result m = s.run({"stats", "merge", (s / "s0.safetensors").string(), (s / "s12.safetensors").string(),
+                              "--out", (s / "m.safetensors").string()});
+  INFO(m.err);
+  REQUIRE(m.exit_code == 0);
+  CHECK(contains(m.out, "132 tokens in 10 batches"));
+  REQUIRE(s.run({"stats", "merge", "-q", (s / "s2.safetensors").string(), (s / "s1.safetensors").string(),
+                 (s / "s0.safetensors").string(), "--out", (s / "m2.safetensors").string()})
+              .exit_code == 0);
+  const activation_stats all = activation_stats::load(s / "all.safetensors");
+  for (const char* merged : {"m.safetensors", "m2.safetensors"}) {
+    CAPTURE(merged);
+    const activation_stats got = activation_stats::load(s / merged);
+    CHECK(got.tokens() == all.tokens());
+    CHECK(got.batches() == all.batches());
+    CHECK(got.mean_abs() == all.mean_abs());
+    CHECK(got.mean_square() == all.mean_square());
+    CHECK(got.batch_mean_abs_max() == all.batch_mean_abs_max());
+    CHECK(got.gram() == all.gram());
+  }
+  const run_result in_ = s.run({"inspect", (s / "m.safetensors").string()});
+  INFO(in_.err);
+  CHECK(in_.exit_code == 0);
+  CHECK(contains(in_.out, "lqer calibration statistics"));
+  CHECK(contains(in_.out, "in_features 48, 132 tokens in 10 batches, Gram matrix yes"));
+  CHECK(contains(in_.out, "checksums: 7 of 7 tensors verified"));
+
+  // The same layer from the activations and from the merged statistics: the same files.
+  for (const char* policy : {"mean_abs", "whiten"}) {
+    CAPTURE(policy);
+    std::vector<std::string> calib = {"--policy", policy, "--rank", "4", "--batch-tokens", "16"};
+    for (const auto& p : parts) calib.insert(calib.end(), {"--calib", p});
+    factorize_into(s, calib, s / "from_calib");
+    factorize_into(s, {"--policy", policy, "--rank", "4", "--stats", (s / "m2.safetensors").string()},
+                   s / "from_stats");
+    for (const char* file : {"layer.safetensors", "Wq.npy", "A.npy", "B.npy"})
+      CHECK_MESSAGE(slurp(s / "from_calib" / file) == slurp(s / "from_stats" / file), file);
+  }
 }

@@ -1,10 +1,15 @@
 // `lqer factorize`: W.npy and calibration activations → an LQER layer
-// directory (see layer_dir.hpp for its contents).
+// directory (see layer_dir.hpp for its contents) holding the layer twice: as
+// dequantized .npy files for inspection, and compact as layer.safetensors, an
+// lqer checkpoint of its codes and scales (io/checkpoint.hpp; --name names the
+// layer inside it), which `lqer forward` and engines load as they are.
 //
 // Calibration: each --calib file is one batch for the statistics (the LQER
 // reference's L²QER scale is a max over batches of per-batch means, so the
 // batching matters); --batch-tokens N cuts every file into batches of N tokens
-// instead. The files are read one at a time and not kept.
+// instead. The files are read one at a time and not kept. --stats files
+// (`lqer stats collect` / `merge`: statistics gathered elsewhere, by N jobs)
+// are merged first, and --calib batches added to them.
 //
 // Output is all-or-nothing: every file is written into a fresh temporary
 // directory next to DIR, and only when all of them were written is that moved
@@ -40,6 +45,7 @@
 #include <lqer/calib/activation_stats.hpp>
 #include <lqer/factorize/factorize.hpp>
 #include <lqer/io/atomic_file.hpp>
+#include <lqer/io/checkpoint.hpp>
 #include <lqer/io/npy.hpp>
 #include <lqer/tensor/check.hpp>
 
@@ -54,7 +60,8 @@ using json = nlohmann::json;
 
 struct factorize_cli {
   std::string weight, out, bias;
-  std::vector<std::string> calib;
+  std::string name = "layer";
+  std::vector<std::string> calib, stats;
   index_t rank = 32;
   index_t batch_tokens = 0;
   std::string policy = "mean_abs", solver = "randomized";
@@ -151,7 +158,8 @@ class staging_dir {
   io::detail::temporary_guard dir_;  // removes the staging directory unless it was renamed into place
 };
 
-constexpr std::string_view kOwnedFiles[] = {"Wq.npy", "A.npy", "B.npy", "scale.npy", "bias.npy", "report.json"};
+constexpr std::string_view kOwnedFiles[] = {"Wq.npy",   "A.npy",    "B.npy",          "scale.npy",
+                                            "bias.npy", "layer.safetensors", "report.json"};
 
 // ---------------------------------------------------------------------------
 
@@ -176,6 +184,7 @@ int run_factorize(factorize_cli o) {
                       "): products are computed block by block, and the activations share the block too");
   if (o.rank < 0) throw usage_error("--rank must be >= 0");
   if (o.batch_tokens < 0) throw usage_error("--batch-tokens must be >= 0");
+  if (o.name.empty()) throw usage_error("--name must not be empty (it names the layer in layer.safetensors)");
   // Bounds that keep a typo from running for hours: each power iteration is two
   // passes over the error matrix (q = 3 is the default; beyond ~10 the sketch has
   // converged for any spectrum), and p beyond a few hundred columns is an exact SVD.
@@ -210,9 +219,26 @@ int run_factorize(factorize_cli o) {
     require_finite(bias, o.bias);
   }
 
-  // Calibration statistics, file by file.
+  // Calibration statistics: --stats files merged, then --calib batches, file by file.
   const bool whiten = o.policy == "whiten";
   activation_stats stats(w.cols, whiten ? gram_mode::on : gram_mode::off);
+  if (!o.stats.empty()) {
+    stats = activation_stats();
+    for (const std::string& file : o.stats) {
+      const activation_stats s = activation_stats::load(file);
+      if (s.in_features() != w.cols)
+        throw shape_error(file + ": a statistics file of width " + std::to_string(s.in_features()) + " but " +
+                          o.weight + " [out, in] has " + std::to_string(w.cols) + " inputs");
+      if (stats.in_features() != 0 && s.has_gram() != stats.has_gram())
+        throw value_error(file + ": " + (s.has_gram() ? "keeps" : "does not keep") + " the Gram matrix and " +
+                          o.stats.front() + " " + (s.has_gram() ? "does not" : "does") +
+                          "; statistics files merge only with the same --gram mode");
+      stats.merge(s);
+    }
+    if (whiten && !stats.has_gram())
+      throw value_error(o.stats.front() + ": has no Gram matrix, which --policy whiten needs (collect it with lqer "
+                        "stats collect --gram)");
+  }
   for (std::size_t f = 0; f < o.calib.size(); ++f) {
     const std::string& file = o.calib[f];
     if (tty) fmt::print(stderr, "\rreading calibration {}/{}: {}\x1b[K", f + 1, o.calib.size(), file);
@@ -228,7 +254,7 @@ int run_factorize(factorize_cli o) {
   }
   if (tty && !o.calib.empty()) fmt::print(stderr, "\n");
   if (stats.empty() && o.policy != "identity")
-    throw usage_error("--policy " + o.policy + " needs calibration activations: give --calib X.npy");
+    throw usage_error("--policy " + o.policy + " needs calibration activations: give --calib X.npy (or --stats S)");
   const double read_s = since(t0);
 
   // Factorize, in the chosen formats.
@@ -261,6 +287,7 @@ int run_factorize(factorize_cli o) {
           }
           if (!r.scale.empty()) io::write_npy_vector(stage.path() / "scale.npy", r.scale);
           if (!bias.empty()) io::write_npy_vector(stage.path() / "bias.npy", bias);
+          save(r.layer, stage.path() / "layer.safetensors", o.name, io::layer_info{o.policy, o.solver});
           const factorize_report& rep = r.report;
           // Member by member rather than `pp = {{...}}`: clang 14 leaks the
           // temporary of an initializer-list assignment to an existing json
@@ -284,7 +311,12 @@ int run_factorize(factorize_cli o) {
               {"weight", o.weight},
               {"bias", o.bias.empty() ? json(nullptr) : json(o.bias)},
               {"calibration",
-               {{"files", o.calib}, {"tokens", stats.tokens()}, {"batches", stats.batches()}, {"gram", stats.has_gram()}}},
+               {{"files", o.calib},
+                {"stats_files", o.stats},
+                {"tokens", stats.tokens()},
+                {"batches", stats.batches()},
+                {"gram", stats.has_gram()}}},
+              {"checkpoint", {{"file", "layer.safetensors"}, {"name", o.name}}},
               {"in_features", rep.in_features},
               {"out_features", rep.out_features},
               {"rank", rep.rank},
@@ -366,11 +398,16 @@ command add_factorize_command(CLI::App& parent) {
   CLI::App* sub = parent.add_subcommand(
       "factorize",
       "Quantize a weight and factor its quantization error (LQER / L²QER): W.npy + calibration activations -> a "
-      "layer directory with Wq.npy, A.npy, B.npy, scale.npy and report.json.");
+      "layer directory with layer.safetensors (the compact checkpoint), Wq.npy, A.npy, B.npy, scale.npy and "
+      "report.json.");
   sub->add_option("--weight", o->weight, "W.npy: the weight [out, in] (nn.Linear layout), float32")->required();
   sub->add_option("--calib", o->calib,
                   "X.npy: calibration activations [tokens, in]; repeat for more files. Each file is one batch for "
                   "the mean_abs statistic (see --batch-tokens). Not needed for --policy identity");
+  sub->add_option("--stats", o->stats,
+                  "S.safetensors: calibration statistics from lqer stats collect / merge (repeat to merge several), "
+                  "instead of or besides --calib");
+  sub->add_option("--name", o->name, "The layer's name inside DIR/layer.safetensors")->default_str("layer");
   sub->add_option("--rank", o->rank, "Rank k of the correction A B; 0 = plain quantization")->default_str("32");
   sub->add_option("--policy", o->policy, "Scale policy: identity (LQER), mean_abs (L²QER), rms, whiten")
       ->check(CLI::IsMember({"identity", "mean_abs", "rms", "whiten"}))
@@ -403,7 +440,8 @@ command add_factorize_command(CLI::App& parent) {
   sub->add_option("--power-iterations", o->power_iterations, "randomized: power iterations q")->default_str("3");
   sub->add_flag("-q,--quiet", o->quiet, "Print nothing (no summary, no progress)");
   sub->footer(
-      "Writes into DIR: Wq.npy [out, in], A.npy [in, k], B.npy [k, out] (dequantized float32; no A/B when k = 0),\n"
+      "Writes into DIR: layer.safetensors (codes, block scales and bias: an lqer checkpoint, docs/checkpoint.md),\n"
+      "Wq.npy [out, in], A.npy [in, k], B.npy [k, out] (dequantized float32; no A/B when k = 0),\n"
       "scale.npy [in] (diagonal policies), bias.npy (with --bias) and report.json. Nothing in DIR changes\n"
       "unless everything succeeded. Progress is shown on a terminal. Threads: OMP_NUM_THREADS.\n"
       "Exit status: 0 success, 2 bad option, bad file or bad data (a sentence on stderr).\n"

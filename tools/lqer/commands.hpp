@@ -42,5 +42,7 @@ struct command {
 command add_quantize_command(CLI::App& parent);
 command add_factorize_command(CLI::App& parent);
 command add_forward_command(CLI::App& parent);
+command add_inspect_command(CLI::App& parent);
+command add_stats_command(CLI::App& parent);
 
 }  // namespace lqer::cli

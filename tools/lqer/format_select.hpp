@@ -250,4 +250,51 @@ auto with_format(const format_spec& spec, Visit&& visit) {
   }
 }
 
+/// Calls `visit(std::type_identity<F>{})` with the format type whose
+/// Format::name() is `name` ("mxint4_b16_lqer", "int4_g128_asym_f16") among
+/// those with_format knows, and returns true; false when none is called that
+/// (a format the library has but the command line does not instantiate).
+template <class Visit>
+bool with_format_named(const std::string& name, Visit&& visit) {
+  bool found = false;
+  const auto try_spec = [&](format_spec s) {
+    if (found) return;
+    with_format(s, [&]<class F>(std::type_identity<F> t) {
+      if (!found && F::name() == name) {
+        found = true;
+        visit(t);
+      }
+    });
+  };
+  for (const auto& f : detail::kFormats) {
+    format_spec s;
+    s.name = std::string(f.name);
+    switch (f.fam) {
+      case detail::family::mx:
+        for (const mx_rule r : {mx_rule::ocp, mx_rule::lqer})
+          for (const int b : detail::to_vector(detail::mx_blocks{})) {
+            s.rule = r;
+            s.block = b;
+            try_spec(s);
+          }
+        break;
+      case detail::family::integer:
+        for (const int_scheme sc : {int_scheme::symmetric, int_scheme::asymmetric})
+          for (const scale_dtype d : {scale_dtype::f32, scale_dtype::f16})
+            for (const int b : detail::to_vector(detail::int_blocks{})) {
+              s.scheme = sc;
+              s.scale = d;
+              s.block = b;
+              try_spec(s);
+            }
+        break;
+      case detail::family::ggml:
+        s.block = 32;
+        try_spec(s);
+        break;
+    }
+  }
+  return found;
+}
+
 }  // namespace lqer::cli

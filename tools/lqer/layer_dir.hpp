@@ -82,6 +82,27 @@ inline mx_spec mx_spec_from_json(const nlohmann::json& j, const std::string& whe
   }
 }
 
+/// The mx_spec of a format name as Format::name() writes it ("mxint4_b16_lqer"),
+/// as checkpoints record it; value_error naming `where` for any other name.
+inline mx_spec mx_spec_from_name(const std::string& name, const std::string& where) {
+  const auto bad = [&] {
+    return value_error(where + ": format '" + name +
+                       "' is not an MX integer format (mxint<bits>_b<block>_<ocp|lqer>), which lqer forward runs");
+  };
+  // "mxint" <bits> "_b" <block> "_" <rule>
+  const std::size_t b = name.find("_b"), r = name.rfind('_');
+  if (!name.starts_with("mxint") || b != 6 || r == std::string::npos || r <= b + 2) throw bad();
+  mx_spec s;
+  s.format = name.substr(0, 6);
+  const std::string block = name.substr(b + 2, r - b - 2), rule = name.substr(r + 1);
+  if (block.empty() || block.size() > 4 || block.find_first_not_of("0123456789") != std::string::npos) throw bad();
+  if (rule != "ocp" && rule != "lqer") throw bad();
+  s.block = std::stoi(block);
+  s.rule = parse_rule(rule);
+  if (s.bits() == 0) throw bad();
+  return s;
+}
+
 namespace detail {
 
 template <int... Vs>

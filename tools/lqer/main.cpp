@@ -21,10 +21,12 @@ constexpr add_command_fn kCommands[] = {
     &lqer::cli::add_quantize_command,
     &lqer::cli::add_factorize_command,
     &lqer::cli::add_forward_command,
+    &lqer::cli::add_inspect_command,
+    &lqer::cli::add_stats_command,
 };
 
 std::string version_string() {
-  return fmt::format("lqer {}.{}.{}", LQER_VERSION_MAJOR, LQER_VERSION_MINOR, LQER_VERSION_PATCH);
+  return fmt::format("lqer {}", lqer::kVersionString);
 }
 
 // One line on stderr; `where` is "lqer" or "lqer quantize".
@@ -37,7 +39,8 @@ void report(const std::string& where, const std::string& message) {
 int main(int argc, char** argv) {
   CLI::App app{
       "lqer — low-rank quantization error reconstruction for 4-bit LLM weights.\n"
-      "Quantizes matrices read from .npy files in MX (mxint), scaled-integer and llama.cpp formats.",
+      "Quantizes matrices read from .npy files in MX (mxint), scaled-integer and llama.cpp formats, factorizes\n"
+      "layers into LQER checkpoints (.safetensors) and keeps calibration statistics as files.",
       "lqer"};
   app.set_version_flag("--version", version_string(), "Print the version and exit");
   app.require_subcommand(1, 1);

@@ -360,7 +360,7 @@ factorize_result<WFormat, LrFormat> factorize_impl(matrix_view<const float> w, c
   // identity: L = I, no scaling pass at all.
   constexpr bool kIdentity = std::is_same_v<Policy, policy::identity>;
   const weighted_error_operator<> op(e, (whitening_scale_policy<Policy> || kIdentity) ? nullptr : &res.scale,
-                                   whitening_scale_policy<Policy> ? &white : nullptr);
+                                     whitening_scale_policy<Policy> ? &white : nullptr);
   if (rank > 0) {
     const svd_triplets t = opt.solver(op, rank);
     res.a_unquantized = op.solve(t.u);

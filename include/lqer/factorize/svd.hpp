@@ -118,8 +118,8 @@ struct exact_svd {
   /// compiles none of Eigen's SVD (issue #18: an inline non-template overload
   /// cost every includer ~15 s and 0.8 GB).
   template <class Derived>
-    requires std::same_as<typename Derived::Scalar, float>
-  svd_triplets operator()(const Eigen::MatrixBase<Derived>& m, index_t k) const {
+  requires std::same_as<typename Derived::Scalar, float> svd_triplets operator()(const Eigen::MatrixBase<Derived>& m,
+                                                                                 index_t k) const {
     return (*this)(dense_operator(m), k);
   }
 };
@@ -185,7 +185,7 @@ struct randomized_svd {
     const Eigen::HouseholderQR<Eigen::MatrixXd> qr(bt);
     const Eigen::MatrixXd tri = qr.matrixQR().topRows(l).template triangularView<Eigen::Upper>();
     const Eigen::JacobiSVD<Eigen::MatrixXd, Eigen::NoQRPreconditioner> small(tri,
-                                                                            Eigen::ComputeFullU | Eigen::ComputeFullV);
+                                                                             Eigen::ComputeFullU | Eigen::ComputeFullV);
     if (small.info() != Eigen::Success) throw value_error("randomized_svd: the small SVD did not converge");
     Eigen::MatrixXd left = Eigen::MatrixXd::Zero(n, k);  // bt's top-k left vectors: Q_b [U_r; 0]
     left.topRows(l) = small.matrixU().leftCols(k);
@@ -202,8 +202,8 @@ struct randomized_svd {
   /// compiles none of Eigen's SVD (issue #18: an inline non-template overload
   /// cost every includer ~15 s and 0.8 GB).
   template <class Derived>
-    requires std::same_as<typename Derived::Scalar, float>
-  svd_triplets operator()(const Eigen::MatrixBase<Derived>& m, index_t k) const {
+  requires std::same_as<typename Derived::Scalar, float> svd_triplets operator()(const Eigen::MatrixBase<Derived>& m,
+                                                                                 index_t k) const {
     return (*this)(dense_operator(m), k);
   }
 

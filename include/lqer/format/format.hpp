@@ -9,6 +9,12 @@
 //
 // Codes are held in int8 in [kQmin, kQmax] whatever the format; packing two
 // 4-bit codes into a byte is the container's business, not the format's.
+//
+// How a block_scale is written to a file is the format's business too
+// (storable_format): each record is one `stored_scale` value — e8m0 for the
+// MX formats, float or half_bits for the scaled integers — plus, when
+// kHasZeroPoint, one int8 zero point. io/checkpoint.hpp maps these element
+// types to safetensors dtypes (F8_E8M0, F32, F16, I8) and asks nothing else.
 #pragma once
 
 #include <concepts>
@@ -43,6 +49,19 @@ concept quantization_format = requires(const float* x, index_t n, index_t stride
   { F::name() } -> std::convertible_to<std::string>;
 };
 // clang-format on
+
+/// A format whose block_scale records can be stored in files: store_scale()
+/// and store_zero() split a record into its stored scale and its zero point
+/// (0 when the format has none), load_scale() puts them back together — the
+/// identity round trip, bit for bit. Every format lqer defines is one.
+template <class F>
+concept storable_format = quantization_format<F> &&
+    requires(const typename F::block_scale& s, const typename F::stored_scale& d, std::int8_t z) {
+  typename F::stored_scale;
+  { F::store_scale(s) } -> std::same_as<typename F::stored_scale>;
+  { F::store_zero(s) } -> std::same_as<std::int8_t>;
+  { F::load_scale(d, z) } -> std::same_as<typename F::block_scale>;
+};
 
 /// Storage bits per code when packed: formats of 4 bits or fewer pack two codes
 /// per byte (nibbles, element 2j in the low nibble); wider ones take a byte.

@@ -117,6 +117,16 @@ struct intq {
     return s;
   }
 
+  // Storage in files (io/checkpoint.hpp, docs/checkpoint.md): a group's record
+  // is its scale as stored here (F32, or F16 bits), plus — asymmetric scheme
+  // only — its zero point as I8 (shifted by −2^(Bits−1), as held in block_scale).
+  using stored_scale = scale_type;
+  static constexpr scale_type store_scale(const block_scale& s) noexcept { return s.d; }
+  static constexpr std::int8_t store_zero(const block_scale& s) noexcept { return s.zero; }
+  static constexpr block_scale load_scale(scale_type d, std::int8_t zero) noexcept {
+    return block_scale{d, kHasZeroPoint ? zero : std::int8_t{0}};
+  }
+
   static float scale_value(const block_scale& s) noexcept { return detail::scale_storage<Scale>::load(s.d); }
   static int zero_point(const block_scale& s) noexcept { return s.zero; }
   static float decode(std::int8_t q, const block_scale& s) noexcept {

@@ -88,6 +88,13 @@ struct mxint {
     return s;
   }
 
+  // Storage in files (io/checkpoint.hpp, docs/checkpoint.md): a block's record
+  // is its E8M0 byte, written as safetensors' F8_E8M0; there is no zero point.
+  using stored_scale = e8m0;
+  static constexpr e8m0 store_scale(e8m0 s) noexcept { return s; }
+  static constexpr std::int8_t store_zero(e8m0) noexcept { return 0; }
+  static constexpr e8m0 load_scale(e8m0 d, std::int8_t /*zero: none*/) noexcept { return d; }
+
   /// The block's shared scale for its largest magnitude `amax` (finite, ≥ 0).
   static e8m0 shared_scale(float amax) noexcept {
     if (!(amax > 0.0f)) return e8m0::from_exponent(e8m0::kMinExponent);
@@ -109,7 +116,11 @@ struct mxint {
     }
   }
 
-  static float scale_value(e8m0 s) noexcept { return detail::mul_pow2(1.0f, s.exponent() - kFractionBits); }
+  /// 2^(e − kFractionBits); NaN for the E8M0 NaN encoding (bits 255), which no
+  /// encoder produces, so that quantized_matrix::from_codes refuses it from a file.
+  static float scale_value(e8m0 s) noexcept {
+    return s.is_nan() ? NAN : detail::mul_pow2(1.0f, s.exponent() - kFractionBits);
+  }
   static int zero_point(e8m0) noexcept { return 0; }
   /// Exact: |q| < 2^7 times a power of two ≥ 2^-134 is representable in float.
   static float decode(std::int8_t q, e8m0 s) noexcept {

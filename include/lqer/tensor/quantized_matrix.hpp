@@ -51,6 +51,24 @@ class quantized_matrix {
 
   quantized_matrix() = default;
 
+  /// How a rows × cols matrix blocked along `axis` is stored (see the file
+  /// comment): what lanes(), depth(), block_len(), blocks_per_lane() and
+  /// lane_code_bytes() of such a matrix return. Readers of stored matrices
+  /// (io/checkpoint.hpp) check a file's tensor shapes against it.
+  struct geometry {
+    index_t lanes = 0, depth = 0, block_len = 0, blocks_per_lane = 0, lane_code_bytes = 0;
+  };
+  static constexpr geometry geometry_of(index_t rows, index_t cols, block_axis axis) noexcept {
+    geometry g;
+    g.lanes = axis == block_axis::cols ? rows : cols;
+    g.depth = axis == block_axis::cols ? cols : rows;
+    g.block_len = Format::kBlock == kPerRow ? g.depth + (g.depth & 1) : Format::kBlock;  // even, for nibble pairs
+    g.blocks_per_lane = g.block_len > 0 ? (g.depth + g.block_len - 1) / g.block_len : 0;
+    const index_t slots = g.blocks_per_lane * g.block_len;
+    g.lane_code_bytes = kNibblePacked ? slots / 2 : slots;
+    return g;
+  }
+
   /// Quantizes `src` (validated: non-empty, stride ≥ cols, every element finite;
   /// value_error names the first NaN/Inf by row and column).
   static quantized_matrix quantize(matrix_view<const float> src, block_axis axis = block_axis::cols) {
@@ -82,8 +100,9 @@ class quantized_matrix {
   /// `codes` and `scales` are in this class's layout: lanes() · lane_code_bytes()
   /// packed code bytes and lanes() · blocks_per_lane() records, lane after lane.
   /// Throws shape_error for a non-positive shape or wrong sizes, value_error for
-  /// a code outside [Format::kQmin, Format::kQmax], a non-zero padding code or
-  /// a non-finite scale: what quantize() could never have produced, which the
+  /// a code outside [Format::kQmin, Format::kQmax], a non-zero padding code, a
+  /// non-finite scale, or a zero point outside [kQmin, kQmax] (non-zero for a
+  /// format without one): what quantize() could never have produced, which the
   /// kernels are entitled to assume away.
   // `codes` is a sink, moved into codes_ below: clang-tidy's unnecessary-value-param
   // does not see a move into a member of the (dependent) class template.
@@ -102,10 +121,17 @@ class quantized_matrix {
     m.codes_ = std::move(codes);
     m.scales_ = std::move(scales);
     for (index_t lane = 0; lane < m.lanes_; ++lane) {
-      for (index_t b = 0; b < m.blocks_per_lane_; ++b)
-        if (!std::isfinite(Format::scale_value(m.scales_[lane * m.blocks_per_lane_ + b])))
+      for (index_t b = 0; b < m.blocks_per_lane_; ++b) {
+        const block_scale& s = m.scales_[lane * m.blocks_per_lane_ + b];
+        if (!std::isfinite(Format::scale_value(s)))
           throw value_error("quantized_matrix::from_codes: block " + std::to_string(b) + " of lane " +
                             std::to_string(lane) + " has a non-finite scale");
+        const int z = Format::zero_point(s);
+        if (Format::kHasZeroPoint ? (z < Format::kQmin || z > Format::kQmax) : z != 0)
+          throw value_error("quantized_matrix::from_codes: block " + std::to_string(b) + " of lane " +
+                            std::to_string(lane) + " has zero point " + std::to_string(z) + ", not a valid " +
+                            Format::name() + " zero point");
+      }
       for (index_t i = 0; i < m.blocks_per_lane_ * m.block_len_; ++i) {
         const std::int8_t q = m.lane_code(lane, i);
         if (q < Format::kQmin || q > Format::kQmax || (i >= m.depth_ && q != 0))
@@ -129,6 +155,11 @@ class quantized_matrix {
   /// Bytes of packed codes per lane (padding included).
   index_t lane_code_bytes() const noexcept { return lane_code_bytes_; }
   bool empty() const noexcept { return lanes_ == 0; }
+
+  /// Every packed code byte, lane after lane (lanes() · lane_code_bytes()).
+  std::span<const std::uint8_t> codes() const noexcept { return codes_; }
+  /// Every scale record, lane after lane (lanes() · blocks_per_lane()).
+  std::span<const block_scale> scales() const noexcept { return scales_; }
 
   /// Packed code bytes of one lane.
   std::span<const std::uint8_t> lane_codes(index_t lane) const noexcept {
@@ -188,12 +219,12 @@ class quantized_matrix {
 
  private:
   quantized_matrix(index_t rows, index_t cols, block_axis axis) : rows_(rows), cols_(cols), axis_(axis) {
-    lanes_ = axis == block_axis::cols ? rows : cols;
-    depth_ = axis == block_axis::cols ? cols : rows;
-    block_len_ = Format::kBlock == kPerRow ? depth_ + (depth_ & 1) : Format::kBlock;  // even, for nibble pairs
-    blocks_per_lane_ = (depth_ + block_len_ - 1) / block_len_;
-    const index_t slots = blocks_per_lane_ * block_len_;
-    lane_code_bytes_ = kNibblePacked ? slots / 2 : slots;
+    const geometry g = geometry_of(rows, cols, axis);
+    lanes_ = g.lanes;
+    depth_ = g.depth;
+    block_len_ = g.block_len;
+    blocks_per_lane_ = g.blocks_per_lane;
+    lane_code_bytes_ = g.lane_code_bytes;
     codes_.assign(static_cast<std::size_t>(lanes_ * lane_code_bytes_), 0);
     scales_.resize(static_cast<std::size_t>(lanes_ * blocks_per_lane_));
   }

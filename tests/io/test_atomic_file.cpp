@@ -19,33 +19,17 @@
 #include <vector>
 
 #include "lqer/io/atomic_file.hpp"
+#include "support/files.hpp"
 
 namespace fs = std::filesystem;
 using namespace lqer;
 using namespace lqer::io::detail;
 
-namespace {
+using lqer::test::contains;
+using lqer::test::temp_dir;
+using lqer::test::thrown_message;
 
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() / ("lqer_test_atomic_" + std::to_string(rd()) + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::vector<std::string> entries() const {
-    std::vector<std::string> names;
-    for (const auto& e : fs::directory_iterator(path)) names.push_back(e.path().filename().string());
-    std::sort(names.begin(), names.end());
-    return names;
-  }
-};
+namespace {
 
 std::string slurp(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -75,7 +59,7 @@ TEST_CASE("temporary names are short, fixed-prefix and distinct") {
 }
 
 TEST_CASE("open_new_file never opens an existing name, and never through a symlink") {
-  temp_dir dir, elsewhere;
+  temp_dir dir("atomic"), elsewhere("atomic_elsewhere");
   write_text(elsewhere.path / "victim", "secret");
   fs::create_symlink(elsewhere.path / "victim", dir.path / "planted");
   errno = 0;
@@ -92,7 +76,7 @@ TEST_CASE("open_new_file never opens an existing name, and never through a symli
 }
 
 TEST_CASE("create_temporary_file skips names that exist and cleans up after itself") {
-  temp_dir dir, elsewhere;
+  temp_dir dir("atomic"), elsewhere("atomic_elsewhere");
   write_text(elsewhere.path / "victim", "secret");
   fs::create_symlink(elsewhere.path / "victim", dir.path / "planted");
   fs::path created;
@@ -126,7 +110,7 @@ TEST_CASE("create_temporary_file skips names that exist and cleans up after itse
 }
 
 TEST_CASE("create_temporary_directory skips names that exist; its guard removes it with its content") {
-  temp_dir dir;
+  temp_dir dir("atomic");
   fs::create_directory(dir.path / "taken");
   fs::path staged;
   {
@@ -169,7 +153,7 @@ TEST_CASE("write_all goes on after a short write") {
   CHECK(std::equal(got.begin(), got.begin() + n, data.begin()));
 
   // To a regular file everything goes.
-  temp_dir dir;
+  temp_dir dir("atomic");
   const fs::path p = dir.path / "f";
   unique_fd f(open_new_file(p, 0600));
   REQUIRE(f.get() >= 0);

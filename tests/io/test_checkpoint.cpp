@@ -35,6 +35,7 @@
 #include "lqer/io/npy.hpp"
 #include "lqer/kernel/linear.hpp"
 #include "lqer/kernel/pack.hpp"
+#include "support/files.hpp"
 #include "support/safetensors_edit.hpp"
 
 namespace fs = std::filesystem;
@@ -42,22 +43,11 @@ using namespace lqer;
 using test::edited;
 using edit = test::safetensors_edit;
 
-namespace {
+using lqer::test::contains;
+using lqer::test::temp_dir;
+using lqer::test::thrown_message;
 
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() / ("lqer_test_checkpoint_" + std::to_string(rd()) + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+namespace {
 
 /// Heavy-tailed values (Student-t, like LLM weights), a few exact zeros and a
 /// zero block, so that every encoder branch is taken.
@@ -246,7 +236,7 @@ void check_forward_round_trip(const fs::path& dir, index_t rank, bool bias) {
 }  // namespace
 
 TEST_CASE("a round trip is bit-identical: linear(pack(layer)) before save equals after load") {
-  temp_dir dir;
+  temp_dir dir("checkpoint");
   using lqer16 = mxint<8, 16, mx_rule::lqer>;
   using ocp32 = mxint<8, 32, mx_rule::ocp>;
   check_forward_round_trip<mxint<4, 16, mx_rule::lqer>, lqer16, lqer16>(dir.path, 32, true);
@@ -267,7 +257,7 @@ TEST_CASE("a model file: many layers, the application's tensors and metadata, li
   w.add_tensor("token_embd", std::vector<index_t>{10, 4}, std::span<const float>(emb));
   w.set_metadata("general.architecture", "llama");
   CHECK(w.size() == 13);
-  temp_dir dir;
+  temp_dir dir("checkpoint");
   w.write(dir.path / "model.safetensors");
 
   const checkpoint_file f = checkpoint_file::open(dir.path / "model.safetensors");
@@ -313,7 +303,7 @@ TEST_CASE("the writer refuses what it could not write or a reader could not tell
   CHECK_THROWS_WITH_AS(w.add("c", broken), doctest::Contains("bias"), shape_error);
   CHECK(w.size() == 1);
   // A failed write leaves no file.
-  temp_dir dir;
+  temp_dir dir("checkpoint");
   CHECK_THROWS_AS(w.write(dir.path / "missing" / "x.safetensors"), io_error);
   CHECK(fs::is_empty(dir.path));
 }
@@ -573,7 +563,7 @@ TEST_CASE("Hugging Face's safetensors + numpy decode the checkpoint by the docum
         "tests/io/checkpoint_interop.py is skipped");
     return;
   }
-  temp_dir dir;
+  temp_dir dir("checkpoint");
   // One layer of each scale kind: E8M0 (both rules), fp32, fp16 with zero points, ggml's fp16 d; odd shapes.
   io::checkpoint_writer w;
   const auto l0 = make_layer<mxint<4, 16, mx_rule::lqer>, mxint<8, 16, mx_rule::lqer>>(24, 100, 8, true, 1);

@@ -23,9 +23,9 @@
 #include <string_view>
 #include <vector>
 
-#include "support/allocation_tracking.hpp"
 #include "lqer/io/npy.hpp"
 #include "lqer/tensor/check.hpp"
+#include "support/allocation_tracking.hpp"
 
 #if __has_include(<unistd.h>) && __has_include(<sys/resource.h>) && __has_include(<sys/stat.h>)
 #include <sys/resource.h>
@@ -33,6 +33,8 @@
 #include <unistd.h>
 
 #include <csignal>
+
+#include "support/files.hpp"
 #define LQER_TEST_HAVE_POSIX 1
 #else
 #define LQER_TEST_HAVE_POSIX 0
@@ -47,6 +49,10 @@ using namespace lqer::io;
 // that rejecting a file which declares 2^60 entries allocated nothing large.
 using lqer::test::largest_allocation;
 using lqer::test::reset_largest_allocation;
+
+using lqer::test::contains;
+using lqer::test::temp_dir;
+using lqer::test::thrown_message;
 
 namespace {
 
@@ -109,46 +115,6 @@ void write_file(const fs::path& p, const std::vector<std::byte>& b) {
   REQUIRE(out.good());
 }
 
-/// A fresh directory under the system temp directory, removed with its
-/// contents (write permission restored first) when the test ends.
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() / ("lqer_test_npy_" + std::to_string(rd()) + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  ~temp_dir() {
-    std::error_code ec;
-    fs::permissions(path, fs::perms::owner_all, fs::perm_options::add, ec);
-    fs::remove_all(path, ec);
-  }
-  /// The names in the directory, sorted.
-  std::vector<std::string> entries() const {
-    std::vector<std::string> names;
-    for (const auto& e : fs::directory_iterator(path)) names.push_back(e.path().filename().string());
-    std::sort(names.begin(), names.end());
-    return names;
-  }
-};
-
-/// The what() of the `E` that `f` throws; a different exception propagates
-/// (and fails the test), no exception fails the test.
-template <class E, class F>
-std::string thrown_message(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  FAIL_CHECK("expected an exception, none was thrown");
-  return {};
-}
-
-bool contains(const std::string& s, std::string_view part) { return s.find(part) != std::string::npos; }
-
 std::uint32_t bits_of(float f) { return std::bit_cast<std::uint32_t>(f); }
 
 /// Extreme and ordinary values of each element type, cycled to length n.
@@ -156,12 +122,23 @@ template <class T>
 std::vector<T> samples(std::size_t n) {
   std::vector<T> base;
   if constexpr (std::is_same_v<T, float>) {
-    base = {0.0f, -0.0f, 1.5f, -3.25e-38f, std::numeric_limits<float>::max(),
-            std::numeric_limits<float>::denorm_min(), std::numeric_limits<float>::infinity(),
-            -std::numeric_limits<float>::quiet_NaN(), 0.1f};
+    base = {0.0f,
+            -0.0f,
+            1.5f,
+            -3.25e-38f,
+            std::numeric_limits<float>::max(),
+            std::numeric_limits<float>::denorm_min(),
+            std::numeric_limits<float>::infinity(),
+            -std::numeric_limits<float>::quiet_NaN(),
+            0.1f};
   } else if constexpr (std::is_same_v<T, double>) {
-    base = {0.0, -0.0, 0.1, -1e300, std::numeric_limits<double>::denorm_min(),
-            -std::numeric_limits<double>::infinity(), std::numeric_limits<double>::quiet_NaN()};
+    base = {0.0,
+            -0.0,
+            0.1,
+            -1e300,
+            std::numeric_limits<double>::denorm_min(),
+            -std::numeric_limits<double>::infinity(),
+            std::numeric_limits<double>::quiet_NaN()};
   } else if constexpr (std::is_same_v<T, half_bits>) {
     for (std::uint16_t b : {0x0000, 0x8000, 0x3c00, 0x0001, 0x7bff, 0xfc00, 0x7e01, 0x3555})
       base.push_back(half_bits{b});
@@ -209,7 +186,7 @@ TEST_CASE("npy dtypes: names, descrs and sizes") {
 
 TEST_CASE_TEMPLATE("npy round trip: write_npy then read_npy returns the same bytes, every dtype and rank", T, float,
                    half_bits, double, std::int8_t, std::uint8_t) {
-  temp_dir dir;
+  temp_dir dir("npy");
   const std::vector<std::vector<index_t>> shapes = {{}, {0}, {1}, {7}, {3, 5}, {1, 4}, {4, 1}, {0, 3}, {9, 11}};
   for (const auto& shape : shapes) {
     const std::string label = io::detail::format_shape(shape);
@@ -249,7 +226,7 @@ TEST_CASE_TEMPLATE("npy round trip: write_npy then read_npy returns the same byt
 }
 
 TEST_CASE("npy round trip: the pointer, matrix and vector writers") {
-  temp_dir dir;
+  temp_dir dir("npy");
   const std::vector<float> m = samples<float>(6);
   const std::array<index_t, 2> shape{2, 3};
   write_npy(dir.path / "p.npy", m.data(), shape);
@@ -266,7 +243,7 @@ TEST_CASE("npy round trip: the pointer, matrix and vector writers") {
 }
 
 TEST_CASE("npy writer output is byte-identical to numpy's for the committed reference files") {
-  temp_dir dir;
+  temp_dir dir("npy");
   for (const char* file : {"/layer_small_W.npy", "/layer_small_scale.npy", "/lqer_w4_rows_b16_tail_in.npy"}) {
     CAPTURE(file);
     const fs::path ref = std::string(LQER_TEST_DATA_DIR) + file;
@@ -333,10 +310,10 @@ TEST_CASE("npy seed corpus of the fuzzer: every file parses") {
 // Float32 convenience readers
 
 TEST_CASE("read_npy_matrix and read_npy_vector check rank and dtype") {
-  temp_dir dir;
+  temp_dir dir("npy");
   SUBCASE("a vector is not a matrix, a matrix is not a vector") {
-    const std::string msg1 = thrown_message<shape_error>(
-        [] { (void)read_npy_matrix(LQER_TEST_DATA_DIR "/layer_small_scale.npy"); });
+    const std::string msg1 =
+        thrown_message<shape_error>([] { (void)read_npy_matrix(LQER_TEST_DATA_DIR "/layer_small_scale.npy"); });
     CHECK(contains(msg1, "layer_small_scale.npy: expected a 2-D array, found shape (256,)"));
     const std::string msg2 =
         thrown_message<shape_error>([] { (void)read_npy_vector(LQER_TEST_DATA_DIR "/layer_small_W.npy"); });
@@ -471,7 +448,7 @@ TEST_CASE("npy Fortran order: 2-D arrays are transposed into C order, 1-D and 0-
     CHECK(parse_npy(npy_file(1, dict("<f4", "()", "True"), raw_bytes(s)), "f").elements<float>() == s);
   }
   SUBCASE("the file reader transposes too") {
-    temp_dir dir;
+    temp_dir dir("npy");
     const std::vector<float> column_major = {0, 10, 1, 11, 2, 12};
     write_file(dir.path / "f.npy", npy_file(1, dict("<f4", "(2, 3)", "True"), raw_bytes(column_major)));
     const npy_matrix m = read_npy_matrix(dir.path / "f.npy");
@@ -488,11 +465,11 @@ TEST_CASE("npy float16: known bit patterns read and convert exactly") {
   const std::vector<float> f = to_float32(a);
   CHECK(f[0] == 1.0f);
   CHECK(f[1] == -2.0f);
-  CHECK(f[2] == 65504.0f);                              // largest finite half
-  CHECK(f[3] == std::ldexp(1.0f, -24));                 // smallest subnormal half
+  CHECK(f[2] == 65504.0f);               // largest finite half
+  CHECK(f[3] == std::ldexp(1.0f, -24));  // smallest subnormal half
   CHECK(f[4] == std::numeric_limits<float>::infinity());
-  CHECK(f[5] == 0.333251953125f);                       // 1365 / 4096: the half nearest 1/3
-  CHECK(bits_of(f[6]) == 0x80000000u);                  // -0 keeps its sign
+  CHECK(f[5] == 0.333251953125f);       // 1365 / 4096: the half nearest 1/3
+  CHECK(bits_of(f[6]) == 0x80000000u);  // -0 keeps its sign
 }
 
 // ---------------------------------------------------------------------------
@@ -541,13 +518,13 @@ TEST_CASE("npy rejects malformed files with parse_error") {
        "declares a 200-byte header but only 8 bytes follow"},
       {"header length past EOF (2.0, 4 GB)", bytes_of(std::string_view("\x93NUMPY\x02\x00\xff\xff\xff\xff{}", 14)),
        "declares a 4294967295-byte header"},
-      {"truncated data", npy_file(1, dict("<f4", "(4,)"), zeros(8)), "truncated .npy data: shape (4,) of float32 needs 16 bytes but 8 follow"},
+      {"truncated data", npy_file(1, dict("<f4", "(4,)"), zeros(8)),
+       "truncated .npy data: shape (4,) of float32 needs 16 bytes but 8 follow"},
       {"no data at all", npy_file(1, dict("<f8", "(2, 2)")), "needs 32 bytes but 0 follow"},
       {"trailing bytes", npy_file(1, dict("<f4", "(1,)"), zeros(8)), "4 unexpected bytes after the data"},
       {"2^40 elements, default limit", npy_file(1, dict("<f4", "(1099511627776,)"), f4x4),
        "has more than 4294967296 elements"},
-      {"2^40 elements without a limit: the file size stops it",
-       npy_file(1, dict("<f4", "(1048576, 1048576)"), f4x4),
+      {"2^40 elements without a limit: the file size stops it", npy_file(1, dict("<f4", "(1048576, 1048576)"), f4x4),
        "needs 4398046511104 bytes but 16 follow", no_element_limit()},
       {"element count overflows 64 bits", npy_file(1, dict("<f4", "(4611686018427387904, 4611686018427387904)")),
        "elements (npy_limits::max_elements)", no_element_limit()},
@@ -567,8 +544,8 @@ TEST_CASE("npy rejects malformed files with parse_error") {
       {"missing key", npy_file(1, "{'descr': '<f4', 'fortran_order': False}", f4x4), "the key 'shape' is missing"},
       {"duplicate key", npy_file(1, "{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (4,)}", f4x4),
        "appears twice"},
-      {"unknown key",
-       npy_file(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (4,), 'extra': 1}", f4x4), "unknown key"},
+      {"unknown key", npy_file(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (4,), 'extra': 1}", f4x4),
+       "unknown key"},
       {"fortran_order not a bool", npy_file(1, dict("<f4", "(4,)", "0"), f4x4), "expected True or False"},
       {"fortran_order lower case", npy_file(1, dict("<f4", "(4,)", "true"), f4x4), "expected True or False"},
       {"unterminated string", npy_file(1, "{'descr': '<f4"), "unterminated string"},
@@ -605,7 +582,7 @@ TEST_CASE("npy rejects valid files it does not read with unsupported_error") {
 }
 
 TEST_CASE("npy file reader: missing files, directories and bad files") {
-  temp_dir dir;
+  temp_dir dir("npy");
   CHECK(contains(thrown_message<io_error>([&] { (void)read_npy(dir.path / "missing.npy"); }), "no such file"));
   CHECK(contains(thrown_message<io_error>([&] { (void)read_npy(dir.path); }), "is a directory"));
 
@@ -634,7 +611,7 @@ TEST_CASE("npy file reader: missing files, directories and bad files") {
 // Writing: shape checks and atomicity
 
 TEST_CASE("npy writer refuses bad shapes before touching the file system") {
-  temp_dir dir;
+  temp_dir dir("npy");
   const fs::path p = dir.path / "w.npy";
   const std::vector<float> v = samples<float>(6);
   const std::array<index_t, 2> wrong{2, 4};
@@ -651,7 +628,7 @@ TEST_CASE("npy writer refuses bad shapes before touching the file system") {
 }
 
 TEST_CASE("npy writer fails with io_error and creates nothing when the target cannot be written") {
-  temp_dir dir;
+  temp_dir dir("npy");
   const std::vector<float> v = samples<float>(4);
   SUBCASE("missing directory") {
     const fs::path p = dir.path / "missing" / "w.npy";
@@ -693,7 +670,7 @@ TEST_CASE("npy writer fails with io_error and creates nothing when the target ca
 }
 
 TEST_CASE("npy writer replaces an existing target atomically") {
-  temp_dir dir;
+  temp_dir dir("npy");
   const fs::path p = dir.path / "w.npy";
   write_file(p, bytes_of("old content"));
   const std::vector<float> v = samples<float>(4);
@@ -752,7 +729,7 @@ struct scoped_umask {
 }  // namespace
 
 TEST_CASE("npy writer keeps an existing target's permission bits; a new file gets 0666 & ~umask") {
-  temp_dir dir;
+  temp_dir dir("npy");
   const fs::path p = dir.path / "w.npy";
   const std::vector<float> v = samples<float>(4);
   const scoped_umask umask(022);
@@ -778,7 +755,7 @@ TEST_CASE("npy writer refuses a read-only target and leaves it unchanged") {
   // rename(2) only needs the directory to be writable, and root (these tests'
   // user here) passes every permission check: the refusal must come from the
   // target's mode bits.
-  temp_dir dir;
+  temp_dir dir("npy");
   const fs::path p = dir.path / "w.npy";
   const std::vector<float> v = samples<float>(4);
   for (const unsigned mode : {0444u, 0400u, 0555u, 0000u}) {
@@ -797,7 +774,7 @@ TEST_CASE("npy writer refuses a read-only target and leaves it unchanged") {
 TEST_CASE("npy writer takes any legal file name, up to NAME_MAX (255 bytes)") {
   // The temporary's name once was "<name>.tmp.<16 hex>": past 233 bytes it
   // was itself too long, and a legal target could not be written.
-  temp_dir dir;
+  temp_dir dir("npy");
   const std::vector<float> v = samples<float>(4);
   for (const std::size_t len : {233u, 244u, 255u}) {
     CAPTURE(len);
@@ -816,7 +793,7 @@ TEST_CASE("npy writer takes any legal file name, up to NAME_MAX (255 bytes)") {
 }
 
 TEST_CASE("npy writer replaces a symlink target by a file and leaves what it pointed to alone") {
-  temp_dir dir;
+  temp_dir dir("npy");
   write_file(dir.path / "victim", bytes_of("old content"));
   set_mode(dir.path / "victim", 0600);
   fs::create_symlink("victim", dir.path / "w.npy");

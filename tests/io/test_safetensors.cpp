@@ -39,6 +39,8 @@
 #include <unistd.h>
 
 #include <csignal>
+
+#include "support/files.hpp"
 #define LQER_TEST_HAVE_POSIX 1
 #else
 #define LQER_TEST_HAVE_POSIX 0
@@ -49,6 +51,10 @@ using namespace lqer;
 using namespace lqer::io;
 using lqer::test::largest_allocation;
 using lqer::test::reset_largest_allocation;
+
+using lqer::test::contains;
+using lqer::test::temp_dir;
+using lqer::test::thrown_message;
 
 namespace {
 
@@ -123,46 +129,6 @@ std::string entry(std::string_view name, std::string_view dtype, std::string_vie
   return "\"" + std::string(name) + "\":{\"dtype\":\"" + std::string(dtype) + "\",\"shape\":[" + std::string(shape) +
          "],\"data_offsets\":[" + std::to_string(b) + "," + std::to_string(e) + "]}";
 }
-
-/// A fresh directory under the system temp directory, removed with its
-/// contents (write permission restored first) when the test ends.
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() / ("lqer_test_safetensors_" + std::to_string(rd()) + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  ~temp_dir() {
-    std::error_code ec;
-    fs::permissions(path, fs::perms::owner_all, fs::perm_options::add, ec);
-    fs::remove_all(path, ec);
-  }
-  /// The names in the directory, sorted.
-  std::vector<std::string> entries() const {
-    std::vector<std::string> names;
-    for (const auto& e : fs::directory_iterator(path)) names.push_back(e.path().filename().string());
-    std::sort(names.begin(), names.end());
-    return names;
-  }
-};
-
-/// The what() of the `E` that `f` throws; a different exception propagates
-/// (and fails the test), no exception fails the test.
-template <class E, class F>
-std::string thrown_message(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  FAIL_CHECK("expected an exception, none was thrown");
-  return {};
-}
-
-bool contains(const std::string& s, std::string_view part) { return s.find(part) != std::string::npos; }
 
 /// `s` as one shell word (single-quoted, each ' written as '\'').
 std::string shell_quoted(const std::string& s) {
@@ -268,7 +234,7 @@ TEST_CASE("safetensors dtypes: names, bit sizes and lookup by name, in Hugging F
 TEST_CASE_TEMPLATE("safetensors round trip of every C++ element type and shape: 0-d, empty, 1- to 3-D", T, float,
                    double, half_bits, e8m0, std::int8_t, std::uint8_t, std::int16_t, std::uint16_t, std::int32_t,
                    std::uint32_t, std::int64_t, std::uint64_t, bool) {
-  temp_dir dir;
+  temp_dir dir("safetensors");
   const fs::path p = dir.path / "t.safetensors";
   const std::vector<std::vector<index_t>> shapes = {{}, {0}, {1}, {7}, {3, 5}, {0, 3}, {4, 0}, {2, 3, 4}};
   // Arrays rather than std::vector: std::vector<bool> holds no bools to view.
@@ -316,7 +282,7 @@ TEST_CASE_TEMPLATE("safetensors round trip of every C++ element type and shape: 
 }
 
 TEST_CASE("safetensors round trip of every dtype through the byte-level writer, sub-byte ones included") {
-  temp_dir dir;
+  temp_dir dir("safetensors");
   safetensors_writer w;
   std::vector<std::vector<std::byte>> keep;
   for (std::size_t i = 0; i < kSafetensorsDtypeCount; ++i) {
@@ -344,7 +310,7 @@ TEST_CASE("safetensors round trip of every dtype through the byte-level writer, 
 }
 
 TEST_CASE("safetensors metadata round trip: escapes, control characters, non-ASCII, empty keys and values") {
-  temp_dir dir;
+  temp_dir dir("safetensors");
   const std::map<std::string, std::string> meta = {
       {"format", "pt"},
       {"quote\"back\\slash/", "tab\there\nnew\rline\b\f"},
@@ -415,7 +381,7 @@ TEST_CASE("safetensors writer layout: 8-byte length, header padded with spaces t
 // Views
 
 TEST_CASE("safetensors views are zero-copy: tensor data points into the file's mapping, and survives a move") {
-  temp_dir dir;
+  temp_dir dir("safetensors");
   const fs::path p = dir.path / "z.safetensors";
   const std::vector<float> v = samples<float>(1000);
   safetensors_writer().add("w", std::vector<index_t>{10, 100}, v).write(p);
@@ -640,7 +606,7 @@ TEST_CASE("safetensors reads the files Hugging Face's package wrote: every tenso
 
 TEST_CASE("safetensors writer reproduces Hugging Face's bytes (one metadata key or none), and its layout otherwise") {
   const nlohmann::json ex = expected_json();
-  temp_dir dir;
+  temp_dir dir("safetensors");
   for (const char* file : {"numpy_dtypes.safetensors", "empty.safetensors"}) {
     CAPTURE(file);
     std::vector<std::vector<std::byte>> keep;
@@ -671,7 +637,7 @@ TEST_CASE("safetensors files lqer writes are read back by Hugging Face's package
         "with Hugging Face's package skipped");
     return;
   }
-  temp_dir dir;
+  temp_dir dir("safetensors");
   // One file numpy can load (load_file), one with the dtypes it cannot (deserialize).
   const std::vector<float> f32 = samples<float>(6);
   const std::vector<double> f64 = samples<double>(3);
@@ -744,7 +710,7 @@ struct bad_file {
 /// that starts with the file's name and a byte offset and contains every needle.
 template <class E = parse_error>
 void check_refused(const std::vector<bad_file>& cases) {
-  temp_dir dir;
+  temp_dir dir("safetensors");
   for (std::size_t i = 0; i < cases.size(); ++i) {
     const bad_file& c = cases[i];
     CAPTURE(c.label);
@@ -1055,7 +1021,7 @@ TEST_CASE("safetensors refuses every truncation of a valid file, and survives ev
 }
 
 TEST_CASE("safetensors file reader: missing files and directories are io_errors naming the file") {
-  temp_dir dir;
+  temp_dir dir("safetensors");
   CHECK(contains(thrown_message<io_error>([&] { (void)safetensors_file::open(dir.path / "missing.safetensors"); }),
                  "missing.safetensors: no such file"));
   CHECK(contains(thrown_message<io_error>([&] { (void)safetensors_file::open(dir.path); }), "is a directory"));
@@ -1084,7 +1050,7 @@ TEST_CASE("safetensors seed corpus of the fuzzer: valid seeds parse, broken ones
 // Writing: refusals and atomicity
 
 TEST_CASE("safetensors writer refuses bad names, shapes and sizes before touching the file system") {
-  temp_dir dir;
+  temp_dir dir("safetensors");
   const std::vector<float> v(6, 1.0f);
   const std::vector<index_t> s23{2, 3};
   safetensors_writer w;
@@ -1121,7 +1087,7 @@ TEST_CASE("safetensors writer refuses bad names, shapes and sizes before touchin
 }
 
 TEST_CASE("safetensors writer fails with io_error and creates or replaces nothing when the target cannot be written") {
-  temp_dir dir;
+  temp_dir dir("safetensors");
   const std::vector<float> v(4, 1.0f);
   safetensors_writer w;
   w.add("w", std::vector<index_t>{4}, v);

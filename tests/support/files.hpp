@@ -11,17 +11,63 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <random>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <utility>
 #include <vector>
 
 namespace lqer::test {
+
+/// A fresh directory under the system temp directory (named after `tag`),
+/// removed with its contents (write permission restored first, for tests that
+/// take it away) when the test ends.
+struct temp_dir {
+  std::filesystem::path path;
+  explicit temp_dir(const std::string& tag) {
+    std::random_device rd;
+    path = std::filesystem::temp_directory_path() /
+           ("lqer_test_" + tag + "_" + std::to_string(rd()) + std::to_string(rd()));
+    std::filesystem::create_directories(path);
+  }
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+  ~temp_dir() {
+    std::error_code ec;
+    std::filesystem::permissions(path, std::filesystem::perms::owner_all, std::filesystem::perm_options::add, ec);
+    std::filesystem::remove_all(path, ec);
+  }
+  /// The names in the directory, sorted.
+  std::vector<std::string> entries() const {
+    std::vector<std::string> names;
+    for (const auto& e : std::filesystem::directory_iterator(path)) names.push_back(e.path().filename().string());
+    std::sort(names.begin(), names.end());
+    return names;
+  }
+};
+
+/// The what() of the `E` that `f` throws; a different exception propagates
+/// (and fails the test), no exception fails the test.
+template <class E, class F>
+std::string thrown_message(F&& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e.what();
+  }
+  FAIL_CHECK("expected an exception, none was thrown");
+  return {};
+}
+
+/// `part` occurs in `s` (a message, a program's output).
+inline bool contains(const std::string& s, std::string_view part) { return s.find(part) != std::string::npos; }
 
 /// The whole file as bytes ("" when it cannot be opened).
 inline std::string slurp(const std::filesystem::path& p) {

@@ -75,11 +75,6 @@ inline run_result run_lqer(const std::filesystem::path& io_dir, const std::vecto
   return r;
 }
 
-/// `needle` occurs in the program's output `hay`.
-inline bool contains(const std::string& hay, const std::string& needle) {
-  return hay.find(needle) != std::string::npos;
-}
-
 /// A single line: the message, a newline, nothing else (how the CLIs report an error).
 inline bool one_line(const std::string& s) { return !s.empty() && s.back() == '\n' && s.find('\n') == s.size() - 1; }
 

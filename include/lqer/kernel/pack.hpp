@@ -117,12 +117,30 @@ index_t pack_group_blocks(const quantized_matrix<F>& q, index_t lane0, index_t n
     bool nonzero[16] = {};
     for (int j = 0; j < 16; ++j) {
       const index_t lane = lane0 + j;
-      for (int kk = 0; kk < B; ++kk) {
-        int c = 0;
-        if (lane < q.lanes()) c = q.lane_code(lane, b * B + kk);  // padding codes inside the lane are 0
-        nonzero[j] |= c != 0;
-        u[j][kk] = static_cast<std::uint8_t>(c + off);
+      if (lane >= q.lanes()) {  // a missing lane: zero codes
+        for (int kk = 0; kk < B; ++kk) u[j][kk] = static_cast<std::uint8_t>(off);
+        continue;
       }
+      // The block's bytes straight from the lane (blocks start on a byte;
+      // padding codes inside the lane are 0). A code is 0 exactly when its
+      // two's-complement bits are, so OR-ing the bytes tells a zero block.
+      unsigned any = 0;
+      if constexpr (quantized_matrix<F>::kNibblePacked) {
+        const std::uint8_t* src = q.lane_codes(lane).data() + b * (B / 2);
+        for (int h = 0; h < B / 2; ++h) {
+          const std::uint8_t byte = src[h];
+          any |= byte;
+          u[j][2 * h] = static_cast<std::uint8_t>((static_cast<std::int8_t>(byte << 4) >> 4) + off);
+          u[j][2 * h + 1] = static_cast<std::uint8_t>((static_cast<std::int8_t>(byte) >> 4) + off);
+        }
+      } else {
+        const std::uint8_t* src = q.lane_codes(lane).data() + b * B;
+        for (int kk = 0; kk < B; ++kk) {
+          any |= src[kk];
+          u[j][kk] = static_cast<std::uint8_t>(static_cast<std::int8_t>(src[kk]) + off);
+        }
+      }
+      nonzero[j] = any != 0;
     }
     if constexpr (Kind == code_kind::nibble) {
       for (int pair = 0; pair < B / 8; ++pair)

@@ -112,14 +112,40 @@ class quantized_matrix {
     if (rows <= 0 || cols <= 0)
       throw shape_error("quantized_matrix::from_codes: shape " + std::to_string(rows) + "x" + std::to_string(cols) +
                         " is empty or negative");
-    quantized_matrix m(rows, cols, axis);
-    if (codes.size() != m.codes_.size() || scales.size() != m.scales_.size())
+    quantized_matrix m(rows, cols, axis, geometry_only{});
+    const auto want_codes = static_cast<std::size_t>(m.lanes_ * m.lane_code_bytes_);
+    const auto want_scales = static_cast<std::size_t>(m.lanes_ * m.blocks_per_lane_);
+    if (codes.size() != want_codes || scales.size() != want_scales)
       throw shape_error("quantized_matrix::from_codes: a " + std::to_string(rows) + "x" + std::to_string(cols) + " " +
-                        Format::name() + " matrix holds " + std::to_string(m.codes_.size()) + " code bytes and " +
-                        std::to_string(m.scales_.size()) + " scales; got " + std::to_string(codes.size()) + " and " +
+                        Format::name() + " matrix holds " + std::to_string(want_codes) + " code bytes and " +
+                        std::to_string(want_scales) + " scales; got " + std::to_string(codes.size()) + " and " +
                         std::to_string(scales.size()));
     m.codes_ = std::move(codes);
     m.scales_ = std::move(scales);
+    // Every code in range: one branch-free pass over the bytes (a model's
+    // worth of layers is tens of MB, read at load time), then — only when it
+    // found something — the element-by-element pass that names it. The ranges
+    // are tested on the integers themselves, so no compiler flag can drop
+    // the test.
+    bool codes_ok = true;
+    {
+      const std::uint8_t* c = m.codes_.data();
+      const std::size_t n = m.codes_.size();
+      unsigned bad = 0;
+      for (std::size_t i = 0; i < n; ++i) {
+        if constexpr (kNibblePacked) {
+          const int lo = static_cast<std::int8_t>(static_cast<std::uint8_t>(c[i] << 4)) >> 4;
+          const int hi = static_cast<std::int8_t>(c[i]) >> 4;
+          bad |= static_cast<unsigned>(lo < Format::kQmin) | static_cast<unsigned>(lo > Format::kQmax) |
+                 static_cast<unsigned>(hi < Format::kQmin) | static_cast<unsigned>(hi > Format::kQmax);
+        } else {
+          const int q = static_cast<std::int8_t>(c[i]);
+          bad |= static_cast<unsigned>(q < Format::kQmin) | static_cast<unsigned>(q > Format::kQmax);
+        }
+      }
+      codes_ok = bad == 0;
+    }
+    const index_t slots = m.blocks_per_lane_ * m.block_len_;
     for (index_t lane = 0; lane < m.lanes_; ++lane) {
       for (index_t b = 0; b < m.blocks_per_lane_; ++b) {
         const block_scale& s = m.scales_[lane * m.blocks_per_lane_ + b];
@@ -132,7 +158,9 @@ class quantized_matrix {
                             std::to_string(lane) + " has zero point " + std::to_string(z) + ", not a valid " +
                             Format::name() + " zero point");
       }
-      for (index_t i = 0; i < m.blocks_per_lane_ * m.block_len_; ++i) {
+      // In range everywhere: only the padding (a depth that is no whole
+      // number of blocks) is left to check element by element.
+      for (index_t i = codes_ok ? m.depth_ : 0; i < slots; ++i) {
         const std::int8_t q = m.lane_code(lane, i);
         if (q < Format::kQmin || q > Format::kQmax || (i >= m.depth_ && q != 0))
           throw value_error("quantized_matrix::from_codes: code " + std::to_string(q) + " at element " +
@@ -218,15 +246,19 @@ class quantized_matrix {
   double bits_per_element() const noexcept { return 8.0 * double(storage_bytes()) / double(rows_ * cols_); }
 
  private:
-  quantized_matrix(index_t rows, index_t cols, block_axis axis) : rows_(rows), cols_(cols), axis_(axis) {
+  quantized_matrix(index_t rows, index_t cols, block_axis axis) : quantized_matrix(rows, cols, axis, geometry_only{}) {
+    codes_.assign(static_cast<std::size_t>(lanes_ * lane_code_bytes_), 0);
+    scales_.resize(static_cast<std::size_t>(lanes_ * blocks_per_lane_));
+  }
+  /// The shape without storage (from_codes moves its storage in).
+  struct geometry_only {};
+  quantized_matrix(index_t rows, index_t cols, block_axis axis, geometry_only) : rows_(rows), cols_(cols), axis_(axis) {
     const geometry g = geometry_of(rows, cols, axis);
     lanes_ = g.lanes;
     depth_ = g.depth;
     block_len_ = g.block_len;
     blocks_per_lane_ = g.blocks_per_lane;
     lane_code_bytes_ = g.lane_code_bytes;
-    codes_.assign(static_cast<std::size_t>(lanes_ * lane_code_bytes_), 0);
-    scales_.resize(static_cast<std::size_t>(lanes_ * blocks_per_lane_));
   }
 
   void quantize_lane(matrix_view<const float> src, index_t lane) {

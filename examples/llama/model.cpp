@@ -3,9 +3,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <limits>
 #include <lqer/io/gguf.hpp>
 #include <numeric>
+#include <xsimd/xsimd.hpp>
 
 namespace llama {
 
@@ -14,25 +16,94 @@ namespace {
 using cview = lqer::matrix_view<const float>;
 using mview = lqer::matrix_view<float>;
 
+// Floating-point contraction. GCC (in its default GNU mode, -ffp-contract=fast)
+// may fuse any a·b + c into an FMA, and decides per compiled copy of the code:
+// a task body inlined into thread_pool::parallel_for's inline loop (one
+// thread, or one task) and the same body behind the pool's job thunk (2
+// threads) were compiled differently, so logits differed between 1 and 2
+// threads by an ulp that MXINT8 rounding then carried through the blocks.
+// The float code below therefore leaves nothing to contract: every
+// multiply-add it means is an explicit std::fma, and no product feeds an add
+// or subtract (q is scaled before the dot product, not the score after it).
+
 /// Rows per task of the row-wise steps (norms, residuals, SwiGLU, RoPE): fixed,
 /// so a row's arithmetic never depends on the thread count.
 constexpr index_t kRowChunk = 16;
 /// Query rows per attention task (one head each).
 constexpr index_t kQueryChunk = 16;
+/// Up to this many rows, linears that share their input run as one task each
+/// (see run_same_input in forward): GEMV-sized work, where a parallel_for
+/// round trip per layer costs more than splitting a layer gains.
+constexpr index_t kLayerTaskRows = 4;
 
-/// q·k in kLanes independent partial sums added in a fixed order at the end:
-/// a plain loop is one serial chain (the compiler may not reorder float adds),
-/// this one vectorizes; the order is the same on every call, whatever the thread.
+using fbatch = xsimd::batch<float>;  // the widest float vector this build targets
+constexpr index_t kFloatLanes = static_cast<index_t>(fbatch::size);
+
+/// a·b over `n` (= N when N > 0, a compile-time length): one vector of
+/// partial sums (vector FMAs), reduced by xsimd's hadd (a fixed tree), then
+/// the tail in order. The order is fixed by n alone, whatever the thread.
+/// Written with xsimd because GCC vectorized the plain-loop version only
+/// sometimes (a 16-lane array of sums came out as 16 scalar chains).
+template <index_t N>
 inline float dot(const float* a, const float* b, index_t n) {
-  constexpr index_t kLanes = 16;
-  float acc[kLanes] = {};
+  const index_t len = N > 0 ? N : n;
+  fbatch acc(0.0f);
   index_t e = 0;
-  for (; e + kLanes <= n; e += kLanes)
-    for (index_t l = 0; l < kLanes; ++l) acc[l] += a[e + l] * b[e + l];
-  for (; e < n; ++e) acc[e % kLanes] += a[e] * b[e];
-  float s = 0;
-  for (const float v : acc) s += v;
+  for (; e + kFloatLanes <= len; e += kFloatLanes)
+    acc = xsimd::fma(fbatch::load_unaligned(a + e), fbatch::load_unaligned(b + e), acc);
+  float s = xsimd::hadd(acc);
+  for (; e < len; ++e) s = std::fma(a[e], b[e], s);
   return s;
+}
+
+/// One query row of causal attention for one head: o = Σ_j p_j·v_j with
+/// p = softmax(q·k_j·scale) over the keys j < keys, K and V rows `stride`
+/// floats apart (the head's slice of the cache), s scratch for `keys` scores
+/// and `scratch` for 2·hd floats (used when HD = 0).
+/// HD is the head dimension when known at compile time (SmolLM2: 64), which
+/// keeps o's accumulators in registers: written through a pointer, the
+/// compiler must store and reload o for every key (it may alias V). 0: any
+/// head dimension, `hd`.
+template <index_t HD>
+void attend_row(const float* qr, const float* K, const float* V, index_t stride, index_t keys, index_t hd, float scale,
+                float* s, float* scratch, float* o) {
+  const index_t n = HD > 0 ? HD : hd;
+  // qs = q·scale, then s_j = qs·k_j (1/√hd is exact for a power-of-4 hd).
+  float fixed_q[HD > 0 ? HD : 1], fixed_o[HD > 0 ? HD : 1];
+  float* qs = HD > 0 ? fixed_q : scratch;
+  float* acc = HD > 0 ? fixed_o : scratch + n;
+  for (index_t e = 0; e < n; ++e) qs[e] = qr[e] * scale;
+  float mx = -std::numeric_limits<float>::infinity();
+  for (index_t j = 0; j < keys; ++j) {
+    s[j] = dot<HD>(qs, K + j * stride, n);
+    mx = std::max(mx, s[j]);
+  }
+  double sum = 0;
+  for (index_t j = 0; j < keys; ++j) {
+    s[j] = std::exp(s[j] - mx);
+    sum += s[j];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  if constexpr (HD > 0 && HD % kFloatLanes == 0) {
+    // o's HD floats in HD / lanes vector registers for the whole sum.
+    constexpr index_t kVecs = HD / kFloatLanes;
+    fbatch ov[kVecs];
+    for (auto& v : ov) v = fbatch(0.0f);
+    for (index_t j = 0; j < keys; ++j) {
+      const fbatch p(s[j] * inv);
+      const float* vr = V + j * stride;
+      for (index_t v = 0; v < kVecs; ++v) ov[v] = xsimd::fma(p, fbatch::load_unaligned(vr + v * kFloatLanes), ov[v]);
+    }
+    for (index_t v = 0; v < kVecs; ++v) ov[v].store_unaligned(o + v * kFloatLanes);
+    return;
+  }
+  std::fill_n(acc, n, 0.0f);
+  for (index_t j = 0; j < keys; ++j) {
+    const float p = s[j] * inv;
+    const float* vr = V + j * stride;
+    for (index_t e = 0; e < n; ++e) acc[e] = std::fma(p, vr[e], acc[e]);
+  }
+  std::copy_n(acc, n, o);
 }
 
 template <class Body>
@@ -47,7 +118,7 @@ void rms_norm(const float* x, index_t rows, index_t d, const std::vector<float>&
     for (index_t r = r0; r < r0 + n; ++r) {
       const float* xr = x + r * d;
       double ss = 0;
-      for (index_t i = 0; i < d; ++i) ss += double(xr[i]) * xr[i];
+      for (index_t i = 0; i < d; ++i) ss = std::fma(double(xr[i]), double(xr[i]), ss);
       const float inv = static_cast<float>(1.0 / std::sqrt(ss / double(d) + double(eps)));
       float* yr = y + r * d;
       for (index_t i = 0; i < d; ++i) yr[i] = g[static_cast<std::size_t>(i)] * (xr[i] * inv);
@@ -83,26 +154,31 @@ config config::from_gguf(const lqer::io::gguf_file& f) {
     c.context_length = get_count(m, "llama.context_length");
     c.rope_base = m.get_or<double>("llama.rope.freq_base", 10000.0);
     c.rms_eps = m.get<float>("llama.attention.layer_norm_rms_epsilon");
-    if (c.d_model % c.n_heads != 0 || c.n_heads % c.n_kv_heads != 0)
-      throw lqer::value_error("embedding_length " + std::to_string(c.d_model) + ", head_count " +
-                              std::to_string(c.n_heads) + " and head_count_kv " + std::to_string(c.n_kv_heads) +
-                              " do not divide");
-    c.head_dim = c.d_model / c.n_heads;
-    if (c.head_dim % 2 != 0) throw lqer::value_error("head dimension " + std::to_string(c.head_dim) + " is odd");
-    if (m.contains("llama.rope.dimension_count") && get_count(m, "llama.rope.dimension_count") != c.head_dim)
-      throw lqer::value_error("llama.rope.dimension_count differs from the head dimension " +
-                              std::to_string(c.head_dim) + " (partial rotary is not supported)");
-    if (!(c.rope_base > 1) || !std::isfinite(c.rope_base) || !(c.rms_eps >= 0) || !std::isfinite(c.rms_eps))
-      throw lqer::value_error("rope.freq_base or layer_norm_rms_epsilon out of range");
     const auto& emb = f.tensor("token_embd.weight");
     if (emb.n_dims != 2 || emb.row_length() != c.d_model)
       throw lqer::value_error("token_embd.weight is " + emb.describe() + ", not [vocab, " + std::to_string(c.d_model) +
                               "]");
     c.vocab = emb.rows();
+    c.derive_and_check();
+    if (m.contains("llama.rope.dimension_count") && get_count(m, "llama.rope.dimension_count") != c.head_dim)
+      throw lqer::value_error("llama.rope.dimension_count differs from the head dimension " +
+                              std::to_string(c.head_dim) + " (partial rotary is not supported)");
     return c;
   } catch (const lqer::value_error& e) {
     throw lqer::value_error(where + e.what());
   }
+}
+
+void config::derive_and_check() {
+  for (const index_t v : {n_layers, d_model, d_ffn, n_heads, n_kv_heads, vocab, context_length})
+    if (v <= 0 || v > (index_t{1} << 24)) throw lqer::value_error("a count is outside [1, 2^24]");
+  if (d_model % n_heads != 0 || n_heads % n_kv_heads != 0)
+    throw lqer::value_error("embedding_length " + std::to_string(d_model) + ", head_count " + std::to_string(n_heads) +
+                            " and head_count_kv " + std::to_string(n_kv_heads) + " do not divide");
+  head_dim = d_model / n_heads;
+  if (head_dim % 2 != 0) throw lqer::value_error("head dimension " + std::to_string(head_dim) + " is odd");
+  if (!(rope_base > 1) || !std::isfinite(rope_base) || !(rms_eps >= 0) || !std::isfinite(rms_eps))
+    throw lqer::value_error("rope.freq_base or layer_norm_rms_epsilon out of range");
 }
 
 const char* gguf_name(linear_kind k) noexcept {
@@ -208,10 +284,38 @@ double negative_log_prob(std::span<const float> logits, std::int32_t target) {
 // The model
 
 model::model(std::shared_ptr<const model_weights> w) : w_(std::move(w)) {
-  const config& c = w_->cfg;
   linears_.reserve(w_->linears.size());
   for (const dense_weights& d : w_->linears) linears_.push_back(std::make_unique<engine::fp32_linear>(w_, d));
   output_ = std::make_unique<engine::fp32_linear>(w_, w_->output);
+  init_rope();
+}
+
+model::model(std::shared_ptr<const model_weights> w, std::vector<std::unique_ptr<const linear_op>> linears,
+             std::unique_ptr<const linear_op> output)
+    : w_(std::move(w)), linears_(std::move(linears)) {
+  const config& c = w_->cfg;
+  if (static_cast<index_t>(linears_.size()) != c.n_layers * kLinearsPerBlock)
+    throw lqer::shape_error("model: " + std::to_string(linears_.size()) + " linear layers for " +
+                            std::to_string(c.n_layers) + " blocks of " + std::to_string(kLinearsPerBlock));
+  for (index_t b = 0; b < c.n_layers; ++b) {
+    const index_t outs[kLinearsPerBlock] = {c.q_dim(), c.kv_dim(), c.kv_dim(), c.d_model, c.d_ffn, c.d_ffn, c.d_model};
+    const index_t ins[kLinearsPerBlock] = {c.d_model, c.d_model, c.d_model, c.q_dim(), c.d_model, c.d_model, c.d_ffn};
+    for (int k = 0; k < kLinearsPerBlock; ++k) {
+      const auto& op = linears_[static_cast<std::size_t>(linear_index(b, static_cast<linear_kind>(k)))];
+      if (!op || op->in_features() != ins[k] || op->out_features() != outs[k])
+        throw lqer::shape_error("model: layer " + linear_name(linear_index(b, static_cast<linear_kind>(k))) +
+                                " should be " + std::to_string(ins[k]) + " -> " + std::to_string(outs[k]));
+    }
+  }
+  output_ = output ? std::move(output) : std::make_unique<engine::fp32_linear>(w_, w_->output);
+  if (output_->in_features() != c.d_model || output_->out_features() != c.vocab)
+    throw lqer::shape_error("model: the output projection should be " + std::to_string(c.d_model) + " -> " +
+                            std::to_string(c.vocab));
+  init_rope();
+}
+
+void model::init_rope() {
+  const config& c = w_->cfg;
   // Angle of pair j: pos · base^(−2j/hd). transformers computes this in
   // float32 (its rounding of pos·inv_freq is up to an ulp of the angle, 1e-5
   // rad at pos 100); here in double, so the only rounding is of cos and sin.
@@ -261,36 +365,67 @@ std::vector<float> model::forward(std::span<const std::int32_t> tokens, kv_cache
   const auto sz = [](index_t n) { return static_cast<std::size_t>(n); };
   std::vector<float> x(sz(T * d)), h(sz(T * d)), q(sz(T * qd)), att(sz(T * qd)), tmp(sz(T * d)), g(sz(T * F)),
       u(sz(T * F));
-  for (index_t t = 0; t < T; ++t) std::copy_n(w_->embedding(tokens[t]), d, x.data() + t * d);
+  for (index_t t = 0; t < T; ++t) w_->embedding_into(tokens[t], x.data() + t * d);
 
   const auto run = [&](int index, const float* in, index_t in_cols, float* out, index_t out_cols, index_t out_stride) {
     const cview xin(in, T, in_cols, in_cols);
     if (observer) (*observer)(index, xin);
     linears_[sz(index)]->forward(xin, mview(out, T, out_cols, out_stride), pool);
   };
+  // Linears that read the same input (q, k, v; gate, up). At a handful of
+  // rows each is a GEMV of a few µs whose tiles would be one parallel_for
+  // round trip apiece: then the layers themselves are the tasks, each run
+  // whole by one thread (a linear's result does not depend on its executor,
+  // and its nested parallel_for runs inline), which also runs their serial
+  // parts (quantizing x, the correction's x·A) side by side. Larger T keeps
+  // one layer at a time, split into its own tiles.
+  struct same_input {
+    int index;
+    float* out;
+    index_t cols;
+  };
+  const auto run_same_input = [&](const float* in, index_t in_cols, std::initializer_list<same_input> layers) {
+    const cview xin(in, T, in_cols, in_cols);
+    if (observer)
+      for (const same_input& l : layers) (*observer)(l.index, xin);
+    const auto one = [&](const same_input& l) {
+      linears_[sz(l.index)]->forward(xin, mview(l.out, T, l.cols, l.cols), pool);
+    };
+    if (T > kLayerTaskRows) {
+      for (const same_input& l : layers) one(l);
+      return;
+    }
+    pool.parallel_for(static_cast<index_t>(layers.size()), [&](index_t i0, index_t i1) {
+      for (index_t i = i0; i < i1; ++i) one(layers.begin()[i]);
+    });
+  };
   const auto add_into_x = [&] {
     for_rows(T, pool, [&](index_t r0, index_t n) {
       for (index_t i = r0 * d; i < (r0 + n) * d; ++i) x[sz(i)] += tmp[sz(i)];
     });
   };
-  // RoPE on adjacent pairs (2j, 2j + 1) of every head of `rows` (see model.hpp).
-  const auto rope = [&](float* rows, index_t stride, index_t heads) {
-    for_rows(T, pool, [&](index_t r0, index_t n) {
-      for (index_t t = r0; t < r0 + n; ++t) {
-        const double pos = double(p0 + t);
-        float* r = rows + t * stride;
-        for (index_t j = 0; j < hd / 2; ++j) {
-          const double a = pos * rope_inv_freq_[sz(j)];
-          const float cs = static_cast<float>(std::cos(a)), sn = static_cast<float>(std::sin(a));
-          for (index_t hh = 0; hh < heads; ++hh) {
-            float* e = r + hh * hd + 2 * j;
-            const float x0 = e[0], x1 = e[1];
-            e[0] = x0 * cs - x1 * sn;
-            e[1] = x0 * sn + x1 * cs;
-          }
-        }
+  // RoPE's cos and sin per (row, pair), the same for every layer: computed
+  // once per forward (the angle and its cos/sin in double, as before, so the
+  // values are unchanged), not once per layer.
+  std::vector<float> rot(sz(T * hd));  // row t: (cos, sin) of pair j at 2j, 2j + 1
+  for_rows(T, pool, [&](index_t r0, index_t n) {
+    for (index_t t = r0; t < r0 + n; ++t)
+      for (index_t j = 0; j < hd / 2; ++j) {
+        const double a = double(p0 + t) * rope_inv_freq_[sz(j)];
+        rot[sz(t * hd + 2 * j)] = static_cast<float>(std::cos(a));
+        rot[sz(t * hd + 2 * j + 1)] = static_cast<float>(std::sin(a));
       }
-    });
+  });
+  // RoPE on adjacent pairs (2j, 2j + 1) of `heads` heads of row t (see model.hpp).
+  const auto rope_row = [&](float* r, index_t t, index_t heads) {
+    const float* cs = rot.data() + t * hd;
+    for (index_t hh = 0; hh < heads; ++hh)
+      for (index_t j = 0; j < hd / 2; ++j) {
+        float* e = r + hh * hd + 2 * j;
+        const float x0 = e[0], x1 = e[1], c = cs[2 * j], sn = cs[2 * j + 1];
+        e[0] = std::fma(x0, c, -(x1 * sn));
+        e[1] = std::fma(x0, sn, x1 * c);
+      }
   };
 
   const float scale = static_cast<float>(1.0 / std::sqrt(double(hd)));
@@ -301,42 +436,34 @@ std::vector<float> model::forward(std::span<const std::int32_t> tokens, kv_cache
     float* kc = cache.k_[sz(b)].data() + p0 * kvd;  // this chunk's rows of the cache
     float* vc = cache.v_[sz(b)].data() + p0 * kvd;
     rms_norm(x.data(), T, d, blk.attn_norm, c.rms_eps, h.data(), pool);
-    run(linear_index(b, linear_kind::q), h.data(), d, q.data(), qd, qd);
-    run(linear_index(b, linear_kind::k), h.data(), d, kc, kvd, kvd);
-    run(linear_index(b, linear_kind::v), h.data(), d, vc, kvd, kvd);
-    rope(q.data(), qd, c.n_heads);
-    rope(kc, kvd, c.n_kv_heads);
+    run_same_input(h.data(), d,
+                   {{linear_index(b, linear_kind::q), q.data(), qd},
+                    {linear_index(b, linear_kind::k), kc, kvd},
+                    {linear_index(b, linear_kind::v), vc, kvd}});
+    for_rows(T, pool, [&](index_t r0, index_t n) {
+      for (index_t t = r0; t < r0 + n; ++t) {
+        rope_row(q.data() + t * qd, t, c.n_heads);
+        rope_row(kc + t * kvd, t, c.n_kv_heads);
+      }
+    });
 
     // Causal grouped-query attention, one task per (head, tile of query rows).
     const float* K = cache.k_[sz(b)].data();
     const float* V = cache.v_[sz(b)].data();
     pool.parallel_for(c.n_heads * q_tiles, [&](index_t i0, index_t i1) {
-      std::vector<float> s(sz(p0 + T));
+      std::vector<float> s(sz(p0 + T + 2 * hd));  // scores, then 2·hd floats of scratch
       for (index_t i = i0; i < i1; ++i) {
         const index_t head = i / q_tiles, t0 = (i % q_tiles) * kQueryChunk;
-        const index_t kvh = head / group;
+        const float* Kh = K + (head / group) * hd;
+        const float* Vh = V + (head / group) * hd;
         for (index_t t = t0; t < std::min(T, t0 + kQueryChunk); ++t) {
           const float* qr = q.data() + t * qd + head * hd;
-          const index_t keys = p0 + t + 1;
-          float mx = -std::numeric_limits<float>::infinity();
-          for (index_t j = 0; j < keys; ++j) {
-            const float* kr = K + j * kvd + kvh * hd;
-            s[sz(j)] = dot(qr, kr, hd) * scale;
-            mx = std::max(mx, s[sz(j)]);
-          }
-          double sum = 0;
-          for (index_t j = 0; j < keys; ++j) {
-            s[sz(j)] = std::exp(s[sz(j)] - mx);
-            sum += s[sz(j)];
-          }
-          const float inv = static_cast<float>(1.0 / sum);
           float* o = att.data() + t * qd + head * hd;
-          std::fill_n(o, hd, 0.0f);
-          for (index_t j = 0; j < keys; ++j) {
-            const float p = s[sz(j)] * inv;
-            const float* vr = V + j * kvd + kvh * hd;
-            for (index_t e = 0; e < hd; ++e) o[e] += p * vr[e];
-          }
+          float* scratch = s.data() + p0 + T;
+          if (hd == 64)
+            attend_row<64>(qr, Kh, Vh, kvd, p0 + t + 1, hd, scale, s.data(), scratch, o);
+          else
+            attend_row<0>(qr, Kh, Vh, kvd, p0 + t + 1, hd, scale, s.data(), scratch, o);
         }
       }
     });
@@ -344,8 +471,9 @@ std::vector<float> model::forward(std::span<const std::int32_t> tokens, kv_cache
     add_into_x();
 
     rms_norm(x.data(), T, d, blk.ffn_norm, c.rms_eps, h.data(), pool);
-    run(linear_index(b, linear_kind::gate), h.data(), d, g.data(), F, F);
-    run(linear_index(b, linear_kind::up), h.data(), d, u.data(), F, F);
+    run_same_input(
+        h.data(), d,
+        {{linear_index(b, linear_kind::gate), g.data(), F}, {linear_index(b, linear_kind::up), u.data(), F}});
     for_rows(T, pool, [&](index_t r0, index_t n) {
       for (index_t i = r0 * F; i < (r0 + n) * F; ++i) {
         const float gv = g[sz(i)];

@@ -36,9 +36,11 @@
 //
 // Threads: everything runs on the engine's pool with tasks whose work depends
 // on their index only (row chunks, head × query-row tiles, the linears' fixed
-// tiles), so results are bit-identical for any thread count.
+// tiles; at decode, whole linears that share an input), so results are
+// bit-identical for any thread count.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -83,6 +85,9 @@ struct config {
   /// Reads and checks the `llama.*` keys (value_error naming the file and the
   /// key: another architecture, a missing key, inconsistent numbers).
   static config from_gguf(const lqer::io::gguf_file& f);
+  /// Sets head_dim and checks the numbers against each other (value_error
+  /// without a file name: the caller prefixes it).
+  void derive_and_check();
   index_t q_dim() const noexcept { return n_heads * head_dim; }
   index_t kv_dim() const noexcept { return n_kv_heads * head_dim; }
 };
@@ -135,9 +140,22 @@ struct model_weights {
   static model_weights load(const std::filesystem::path& path, thread_pool& pool);
   static model_weights from_gguf(const lqer::io::gguf_file& f, thread_pool& pool);
 
-  /// Row `id` of the token embedding.
+  /// When set, the token table is not held as float: row `id` is decoded
+  /// into `row` (d_model floats) on lookup. A model file whose output
+  /// projection is quantized never needs the float table whole, and decoding
+  /// 49,152 rows it would never read was most of its load time.
+  std::function<void(std::int32_t id, float* row)> decode_embedding;
+
+  /// Row `id` of the token embedding (the float table; see embedding_into).
   const float* embedding(std::int32_t id) const noexcept {
     return (tied_output ? output.w.data() : token_embd.data()) + static_cast<std::size_t>(id) * cfg.d_model;
+  }
+  /// Row `id` of the token embedding into `row` (d_model floats), either way.
+  void embedding_into(std::int32_t id, float* row) const {
+    if (decode_embedding)
+      decode_embedding(id, row);
+    else
+      std::copy_n(embedding(id), cfg.d_model, row);
   }
 };
 
@@ -179,6 +197,12 @@ class model {
 
   /// The float model: every linear an engine::fp32_linear over `w`.
   explicit model(std::shared_ptr<const model_weights> w);
+  /// A model with the given linears (n_layers · 7, linear_index order) and
+  /// output projection (null: fp32 over w's table): a quantized model loaded
+  /// from its file, whose `w` holds no linear weights. shape_error for a
+  /// missing layer or a shape that is not the configuration's.
+  model(std::shared_ptr<const model_weights> w, std::vector<std::unique_ptr<const linear_op>> linears,
+        std::unique_ptr<const linear_op> output);
 
   const config& cfg() const noexcept { return w_->cfg; }
   const model_weights& weights() const noexcept { return *w_; }
@@ -226,6 +250,7 @@ class model {
   std::shared_ptr<const model_weights> w_;
   std::vector<std::unique_ptr<const linear_op>> linears_;
   std::unique_ptr<const linear_op> output_;
+  void init_rope();
   std::vector<double> rope_inv_freq_;  ///< [head_dim / 2]: base^(−2j/hd); angles and their cos/sin in double
 };
 

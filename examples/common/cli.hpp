@@ -1,12 +1,17 @@
 // engine — what the example programs' command lines (use_lite, llama) share:
 // the quantization options and their checks, the method names (plain, lqer,
-// l2qer, rms, whiten), integer lists, and the one error-to-exit-code policy.
+// l2qer, rms, whiten), integer lists, progress lines, interrupt handling for
+// commands that write files, and the one error-to-exit-code policy.
 // CLI11 is the parser; this only keeps the two programs saying the same thing
 // the same way.
 #pragma once
 
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <exception>
 #include <functional>
@@ -26,6 +31,72 @@ namespace engine {
 /// the message points at --help).
 struct usage_error : std::runtime_error {
   using std::runtime_error::runtime_error;
+};
+
+/// A long command stopped by SIGINT / SIGTERM (run_program: exit 130).
+struct interrupted : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// While alive, SIGINT and SIGTERM only set a flag: a long command polls it
+/// between steps (check()) and unwinds, so every file it writes is either
+/// complete or absent — the writers write a temporary and rename it, and a
+/// thrown exception removes the temporary. A second signal while the flag is
+/// set restores the default action and re-raises: the user can always kill a
+/// command that is not polling. Only a sig_atomic_t is touched in the handler.
+class interrupt_guard {
+ public:
+  interrupt_guard() {
+    flag() = 0;
+    old_int_ = std::signal(SIGINT, &handler);
+    old_term_ = std::signal(SIGTERM, &handler);
+  }
+  ~interrupt_guard() {
+    std::signal(SIGINT, old_int_);
+    std::signal(SIGTERM, old_term_);
+  }
+  interrupt_guard(const interrupt_guard&) = delete;
+  interrupt_guard& operator=(const interrupt_guard&) = delete;
+  /// Throws interrupted (naming `what` was being done) once a signal came.
+  static void check(const std::string& what) {
+    if (flag()) throw interrupted("interrupted while " + what + "; nothing was written");
+  }
+
+ private:
+  static volatile std::sig_atomic_t& flag() {
+    static volatile std::sig_atomic_t f = 0;
+    return f;
+  }
+  static void handler(int sig) {
+    if (flag()) {
+      std::signal(sig, SIG_DFL);
+      std::raise(sig);
+      return;
+    }
+    flag() = 1;
+  }
+  using handler_t = void (*)(int);
+  handler_t old_int_ = SIG_DFL, old_term_ = SIG_DFL;
+};
+
+/// "what done/total, 12 s left" on stderr when it is a terminal (redrawn in
+/// place), nothing otherwise; the estimate is the mean time per item so far.
+class progress_meter {
+ public:
+  explicit progress_meter(std::string what) : what_(std::move(what)), t0_(std::chrono::steady_clock::now()) {}
+  void operator()(int done, int total) const {
+    static const bool tty = ::isatty(STDERR_FILENO) != 0;
+    if (!tty || total <= 0) return;
+    const double spent = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+    const double left = done > 0 ? spent / done * (total - done) : 0;
+    std::fprintf(stderr, "\r\033[K%s %d/%d, %.0f s, %.0f s left", what_.c_str(), done, total, spent, left);
+    if (done == total) std::fputc('\n', stderr);
+    std::fflush(stderr);
+  }
+
+ private:
+  std::string what_;
+  std::chrono::steady_clock::time_point t0_;
 };
 
 /// The quantization options every program takes. `Config` is the engine's
@@ -165,6 +236,9 @@ inline int run_program(CLI::App& app, int argc, char** argv, std::initializer_li
   } catch (const usage_error& e) {
     std::fprintf(stderr, "%s: %s; see '%s --help'\n", sub.c_str(), e.what(), sub.c_str());
     return 2;
+  } catch (const interrupted& e) {
+    std::fprintf(stderr, "%s: %s\n", sub.c_str(), e.what());
+    return 130;
   } catch (const lqer::error& e) {
     std::fprintf(stderr, "%s: %s\n", sub.c_str(), e.what());
     return 2;

@@ -24,6 +24,10 @@
 
 #include "thread_pool.hpp"
 
+namespace lqer::io {
+class checkpoint_writer;
+}
+
 namespace engine {
 
 using lqer::index_t;
@@ -53,6 +57,11 @@ class linear_op {
   virtual std::size_t storage_bytes() const noexcept = 0;
   /// One line: the representation ("fp32", "mxint4_b16_lqer rank 32 whiten", …).
   virtual std::string describe() const = 0;
+  /// Adds the layer to an LQER checkpoint as `name` (lqer/io/checkpoint.hpp).
+  /// Only quantized layers are stored: a float one is a value_error.
+  virtual void add_to(lqer::io::checkpoint_writer& /*w*/, std::string name) const {
+    throw lqer::value_error("layer " + name + " is " + describe() + ": only lqer layers go into a checkpoint");
+  }
 };
 
 /// How a float weight is laid out in memory.

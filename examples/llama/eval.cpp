@@ -257,7 +257,8 @@ void run_quality_table(const eval_options& opt, std::ostream& out) {
                               (method == "plain" ? "plain" : method_label(method) + " rank " + std::to_string(rank)) +
                               " block " + std::to_string(block);
     t0 = clock_type::now();
-    auto q = quantize_linears(*w, calib, cfg, [&](int d, int n) { progress_line(label + ": quantize", d, n); });
+    auto q = quantize_linears(
+        *w, calib, cfg, [&](int d, int n) { progress_line(label + ": quantize", d, n); }, &pool);
     r.quantize_s = seconds_since(t0);
     r.bits = q.bits_per_weight();
     model mq(w);

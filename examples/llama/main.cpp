@@ -3,10 +3,13 @@
 //   llama perplexity [--model F.gguf] [--text FILE] [--ctx N] [--chunks N]
 //                    [--quant plain|lqer|l2qer|rms|whiten --rank K --calib FILE ...]
 //   llama generate   [--model F.gguf] --prompt S [-n N] [--chat] [--quant ...]
+//   llama quantize   [--model F.gguf] --quant METHOD (--rank K | --bits-per-weight B) --out M.lqer.safetensors
 //   llama eval       the paper's perplexity table (methods × ranks × blocks)
 //   llama bench      prefill / decode tokens/s, float and quantized
 // --model, --text and --calib default to what scripts/fetch_smollm2.sh put in
 // the cache (LQER_SMOLLM2_GGUF overrides the model), so `llama eval` alone works.
+// perplexity, generate and tokenize also take a model file `llama quantize`
+// wrote (checkpoint.hpp) as --model: no float weights, no calibration.
 // The float model is the file's tensors decoded to float32 and run in float32.
 // Exit codes: 0 success; 2 a usage error or an lqer::error (one sentence on
 // stderr); 1 anything unexpected.
@@ -24,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint.hpp"
 #include "common/cli.hpp"
 #include "eval.hpp"
 #include "model.hpp"
@@ -64,13 +68,20 @@ struct quant_cli {
   std::string method, calib = default_calib_text();
   int rank = 32, calib_chunks = 16;
   engine::format_options formats;
-  bool calib_given = false;
+  bool calib_given = false, rank_given = false;
+  bool no_verify = false;      ///< a model file's checksums are not checked
+  engine::rank_budget budget;  ///< quantize's --bits-per-weight / --max-rank
 
   void add(CLI::App* cmd) {
     cmd->add_option("--quant", method, engine::kMethodHelp)->check(CLI::IsMember(engine::method_names()));
-    cmd->add_option("--rank", rank, "Rank of the correction (not for plain)")
-        ->check(CLI::Range(0, 4096))
-        ->capture_default_str();
+    cmd->add_option_function<int>(
+           "--rank",
+           [this](int v) {
+             rank = v;
+             rank_given = true;
+           },
+           "Rank of the correction (not for plain); default 32")
+        ->check(CLI::Range(0, 4096));
     cmd->add_option_function<std::string>(
            "--calib",
            [this](const std::string& v) {
@@ -84,6 +95,24 @@ struct quant_cli {
         ->capture_default_str();
     engine::add_format_options(cmd, formats, kBlocks);
     add_output_format(cmd, formats);
+    cmd->add_flag("--no-verify", no_verify,
+                  "With a model file as --model: skip its per-tensor sha256 checks (its structure is still checked)");
+  }
+
+  /// --bits-per-weight and --max-rank (quantize).
+  void add_budget(CLI::App* cmd) {
+    cmd->add_option("--bits-per-weight", budget.bits_per_weight,
+                    "Choose each layer's rank so that weights, scales, A and B take at most this many bits per "
+                    "weight, spending bits where they remove the most calibrated error (instead of --rank)")
+        ->check(CLI::Range(0.5, 32.0));
+    cmd->add_option("--max-rank", budget.max_rank, "With --bits-per-weight: the largest rank a layer may get")
+        ->check(CLI::Range(1, 4096))
+        ->capture_default_str();
+    cmd->add_option_function<std::string>(
+           "--rank-criterion", [this](const std::string& v) { budget.relative = v == "relative"; },
+           "With --bits-per-weight: what a rank step is worth, relative (its σ² over the layer's whole weighted "
+           "error; default) or absolute (σ² as it is)")
+        ->check(CLI::IsMember({"relative", "absolute"}));
   }
 
   /// The configuration, or nullopt for the float model (checked before anything is loaded).
@@ -96,13 +125,21 @@ struct quant_cli {
       if (formats.output_format != "float") throw usage_error("--output-format is only used with --quant");
       return std::nullopt;
     }
-    return std::pair{base, engine::parse_method(method)};
+    // CLI11's range check lets "nan" through; a NaN budget would silently mean "none".
+    if (!(budget.bits_per_weight >= 0)) throw usage_error("--bits-per-weight must be a number");
+    if (budget.enabled() && rank_given) throw usage_error("give --rank or --bits-per-weight, not both");
+    auto meth = engine::parse_method(method);
+    if (budget.enabled() && meth.plain) throw usage_error("--bits-per-weight needs a correction: plain has none");
+    auto cfg = base;
+    cfg.budget = budget;
+    return std::pair{cfg, meth};
   }
 
-  /// Replaces m's linears by their quantized form (calibrating first when the method needs it).
-  void apply(model& m, const model_weights& w, const tokenizer& tok, index_t ctx, thread_pool& pool) const {
+  /// Replaces m's linears by their quantized form (calibrating first when the
+  /// method needs it); returns "<method>: <configuration>", or "" for none.
+  std::string apply(model& m, const model_weights& w, const tokenizer& tok, index_t ctx, thread_pool& pool) const {
     auto c = config();
-    if (!c) return;
+    if (!c) return {};
     auto& [cfg, meth] = *c;
     cfg.policy = meth.policy;
     cfg.set_rank(meth.plain ? 0 : rank, m.num_linears());
@@ -122,23 +159,48 @@ struct quant_cli {
                    std::chrono::duration<double>(clock_type::now() - t0).count());
     }
     const auto t0 = clock_type::now();
-    auto q = quantize_linears(w, calib_stats, cfg, [](int d, int n) { progress_line("llama: quantize", d, n); });
+    const engine::progress_meter meter("llama: quantize");
+    auto q = quantize_linears(
+        w, calib_stats, cfg,
+        [&](int d, int n) {
+          engine::interrupt_guard::check("quantizing");
+          meter(d, n);
+        },
+        &pool);
     std::fprintf(stderr, "llama: %s: %d linears quantized in %.1f s, %.3f bits/weight\n", cfg.describe().c_str(),
                  m.num_linears(), std::chrono::duration<double>(clock_type::now() - t0).count(), q.bits_per_weight());
     install(m, q);
+    return method + ": " + cfg.describe();
   }
 };
 
+/// A model from --model: a GGUF (the float model, quantized by --quant if
+/// given) or a model file `llama quantize` wrote (run as it is).
 struct loaded {
   std::shared_ptr<const model_weights> weights;
   std::optional<tokenizer> tok;
+  std::unique_ptr<model> net;
+  std::string quant;  ///< what the model file says it is; empty for a GGUF
+  bool is_file() const noexcept { return !quant.empty(); }
 };
 
-loaded load_model(const std::string& path, thread_pool& pool) {
-  const auto file = lqer::io::gguf_file::open(path);
+loaded load_model(const std::string& path, thread_pool& pool, const quant_cli* q = nullptr) {
   loaded l;
+  if (!is_gguf(path)) {
+    if (q && !q->method.empty())
+      throw usage_error("--quant: " + path + " is a quantized model file already (give the GGUF to quantize)");
+    const auto cfg = q ? q->formats.config<quant_config>() : quant_config{};
+    auto f = load_quantized_model(path, pool, !q || !q->no_verify, cfg.mode, cfg.reference_forward);
+    l.weights = std::move(f.weights);
+    l.tok = std::move(f.tok);
+    l.net = std::move(f.net);
+    l.quant = f.quant;
+    return l;
+  }
+  const auto file = lqer::io::gguf_file::open(path);
   l.tok.emplace(tokenizer::from_gguf(file));
   l.weights = std::make_shared<const model_weights>(model_weights::from_gguf(file, pool));
+  l.net = std::make_unique<model>(l.weights);
   return l;
 }
 
@@ -160,8 +222,10 @@ struct tokenize_options {
 
 int run_tokenize(const tokenize_options& o) {
   if (o.text.empty() == o.prompt.empty()) throw usage_error("give exactly one of --text and --prompt");
-  // The tokenizer only: no weights decoded.
-  const auto tok = tokenizer::from_gguf(lqer::io::gguf_file::open(o.model));
+  // The tokenizer only: no weights decoded (a model file is read whole).
+  thread_pool pool(1);
+  const auto tok = is_gguf(o.model) ? tokenizer::from_gguf(lqer::io::gguf_file::open(o.model))
+                                    : std::move(*load_model(o.model, pool).tok);
   if (!o.prompt.empty()) {
     std::cout << join_ids(tok.encode(o.prompt, o.special, o.special)) << '\n';
     return 0;
@@ -188,8 +252,8 @@ int run_perplexity(const perplexity_options& o) {
   (void)o.quant.config();
   thread_pool pool(o.threads);
   const auto t0 = clock_type::now();
-  auto l = load_model(o.model, pool);
-  model m(l.weights);
+  auto l = load_model(o.model, pool, &o.quant);
+  model& m = *l.net;
   const double load_s = std::chrono::duration<double>(clock_type::now() - t0).count();
   const auto ids = l.tok->encode(read_text(o.text), /*add_special=*/false, /*parse_special=*/false);
   std::vector<std::int32_t> tokens(ids.begin(), ids.end());
@@ -199,7 +263,7 @@ int run_perplexity(const perplexity_options& o) {
   std::size_t windows = tokens.size() / static_cast<std::size_t>(o.ctx);
   if (o.chunks > 0) windows = std::min(windows, static_cast<std::size_t>(o.chunks));
   tokens.resize(windows * static_cast<std::size_t>(o.ctx));
-  o.quant.apply(m, *l.weights, *l.tok, o.ctx, pool);
+  if (!l.is_file()) o.quant.apply(m, *l.weights, *l.tok, o.ctx, pool);
   const auto t1 = clock_type::now();
   log_likelihood ll;
   for (std::size_t wi = 0; wi < windows; ++wi) {
@@ -212,7 +276,9 @@ int run_perplexity(const perplexity_options& o) {
   }
   const double secs = std::chrono::duration<double>(clock_type::now() - t1).count();
   std::printf("model %s (%s), %zu tokens, %zu windows of %d\n", o.model.c_str(),
-              o.quant.method.empty() ? "float: the file's tensors decoded to float32" : o.quant.method.c_str(),
+              l.is_file()              ? l.quant.c_str()
+              : o.quant.method.empty() ? "float: the file's tensors decoded to float32"
+                                       : o.quant.method.c_str(),
               tokens.size(), windows, o.ctx);
   std::printf("perplexity %.4f over %zu scored tokens (load %.2f s, eval %.2f s, %.0f tokens/s, %d threads)\n",
               ll.perplexity(), ll.predicted, load_s, secs, double(tokens.size()) / secs, o.threads);
@@ -229,9 +295,11 @@ struct generate_options {
 int run_generate(const generate_options& o) {
   (void)o.quant.config();
   thread_pool pool(o.threads);
-  auto l = load_model(o.model, pool);
-  model m(l.weights);
-  o.quant.apply(m, *l.weights, *l.tok, 512, pool);
+  const auto t_start = clock_type::now();
+  auto l = load_model(o.model, pool, &o.quant);
+  model& m = *l.net;
+  if (!l.is_file()) o.quant.apply(m, *l.weights, *l.tok, 512, pool);
+  const double load_s = std::chrono::duration<double>(clock_type::now() - t_start).count();
   // --chat: the model's ChatML template (SmolLM2-Instruct's), user turn then
   // the assistant's opening; generation stops at <|im_end|>.
   std::string text = o.prompt;
@@ -248,6 +316,7 @@ int run_generate(const generate_options& o) {
   auto t0 = clock_type::now();
   std::vector<float> logits = m.forward(prompt, cache, pool, true);
   const double prefill_s = std::chrono::duration<double>(clock_type::now() - t0).count();
+  const double first_token_s = std::chrono::duration<double>(clock_type::now() - t_start).count();
   std::vector<std::int32_t> out;
   t0 = clock_type::now();
   for (int i = 0; i < o.n; ++i) {
@@ -261,10 +330,45 @@ int run_generate(const generate_options& o) {
   const double decode_s = std::chrono::duration<double>(clock_type::now() - t0).count();
   std::cout << '\n';
   std::fprintf(stderr,
-               "llama generate: prompt %zu tokens, prefill %.1f tokens/s; %zu tokens generated, %.1f tokens/s "
-               "(%d threads, %s)\n",
-               prompt.size(), double(prompt.size()) / prefill_s, out.size(), double(out.size()) / decode_s, o.threads,
-               o.quant.method.empty() ? "float" : o.quant.method.c_str());
+               "llama generate: load %.3f s, first token at %.3f s; prompt %zu tokens, prefill %.1f tokens/s; %zu "
+               "tokens generated, %.1f tokens/s (%d threads, %s)\n",
+               load_s, first_token_s, prompt.size(), double(prompt.size()) / prefill_s, out.size(),
+               double(out.size()) / decode_s, o.threads,
+               l.is_file()              ? l.quant.c_str()
+               : o.quant.method.empty() ? "float"
+                                        : o.quant.method.c_str());
+  return 0;
+}
+
+struct quantize_options {
+  std::string model = default_model(), out;
+  int ctx = 512, threads = 2;
+  quant_cli quant;
+};
+
+int run_quantize(const quantize_options& o) {
+  if (o.quant.method.empty()) throw usage_error("--quant is required");
+  if (!is_gguf(o.model))
+    throw usage_error("--model: " + o.model + " is not a GGUF file (quantize reads the float model)");
+  (void)o.quant.config();
+  // Where the file goes is checked before the minutes of work, not after.
+  if (const auto dir = fs::absolute(o.out).parent_path(); !fs::is_directory(dir))
+    throw lqer::value_error("--out " + o.out + ": " + dir.string() + " is not an existing directory");
+  const engine::interrupt_guard guard;
+  thread_pool pool(o.threads);
+  const auto t0 = clock_type::now();
+  const auto file = lqer::io::gguf_file::open(o.model);
+  const auto tok = tokenizer::from_gguf(file);
+  const auto weights = std::make_shared<const model_weights>(model_weights::from_gguf(file, pool));
+  model m(weights);
+  const std::string desc = o.quant.apply(m, *weights, tok, o.ctx, pool);
+  engine::interrupt_guard::check("quantizing");
+  save_quantized_model(o.out, m, file, desc);
+  double n_weights = 0;
+  for (int i = 0; i < m.num_linears(); ++i) n_weights += double(m.linear(i).in_features()) * m.linear(i).out_features();
+  std::printf("wrote %s: %s, %.1f MB, %.3f bits per weight in the linears (%.1f s)\n", o.out.c_str(), desc.c_str(),
+              double(std::filesystem::file_size(o.out)) / 1e6, 8.0 * double(m.linear_bytes()) / n_weights,
+              std::chrono::duration<double>(clock_type::now() - t0).count());
   return 0;
 }
 
@@ -347,7 +451,9 @@ int run_bench(const bench_cli& b) {
 }
 
 void add_model(CLI::App* cmd, std::string& model) {
-  cmd->add_option("--model", model, "The GGUF file (default: the cached SmolLM2; LQER_SMOLLM2_GGUF overrides)")
+  cmd->add_option("--model", model,
+                  "The GGUF file, or a model file llama quantize wrote (default: the cached SmolLM2; "
+                  "LQER_SMOLLM2_GGUF overrides)")
       ->capture_default_str();
 }
 void add_threads(CLI::App* cmd, int& threads) {
@@ -395,6 +501,18 @@ int main(int argc, char** argv) {
   gen_cmd->add_flag("--chat", gen.chat, "Wrap the prompt in the model's ChatML turn (SmolLM2-Instruct)");
   add_threads(gen_cmd, gen.threads);
   gen.quant.add(gen_cmd);
+
+  quantize_options qz;
+  auto* qz_cmd = app.add_subcommand(
+      "quantize", "Quantize every linear layer and write the model to one file (perplexity/generate --model read it)");
+  add_model(qz_cmd, qz.model);
+  qz_cmd->add_option("--out", qz.out, "The model file to write (safetensors; written atomically)")->required();
+  qz_cmd->add_option("--ctx", qz.ctx, "Tokens per calibration window")
+      ->check(CLI::Range(2, 1 << 16))
+      ->capture_default_str();
+  add_threads(qz_cmd, qz.threads);
+  qz.quant.add(qz_cmd);
+  qz.quant.add_budget(qz_cmd);
 
   eval_cli ev;
   auto* eval_cmd = app.add_subcommand("eval", "The perplexity table: plain, LQER, L²QER, rms, whiten × ranks × blocks");
@@ -447,8 +565,9 @@ int main(int argc, char** argv) {
   engine::add_format_options(bench_cmd, bn.formats, kBlocks);
   add_output_format(bench_cmd, bn.formats);
 
-  return engine::run_program(app, argc, argv, {tok_cmd, ppl_cmd, gen_cmd, eval_cmd, bench_cmd}, [&] {
+  return engine::run_program(app, argc, argv, {tok_cmd, ppl_cmd, gen_cmd, qz_cmd, eval_cmd, bench_cmd}, [&] {
     if (tok_cmd->parsed()) return run_tokenize(tk);
+    if (qz_cmd->parsed()) return run_quantize(qz);
     if (ppl_cmd->parsed()) return run_perplexity(pp);
     if (gen_cmd->parsed()) return run_generate(gen);
     if (eval_cmd->parsed()) return run_eval(ev);

@@ -2,6 +2,7 @@
 #include "quantize.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <type_traits>
 
 namespace llama {
@@ -12,7 +13,7 @@ template <int B>
 std::string format_names(const quant_config& cfg);
 template <int B>
 void quantize_layers(const model_weights& w, const calibration& calib, const quant_config& cfg, quantized_linears& q,
-                     const quantize_progress& progress);
+                     const quantize_progress& progress, thread_pool& pool);
 
 template <class F>
 decltype(auto) with_block(const quant_config& c, F&& f) {
@@ -52,7 +53,11 @@ calibration calibrate(const model& fp32, std::span<const std::int32_t> tokens, i
 std::string quant_config::describe() const {
   std::string s = detail::with_block(*this, [&](auto b) { return detail::format_names<decltype(b)::value>(*this); });
   const bool uniform = std::all_of(ranks.begin(), ranks.end(), [&](int r) { return r == ranks.front(); });
-  if (ranks.empty() || uniform) {
+  if (budget.enabled()) {
+    char b[64];
+    std::snprintf(b, sizeof b, ", ranks for %.3g bits/weight", budget.bits_per_weight);
+    s += b;
+  } else if (ranks.empty() || uniform) {
     s += ", rank " + std::to_string(ranks.empty() ? 0 : ranks.front());
   } else {
     s += ", per-layer ranks";
@@ -65,12 +70,17 @@ std::string quant_config::describe() const {
 }
 
 quantized_linears quantize_linears(const model_weights& w, const calibration& calib, const quant_config& cfg,
-                                   const quantize_progress& progress) {
+                                   const quantize_progress& progress, thread_pool* pool) {
   const std::size_t n = w.linears.size();
-  if (cfg.ranks.size() != n)
+  if (cfg.budget.enabled()) {
+    if (!(cfg.budget.bits_per_weight < 64) || cfg.budget.max_rank <= 0)
+      throw lqer::value_error("quantize: a bit budget of " + std::to_string(cfg.budget.bits_per_weight) +
+                              " bits per weight with ranks up to " + std::to_string(cfg.budget.max_rank) +
+                              " is not one to allocate");
+  } else if (cfg.ranks.size() != n)
     throw lqer::value_error("quantize: " + std::to_string(cfg.ranks.size()) + " ranks for " + std::to_string(n) +
                             " linear layers");
-  for (std::size_t i = 0; i < n; ++i) {
+  for (std::size_t i = 0; i < n && !cfg.budget.enabled(); ++i) {
     const index_t limit = std::min(w.linears[i].in, w.linears[i].out);
     if (cfg.ranks[i] < 0 || cfg.ranks[i] > limit)
       throw lqer::value_error("quantize: rank " + std::to_string(cfg.ranks[i]) + " is outside layer " +
@@ -79,7 +89,9 @@ quantized_linears quantize_linears(const model_weights& w, const calibration& ca
   quantized_linears q;
   q.linears.resize(n);
   q.reports.resize(n);
-  detail::with_block(cfg, [&](auto b) { detail::quantize_layers<decltype(b)::value>(w, calib, cfg, q, progress); });
+  thread_pool serial(1);
+  thread_pool& p = pool ? *pool : serial;
+  detail::with_block(cfg, [&](auto b) { detail::quantize_layers<decltype(b)::value>(w, calib, cfg, q, progress, p); });
   return q;
 }
 

@@ -71,7 +71,9 @@ struct quant_config {
   std::string rule = "lqer";              ///< the MX exponent rule of every format: lqer | ocp (mxint4 + mxint8 only)
   int block = 16;                         ///< 16 | 32
   scale_policy_kind policy = scale_policy_kind::identity;
-  std::vector<int> ranks;  ///< per linear layer (210); see set_rank
+  std::vector<int> ranks;  ///< per linear layer (210); see set_rank. Ignored under a budget.
+  /// --bits-per-weight: per-layer ranks chosen under a bit budget (off: `ranks`).
+  engine::rank_budget budget;
   lqer::correction_mode mode = lqer::correction_mode::fused;
   bool reference_forward = false;
   double whiten_damping = 1e-4;
@@ -101,11 +103,14 @@ struct quantized_linears {
 /// Called after each layer with (index, layers) — for progress lines.
 using quantize_progress = std::function<void(int done, int total)>;
 
-/// Factorizes every linear layer of `w` (value_error for an unsupported
-/// combination, a rank outside a layer's [0, min(in, out)], or ranks.size()
-/// other than the layer count).
+/// Factorizes every linear layer of `w`, the layers in parallel on `pool`
+/// (null: on the calling thread; the result is the same). value_error for an
+/// unsupported combination, a rank outside a layer's [0, min(in, out)],
+/// ranks.size() other than the layer count, or a budget below what the
+/// weights alone take. `progress` is called from the pool's threads, one call
+/// at a time.
 quantized_linears quantize_linears(const model_weights& w, const calibration& calib, const quant_config& cfg,
-                                   const quantize_progress& progress = {});
+                                   const quantize_progress& progress = {}, thread_pool* pool = nullptr);
 
 /// Installs the quantized layers (and the output projection, if quantized)
 /// into `m` (consumes `q.linears` and `q.output`).

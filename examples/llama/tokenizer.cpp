@@ -238,7 +238,9 @@ constexpr pre_entry kPreNames[] = {
 
 }  // namespace
 
-tokenizer tokenizer::from_gguf(const lqer::io::gguf_file& file) {
+tokenizer tokenizer::from_gguf(const lqer::io::gguf_file& file) { return from_spec(read_vocab_spec(file), file.name()); }
+
+vocab_spec read_vocab_spec(const lqer::io::gguf_file& file) {
   const auto& md = file.metadata();
   vocab_spec spec;
   // at() and get() throw value_error "<file>: has no metadata key '…'" or a type mismatch naming the key.
@@ -273,7 +275,7 @@ tokenizer tokenizer::from_gguf(const lqer::io::gguf_file& file) {
   // Absent flags: false, as HF's GPT2Tokenizer (transformers reads only what the file sets).
   spec.add_bos = md.get_or<bool>("tokenizer.ggml.add_bos_token", false);
   spec.add_eos = md.get_or<bool>("tokenizer.ggml.add_eos_token", false);
-  return from_spec(std::move(spec), file.name());
+  return spec;
 }
 
 tokenizer tokenizer::from_spec(vocab_spec spec, std::string name) {

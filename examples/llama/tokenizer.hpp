@@ -92,6 +92,10 @@ struct vocab_spec {
   bool add_bos = false, add_eos = false;
 };
 
+/// The tokenizer.ggml.* metadata of an opened GGUF file as a spec, checked
+/// for types (what from_gguf builds from; a quantized model file stores it).
+vocab_spec read_vocab_spec(const lqer::io::gguf_file& file);
+
 class tokenizer {
  public:
   using id = std::int32_t;

@@ -143,7 +143,7 @@ void run_quality_table(const eval_options& opt, std::ostream& out) {
     r.rank = std::move(rank_label);
     r.policy = std::move(policy_label);
     const auto f0 = clock_type::now();
-    quantized_model qm = quantize_model(weights, calib, cfg);
+    quantized_model qm = quantize_model(weights, calib, cfg, &pool);
     r.factorize_s = std::chrono::duration<double>(clock_type::now() - f0).count();
     r.bits = qm.bits_per_weight();
     const encoder q(weights, std::move(qm.linears));

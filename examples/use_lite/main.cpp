@@ -1,27 +1,39 @@
 // use_lite — the command-line program:
-//   use_lite tokenize --model DIR --sentences FILE
+//   use_lite tokenize --model DIR|FILE --sentences FILE
 //   use_lite embed    --model DIR --sentences FILE --out EMB.npy
 //                     [--quant plain|lqer|l2qer|rms|whiten --rank K --calib FILE]
+//   use_lite embed    --model MODEL.lqer.safetensors --sentences FILE --out EMB.npy
+//   use_lite quantize --model DIR --quant METHOD (--rank K | --bits-per-weight B [--max-rank R])
+//                     [--calib FILE] --out MODEL.lqer.safetensors
 //   use_lite eval     --model DIR --calib FILE --sentences FILE
+// --model is the TF.js model directory, or for tokenize and embed a model file
+// `use_lite quantize` wrote (checkpoint.hpp: no TF.js files, no calibration).
 // --model, --calib and eval's --sentences default to what
 // scripts/fetch_use_lite.sh put in the cache, so `use_lite eval` alone works.
+// embed --against REF.npy also prints how close the embeddings are to REF's
+// (e.g. fp32's of the same sentences): mean and min cosine, Spearman.
 // Exit codes: 0 success; 2 a usage error or an lqer::error (one sentence on
-// stderr); 1 anything unexpected.
+// stderr); 130 quantize interrupted (SIGINT / SIGTERM; nothing written);
+// 1 anything unexpected.
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
 #include <iostream>
 #include <lqer/io/npy.hpp>
+#include <numeric>
 #include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "checkpoint.hpp"
 #include "common/cli.hpp"
 #include "eval.hpp"
+#include "metrics.hpp"
 #include "model.hpp"
 #include "quantize.hpp"
 #include "text.hpp"
@@ -34,6 +46,12 @@ using engine::add_format_options;
 using engine::format_options;
 using engine::parse_int_list;
 using engine::usage_error;
+namespace fs = std::filesystem;
+using clock_type = std::chrono::steady_clock;
+
+double seconds_since(clock_type::time_point t0) {
+  return std::chrono::duration<double>(clock_type::now() - t0).count();
+}
 
 struct common_options {
   std::string model = default_model_dir().string();
@@ -42,8 +60,12 @@ struct common_options {
 };
 
 void add_common(CLI::App* cmd, common_options& o, std::optional<std::string> default_sentences,
-                bool threads_option = true) {
-  cmd->add_option("--model", o.model, "Model directory (model.json, shards, vocab.json)")->capture_default_str();
+                bool threads_option = true, bool sentences_option = true) {
+  cmd->add_option("--model", o.model,
+                  "Model directory (model.json, shards, vocab.json), or (tokenize, embed) a model file use_lite "
+                  "quantize wrote")
+      ->capture_default_str();
+  if (!sentences_option) return;  // quantize reads --calib only
   auto* s = cmd->add_option("--sentences", o.sentences, "Text file, one sentence per line, taken verbatim");
   if (default_sentences) {
     o.sentences = *default_sentences;
@@ -73,7 +95,8 @@ std::vector<std::string> read_nonempty(const std::string& path, const char* what
 // ---------------------------------------------------------------------------
 
 int run_tokenize(const common_options& o) {
-  const tokenizer tok = tokenizer::load(std::filesystem::path(o.model) / "vocab.json");
+  const tokenizer tok =
+      is_model_file(o.model) ? load_model_file_tokenizer(o.model) : tokenizer::load(fs::path(o.model) / "vocab.json");
   for (const auto& line : read_lines(o.sentences)) {
     const auto ids = tok.encode(line);
     std::string out;
@@ -87,7 +110,7 @@ int run_tokenize(const common_options& o) {
 }
 
 struct embed_options {
-  std::string out, quant, calib;
+  std::string out, quant, calib, against;
   int rank = 32;
 };
 
@@ -106,14 +129,39 @@ void check_output_path(const std::string& out) {
     throw lqer::io_error(out + ": cannot write: " + dir.string() + " is not an existing directory");
 }
 
+/// --against: a reference .npy [n, 512] for the n sentences (value_error naming it otherwise).
+std::vector<float> read_reference(const std::string& path, std::size_t n) {
+  const auto m = lqer::io::read_npy_matrix(path);
+  if (m.rows != static_cast<lqer::index_t>(n) || m.cols != encoder::kOutDim)
+    throw lqer::value_error(path + ": is " + std::to_string(m.rows) + " x " + std::to_string(m.cols) + ", not the " +
+                            std::to_string(n) + " x " + std::to_string(encoder::kOutDim) +
+                            " embeddings of the sentences");
+  return m.data;
+}
+
+/// One line on stdout: how close `emb` is to `ref` (both [n, 512]).
+void print_against(const std::vector<float>& emb, const std::vector<float>& ref, const std::string& ref_name) {
+  const auto cos = row_cosines(emb, ref, encoder::kOutDim);
+  const double mean = std::accumulate(cos.begin(), cos.end(), 0.0) / double(cos.size());
+  std::printf("against %s: mean cosine %.4f, min cosine %.4f", ref_name.c_str(), mean,
+              *std::min_element(cos.begin(), cos.end()));
+  if (cos.size() >= 3) std::printf(", Spearman %.4f", similarity_spearman(emb, ref, encoder::kOutDim));
+  std::printf(" (%zu sentences)\n", cos.size());
+}
+
 int run_embed(const common_options& o, const embed_options& e, const format_options& f) {
   check_output_path(e.out);
-  std::optional<quant_config> cfg;
   // The format options are checked even without --quant (which alone uses
-  // them): a misspelt value is an error, not silently ignored.
-  (void)f.config<quant_config>();
+  // them, but for --mode and --reference): a misspelt value is an error, not
+  // silently ignored.
+  const auto base = f.config<quant_config>();
+  const bool model_file = is_model_file(o.model);
+  std::optional<quant_config> cfg;
   if (!e.quant.empty()) {
-    cfg = f.config<quant_config>();
+    if (model_file)
+      throw usage_error("--quant: " + o.model +
+                        " is a quantized model file already (give the TF.js model directory to quantize)");
+    cfg = base;
     const engine::method m = engine::parse_method(e.quant);
     cfg->policy = m.policy;
     cfg->set_rank(m.plain ? 0 : e.rank);
@@ -124,29 +172,113 @@ int run_embed(const common_options& o, const embed_options& e, const format_opti
   }
 
   const auto lines = read_nonempty(o.sentences, "--sentences");
-  const tokenizer tok = tokenizer::load(std::filesystem::path(o.model) / "vocab.json");
-  auto weights = std::make_shared<const model_weights>(model_weights::load(o.model));
-  check_vocabulary_fits(tok.size(), std::filesystem::path(o.model));
-  if (cfg) check_ranks(*weights, cfg->ranks, "--rank");
+  std::vector<float> reference;
+  if (!e.against.empty()) reference = read_reference(e.against, lines.size());
   thread_pool pool(o.threads);
-  const encoder fp32(weights, make_fp32_linears(weights));
   std::vector<float> emb;
-  if (!cfg) {
-    emb = fp32.embed(tokenize_all(tok, lines), pool);
+  std::string what;
+  if (model_file) {
+    const auto t0 = clock_type::now();
+    auto file = load_quantized_model(o.model, pool, true, base.mode, base.reference_forward);
+    const double load_s = seconds_since(t0);
+    const encoder q = file.make_encoder();
+    emb = q.embed(tokenize_all(*file.tok, lines), pool);
+    char b[64];
+    std::snprintf(b, sizeof b, "; loaded in %.3f s", load_s);
+    what = o.model + ": " + file.info.quant + b;
   } else {
-    calibration calib;
-    if (!e.calib.empty()) {
-      const auto calib_ids = tokenize_all(tok, read_nonempty(e.calib, "--calib"));
-      calib = calibrate(fp32, calib_ids, pool,
-                        cfg->policy == scale_policy_kind::whiten ? lqer::gram_mode::on : lqer::gram_mode::off);
+    const tokenizer tok = tokenizer::load(fs::path(o.model) / "vocab.json");
+    auto weights = std::make_shared<const model_weights>(model_weights::load(o.model));
+    check_vocabulary_fits(tok.size(), fs::path(o.model));
+    if (cfg) check_ranks(*weights, cfg->ranks, "--rank");
+    const encoder fp32(weights, make_fp32_linears(weights));
+    if (!cfg) {
+      emb = fp32.embed(tokenize_all(tok, lines), pool);
+    } else {
+      calibration calib;
+      if (!e.calib.empty()) {
+        const auto calib_ids = tokenize_all(tok, read_nonempty(e.calib, "--calib"));
+        calib = calibrate(fp32, calib_ids, pool,
+                          cfg->policy == scale_policy_kind::whiten ? lqer::gram_mode::on : lqer::gram_mode::off);
+      }
+      quantized_model qm = quantize_model(weights, calib, *cfg, &pool);
+      const encoder q(weights, std::move(qm.linears));
+      emb = q.embed(tokenize_all(tok, lines), pool);
     }
-    quantized_model qm = quantize_model(weights, calib, *cfg);
-    const encoder q(weights, std::move(qm.linears));
-    emb = q.embed(tokenize_all(tok, lines), pool);
+    what = cfg ? cfg->describe() : "fp32";
   }
   lqer::io::write_npy_matrix(e.out, emb.data(), static_cast<lqer::index_t>(lines.size()), encoder::kOutDim);
-  std::fprintf(stderr, "use_lite embed: %zu sentences -> %s (%s)\n", lines.size(), e.out.c_str(),
-               cfg ? cfg->describe().c_str() : "fp32");
+  std::fprintf(stderr, "use_lite embed: %zu sentences -> %s (%s)\n", lines.size(), e.out.c_str(), what.c_str());
+  if (!e.against.empty()) print_against(emb, reference, e.against);
+  return 0;
+}
+
+// ---------------------------------------------------------------------------
+// quantize
+
+struct quantize_cli {
+  std::string out, method, calib = default_calib_file().string();
+  int rank = 32;
+  bool rank_given = false;
+  engine::rank_budget budget;
+};
+
+int run_quantize(const common_options& o, const quantize_cli& qc, const format_options& f) {
+  // Every option is checked before anything is read.
+  quant_config cfg = f.config<quant_config>();
+  const engine::method meth = engine::parse_method(qc.method);
+  // CLI11's Range lets NaN through (every comparison with it is false), and
+  // rank_budget::enabled() would then quietly fall back to --rank.
+  if (std::isnan(qc.budget.bits_per_weight)) throw usage_error("--bits-per-weight must be a number, not nan");
+  if (qc.budget.enabled() && qc.rank_given) throw usage_error("give --rank or --bits-per-weight, not both");
+  if (qc.budget.enabled() && meth.plain) throw usage_error("--bits-per-weight needs a correction: plain has none");
+  if (is_model_file(o.model))
+    throw usage_error("--model: " + o.model + " is a model file already (quantize reads the TF.js model directory)");
+  check_output_path(qc.out);
+  cfg.policy = meth.policy;
+  cfg.set_rank(meth.plain ? 0 : qc.rank);
+  cfg.budget = qc.budget;
+
+  const engine::interrupt_guard guard;
+  const auto t0 = clock_type::now();
+  thread_pool pool(o.threads);
+  const fs::path dir(o.model);
+  const vocabulary vocab = vocabulary::load(dir / "vocab.json");
+  const tokenizer tok = tokenizer::from_vocabulary(vocab, (dir / "vocab.json").string());
+  auto weights = std::make_shared<const model_weights>(model_weights::load(dir));
+  check_vocabulary_fits(tok.size(), dir);
+  if (!cfg.budget.enabled()) check_ranks(*weights, cfg.ranks, "--rank");
+
+  calibration calib;
+  std::string calib_info = "none";
+  if (meth.needs_calibration()) {
+    const auto c0 = clock_type::now();
+    const auto ids = tokenize_all(tok, read_nonempty(qc.calib, "--calib"));
+    const encoder fp32(weights, make_fp32_linears(weights));
+    calib = calibrate(fp32, ids, pool,
+                      cfg.policy == scale_policy_kind::whiten ? lqer::gram_mode::on : lqer::gram_mode::off);
+    calib_info = std::to_string(ids.size()) + " sentences of " + fs::path(qc.calib).filename().string();
+    std::fprintf(stderr, "use_lite quantize: calibrated on %s in %.1f s\n", calib_info.c_str(), seconds_since(c0));
+    engine::interrupt_guard::check("calibrating");
+  }
+
+  const engine::progress_meter meter("use_lite quantize: layers");
+  quantized_model qm = quantize_model(weights, calib, cfg, &pool, [&](int done, int total) {
+    engine::interrupt_guard::check("quantizing");
+    meter(done, total);
+  });
+  engine::interrupt_guard::check("quantizing");
+  std::string desc = qc.method + ": " + cfg.describe();
+  if (cfg.budget.enabled()) {
+    desc += "; ranks";
+    for (const auto& r : qm.reports) desc += " " + std::to_string(r.rank);
+  }
+  const encoder q(weights, std::move(qm.linears));
+  // The directory's name, also when given with a trailing slash.
+  const std::string source = (dir.filename().empty() ? dir.parent_path() : dir).filename().string();
+  save_quantized_model(qc.out, q, vocab, {desc, source, calib_info});
+  std::printf("wrote %s: %s, %.2f MB, %.3f bits per weight in the linears (%.1f s)\n", qc.out.c_str(), desc.c_str(),
+              double(fs::file_size(qc.out)) / 1e6, qm.bits_per_weight(), seconds_since(t0));
   return 0;
 }
 
@@ -222,14 +354,56 @@ int main(int argc, char** argv) {
   auto* emb_cmd = app.add_subcommand("embed", "Embed sentences into a float32 [n, 512] .npy (fp32 or quantized)");
   add_common(emb_cmd, emb_opts, std::nullopt);
   emb_cmd->add_option("--out", emb.out, "Output .npy")->required();
-  emb_cmd
-      ->add_option("--quant", emb.quant, engine::kMethodHelp)
-      ->check(CLI::IsMember(engine::method_names()));
+  emb_cmd->add_option("--quant", emb.quant, engine::kMethodHelp)->check(CLI::IsMember(engine::method_names()));
   emb_cmd->add_option("--rank", emb.rank, "Rank of the correction (not for plain)")
       ->check(CLI::Range(0, 512))
       ->capture_default_str();
   emb_cmd->add_option("--calib", emb.calib, "Calibration sentences, one per line (l2qer, rms, whiten)");
+  emb_cmd->add_option("--against", emb.against,
+                      "Reference embeddings of the same sentences (.npy [n, 512], e.g. fp32's): print the mean and "
+                      "min cosine and the Spearman correlation of the similarities");
   add_format_options(emb_cmd, emb_fmt, "16, 32 or 64");
+
+  common_options qz_opts;
+  quantize_cli qz;
+  format_options qz_fmt;
+  auto* qz_cmd = app.add_subcommand(
+      "quantize", "Quantize every linear layer and write the whole model to one file (embed --model reads it)");
+  add_common(qz_cmd, qz_opts, std::nullopt, /*threads_option=*/false, /*sentences_option=*/false);
+  qz_opts.threads = 2;
+  qz_cmd->add_option("--threads", qz_opts.threads, "Threads of the engine's pool (layers are factorized in parallel)")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  qz_cmd->add_option("--out", qz.out, "The model file to write (safetensors; written atomically)")->required();
+  qz_cmd->add_option("--quant", qz.method, engine::kMethodHelp)
+      ->check(CLI::IsMember(engine::method_names()))
+      ->required();
+  qz_cmd
+      ->add_option_function<int>(
+          "--rank",
+          [&qz](int v) {
+            qz.rank = v;
+            qz.rank_given = true;
+          },
+          "Rank of the correction, every layer (not for plain); default 32")
+      ->check(CLI::Range(0, 512));
+  qz_cmd
+      ->add_option("--bits-per-weight", qz.budget.bits_per_weight,
+                   "Choose each layer's rank so that weights, scales, A and B take at most this many bits per weight, "
+                   "spending bits where they remove the most calibrated error (instead of --rank)")
+      ->check(CLI::Range(0.5, 32.0));
+  qz_cmd->add_option("--max-rank", qz.budget.max_rank, "With --bits-per-weight: the largest rank a layer may get")
+      ->check(CLI::Range(1, 512))
+      ->capture_default_str();
+  qz_cmd
+      ->add_option_function<std::string>(
+          "--rank-criterion", [&qz](const std::string& v) { qz.budget.relative = v == "relative"; },
+          "With --bits-per-weight: what a rank step is worth, relative (its σ² over the layer's whole weighted "
+          "output; default) or absolute (σ² as it is)")
+      ->check(CLI::IsMember({"relative", "absolute"}));
+  qz_cmd->add_option("--calib", qz.calib, "Calibration sentences, one per line (l2qer, rms, whiten)")
+      ->capture_default_str();
+  add_format_options(qz_cmd, qz_fmt, "16, 32 or 64");
 
   auto* eval_cmd = app.add_subcommand("eval", "The quality/speed table: ranks x scale policies against fp32");
   add_common(eval_cmd, eval_opts, default_eval_file().string(), /*threads_option=*/false);
@@ -248,9 +422,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   add_format_options(eval_cmd, eval_fmt, "16, 32 or 64");
 
-  return engine::run_program(app, argc, argv, {tok_cmd, emb_cmd, eval_cmd}, [&] {
+  return engine::run_program(app, argc, argv, {tok_cmd, emb_cmd, qz_cmd, eval_cmd}, [&] {
     if (tok_cmd->parsed()) return run_tokenize(tok_opts);
     if (emb_cmd->parsed()) return run_embed(emb_opts, emb, emb_fmt);
+    if (qz_cmd->parsed()) return run_quantize(qz_opts, qz, qz_fmt);
     return run_eval(eval_opts, ev, eval_fmt);
   });
 }

@@ -63,6 +63,23 @@ struct model_weights {
   std::array<dense_weights, kNumLinears> linears;  ///< indexed by linear_id
   float l2_epsilon = 1e-12f;                       ///< l2_normalize's floor on Σx²
 
+  /// {in, out} of linear layer `id`: what from_tfjs reads and a model file must hold.
+  static constexpr std::array<index_t, 2> linear_shape(linear_id id) noexcept {
+    switch (id) {
+      case linear_id::l0_qkv: return {kEmbedDim, 3 * kEmbedDim};
+      case linear_id::l0_attn_out: return {kEmbedDim, kHiddenDim};
+      case linear_id::l0_dense: return {kEmbedDim, kHiddenDim};
+      case linear_id::l1_qkv: return {kHiddenDim, 3 * kHiddenDim};
+      case linear_id::l0_ffn1:
+      case linear_id::l1_ffn1: return {kHiddenDim, kFfnDim};
+      case linear_id::l0_ffn2:
+      case linear_id::l1_ffn2: return {kFfnDim, kHiddenDim};
+      case linear_id::l1_attn_out:
+      case linear_id::tanh: return {kHiddenDim, kHiddenDim};
+    }
+    return {0, 0};
+  }
+
   /// Reads every weight by name from a loaded TF.js model (parse_error naming
   /// model.json for a missing weight or a wrong shape).
   static model_weights from_tfjs(const tfjs_weights& w);

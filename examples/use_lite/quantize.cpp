@@ -3,6 +3,7 @@
 #include "quantize.hpp"
 
 #include <algorithm>
+#include <cstdio>
 
 namespace use_lite {
 
@@ -11,7 +12,8 @@ namespace detail {
 template <int B>
 std::string format_names(const quant_config& cfg);
 template <int B>
-void quantize_layers(const model_weights& w, const calibration& calib, const quant_config& cfg, quantized_model& qm);
+void quantize_layers(const model_weights& w, const calibration& calib, const quant_config& cfg, quantized_model& qm,
+                     thread_pool& pool, const quantize_progress& progress);
 
 /// Calls f(std::integral_constant<int, B>) for the config's block length.
 template <class F>
@@ -41,7 +43,11 @@ std::string quant_config::supported() { return engine::supported_formats(); }
 std::string quant_config::describe() const {
   std::string s = detail::with_block(*this, [&](auto b) { return detail::format_names<decltype(b)::value>(*this); });
   const bool uniform = std::all_of(ranks.begin(), ranks.end(), [&](int r) { return r == ranks[0]; });
-  if (uniform) {
+  if (budget.enabled()) {
+    char b[80];
+    std::snprintf(b, sizeof b, ", ranks for %.4g bits/weight (at most %d)", budget.bits_per_weight, budget.max_rank);
+    s += b;
+  } else if (uniform) {
     s += ", rank " + std::to_string(ranks[0]);
   } else {
     s += ", ranks";
@@ -70,9 +76,20 @@ calibration calibrate(const encoder& fp32, std::span<const std::vector<std::int3
 }
 
 quantized_model quantize_model(std::shared_ptr<const model_weights> w, const calibration& calib,
-                               const quant_config& cfg) {
+                               const quant_config& cfg, thread_pool* pool, const quantize_progress& progress) {
+  if (cfg.budget.enabled()) {
+    if (!(cfg.budget.bits_per_weight < 64) || cfg.budget.max_rank <= 0)
+      throw lqer::value_error("quantize: a bit budget of " + std::to_string(cfg.budget.bits_per_weight) +
+                              " bits per weight with ranks up to " + std::to_string(cfg.budget.max_rank) +
+                              " is not one to allocate");
+  } else {
+    check_ranks(*w, cfg.ranks, "quantize");
+  }
   quantized_model qm;
-  detail::with_block(cfg, [&](auto b) { detail::quantize_layers<decltype(b)::value>(*w, calib, cfg, qm); });
+  thread_pool serial(1);
+  thread_pool& p = pool ? *pool : serial;
+  detail::with_block(cfg,
+                     [&](auto b) { detail::quantize_layers<decltype(b)::value>(*w, calib, cfg, qm, p, progress); });
   return qm;
 }
 

@@ -11,8 +11,11 @@
 //   3. pack each layer for the fused kernels (lqer::pack) and run it with
 //      lqer::linear(packed, x, y, pool): y = Q(x)·Wqᵀ + Q(Q(x)·A)·B + b, the
 //      engine's thread pool being the kernel's executor.
-// The SVD is Eigen's exact BDCSVD: these layers are at most 1536 × 512, where
-// it takes well under a second and leaves no solver error in the numbers.
+// The SVD is Eigen's exact BDCSVD (lqer::exact_svd): these layers are at most
+// 1536 × 512, where it takes well under a second and leaves no solver error in
+// the numbers. The 10 layers are factorized in parallel on the engine's pool
+// (engine::factorize_layers, shared with llama): each factorization is serial
+// and depends on its layer alone, so the result is the same for any pool.
 //
 // Formats are types in lqer; the command line names them, so a closed list
 // maps names to types (quantize_impl.hpp). The paper's setup is the
@@ -22,6 +25,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <lqer/calib/activation_stats.hpp>
 #include <lqer/factorize/factorize.hpp>
 #include <lqer/factorize/reference_forward.hpp>  // correction_mode
@@ -49,7 +53,9 @@ struct quant_config {
   std::string rule = "lqer";              ///< the MX exponent rule of every format: lqer | ocp (mxint4 + mxint8 only)
   int block = 16;                         ///< 16 | 32 | 64
   scale_policy_kind policy = scale_policy_kind::identity;
-  std::array<int, kNumLinears> ranks{};  ///< per layer (all equal unless explored)
+  std::array<int, kNumLinears> ranks{};  ///< per layer (all equal unless explored); ignored under a budget
+  /// --bits-per-weight: per-layer ranks chosen under a bit budget (off: `ranks`).
+  engine::rank_budget budget;
   lqer::correction_mode mode = lqer::correction_mode::fused;
   /// Run lqer's scalar reference forward instead of the fused kernel (always
   /// for mode == paper, which only the reference implements).
@@ -90,9 +96,17 @@ struct quantized_model {
 /// `option` and the layer (value_error), not by factorize after the work.
 void check_ranks(const model_weights& w, const std::array<int, kNumLinears>& ranks, const std::string& option);
 
-/// Factorizes every linear layer of `w` under `cfg` (value_error for an
-/// unsupported combination, naming what is supported).
+/// Called after each layer's factorization with (layers done, layers): from
+/// the pool's threads, one call at a time (progress lines; it may throw, as
+/// interrupt_guard::check does, to stop the work).
+using quantize_progress = std::function<void(int done, int total)>;
+
+/// Factorizes every linear layer of `w` under `cfg`, the layers in parallel on
+/// `pool` (null: on the calling thread; the result is the same). value_error
+/// for an unsupported combination (naming what is supported), or a budget
+/// below what the weights alone take.
 quantized_model quantize_model(std::shared_ptr<const model_weights> w, const calibration& calib,
-                               const quant_config& cfg);
+                               const quant_config& cfg, thread_pool* pool = nullptr,
+                               const quantize_progress& progress = {});
 
 }  // namespace use_lite

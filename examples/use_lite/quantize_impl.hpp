@@ -1,5 +1,6 @@
-// use_lite — the typed half of quantize.cpp: the lqer linear_op and the
-// factorization of the 10 layers for one block length. Included only by
+// use_lite — the typed half of quantize.cpp: the factorization of the 10
+// layers for one block length, and loading a stored layer of that block
+// length from a model file (checkpoint.cpp). Included only by
 // quantize_b{16,32,64}.cpp, one translation unit per block length: each
 // format combination instantiates factorize (× 4 policies), pack, the fused
 // kernels of every CPU path and the reference forward, so splitting by block
@@ -29,27 +30,47 @@ std::string format_names(const quant_config& cfg) {
   return engine::format_names<B>(cfg.weight_format, cfg.lowrank_format, cfg.rule);
 }
 
-/// Factorizes and packs the 10 layers into `qm` (see quantize_model).
+/// Factorizes and packs the 10 layers into `qm` (see quantize_model), in
+/// parallel on `pool`, with the exact SVD.
 template <int B>
-void quantize_layers(const model_weights& w, const calibration& calib, const quant_config& cfg, quantized_model& qm) {
+void quantize_layers(const model_weights& w, const calibration& calib, const quant_config& cfg, quantized_model& qm,
+                     thread_pool& pool, const quantize_progress& progress) {
   engine::with_formats<B>(cfg.weight_format, cfg.lowrank_format, cfg.rule, [&]<class T>(T) {
     engine::with_policy(cfg.policy, cfg.whiten_damping, [&]<class P>(const P& policy) {
       const std::string desc = cfg.describe();
+      std::vector<engine::layer_task> tasks(kNumLinears);
       for (int i = 0; i < kNumLinears; ++i) {
-        const dense_weights& d = w.linears[i];
+        auto& t = tasks[static_cast<std::size_t>(i)];
+        t.weights = &w.linears[i];
         // identity needs no statistics; when there are some, factorize still
         // uses them for the report's activation residuals.
-        static const lqer::activation_stats kNone;
-        const lqer::activation_stats& stats = calib.stats[i].empty() ? kNone : calib.stats[i];
-        auto f = engine::factorize_linear<T>(d, stats, cfg.ranks[i], policy, cfg.mode, cfg.reference_forward,
-                                             desc + " [" + linear_name(i) + "]");
-        qm.matrix_bytes += f.matrix_bytes;
+        t.stats = calib.stats[i].empty() ? nullptr : &calib.stats[i];
+        t.rank = cfg.budget.enabled() ? 0 : cfg.ranks[i];
+        t.description = desc + " [" + linear_name(i) + "]";
+      }
+      auto f = engine::factorize_layers<T, P, lqer::exact_svd>(tasks, policy, cfg.mode, cfg.reference_forward,
+                                                               cfg.budget, pool, progress);
+      for (int i = 0; i < kNumLinears; ++i) {
+        auto& fi = f[static_cast<std::size_t>(i)];
+        const dense_weights& d = w.linears[i];
+        qm.matrix_bytes += fi.matrix_bytes;
         qm.weights += static_cast<std::size_t>(d.in * d.out);
-        qm.reports[i] = std::move(f.report);
-        qm.linears[i] = std::move(f.op);
+        qm.reports[i] = std::move(fi.report);
+        qm.linears[i] = std::move(fi.op);
       }
     });
   });
+}
+
+/// Layer `name` of `ck` as an lqer linear_op, if stored in a block-B format
+/// of the engine's list (see checkpoint.cpp); null otherwise.
+template <int B>
+std::unique_ptr<const linear_op> load_linear(const lqer::io::checkpoint_file& ck, const std::string& name,
+                                             lqer::correction_mode mode, bool reference) {
+  const auto& info = ck.layer(name);
+  return engine::load_linear<B>(
+      ck, name, mode, reference,
+      info.weight_format + ", A/B " + info.lowrank_format + ", rank " + std::to_string(info.rank) + " [" + name + "]");
 }
 
 }  // namespace use_lite::detail

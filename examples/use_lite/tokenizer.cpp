@@ -4,6 +4,7 @@
 #include <unicode/normalizer2.h>
 #include <unicode/unistr.h>
 
+#include <cmath>
 #include <fstream>
 #include <limits>
 #include <lqer/error.hpp>
@@ -45,7 +46,7 @@ std::u32string tokenizer::nfkc(std::string_view utf8) {
   return to_utf32(normalized);
 }
 
-tokenizer tokenizer::load(const std::filesystem::path& vocab_json) {
+vocabulary vocabulary::load(const std::filesystem::path& vocab_json) {
   const std::string name = vocab_json.string();
   std::error_code ec;
   const auto size = std::filesystem::file_size(vocab_json, ec);
@@ -60,7 +61,7 @@ tokenizer tokenizer::load(const std::filesystem::path& vocab_json) {
   return from_json(text, name);
 }
 
-tokenizer tokenizer::from_json(std::string_view text, const std::string& file) {
+vocabulary vocabulary::from_json(std::string_view text, const std::string& file) {
   using nlohmann::json;
   json doc;
   try {
@@ -69,21 +70,38 @@ tokenizer tokenizer::from_json(std::string_view text, const std::string& file) {
     throw lqer::parse_error(file + ": not valid JSON: " + e.what());
   }
   if (!doc.is_array()) throw lqer::parse_error(file + ": expected a list of [piece, score] pairs");
-  if (doc.size() <= kReserved || doc.size() > kMaxVocab)
-    throw lqer::parse_error(file + ": " + std::to_string(doc.size()) + " entries; expected more than " +
-                            std::to_string(kReserved) + " and at most " + std::to_string(kMaxVocab));
-
-  tokenizer t;
-  t.nodes_.emplace_back();  // root
-  t.piece_utf16_len_.resize(doc.size());
+  if (doc.size() > kMaxVocab)  // the lower bound is the tokenizer's (from_vocabulary)
+    throw lqer::parse_error(file + ": " + std::to_string(doc.size()) + " entries; expected at most " +
+                            std::to_string(kMaxVocab));
+  vocabulary v;
+  v.pieces.reserve(doc.size());
+  v.scores.reserve(doc.size());
   for (std::size_t id = 0; id < doc.size(); ++id) {
     const json& e = doc[id];
     const std::string where = file + ": entry " + std::to_string(id);
     if (!e.is_array() || e.size() != 2 || !e[0].is_string())
       throw lqer::parse_error(where + " is not a [piece, score] pair");
     if (!(e[1].is_number() || e[1].is_null())) throw lqer::parse_error(where + ": the score is not a number or null");
-    const double score = e[1].is_null() ? 0.0 : e[1].get<double>();  // JS: null + x == x
-    const icu::UnicodeString piece = from_utf8(e[0].get_ref<const std::string&>());
+    v.pieces.push_back(e[0].get<std::string>());
+    v.scores.push_back(e[1].is_null() ? 0.0 : e[1].get<double>());  // JS: null + x == x
+  }
+  return v;
+}
+
+tokenizer tokenizer::from_vocabulary(const vocabulary& v, const std::string& file) {
+  if (v.pieces.size() != v.scores.size())
+    throw lqer::parse_error(file + ": " + std::to_string(v.pieces.size()) + " pieces but " +
+                            std::to_string(v.scores.size()) + " scores");
+  if (v.pieces.size() <= kReserved || v.pieces.size() > kMaxVocab)
+    throw lqer::parse_error(file + ": " + std::to_string(v.pieces.size()) + " entries; expected more than " +
+                            std::to_string(kReserved) + " and at most " + std::to_string(kMaxVocab));
+  tokenizer t;
+  t.nodes_.emplace_back();  // root
+  t.piece_utf16_len_.resize(v.pieces.size());
+  for (std::size_t id = 0; id < v.pieces.size(); ++id) {
+    const std::string where = file + ": entry " + std::to_string(id);
+    if (!std::isfinite(v.scores[id])) throw lqer::parse_error(where + ": the score is not finite");
+    const icu::UnicodeString piece = from_utf8(v.pieces[id]);
     // The backtrack steps back by this length: a zero would never terminate
     // (in the wrapper too). Only id 0 among the reserved ids is ever emitted.
     if (piece.length() == 0 && (id == 0 || id >= kReserved)) throw lqer::parse_error(where + ": empty piece");
@@ -97,7 +115,7 @@ tokenizer tokenizer::from_json(std::string_view text, const std::string& file) {
       node = it->second;
     }
     // Last one wins for a duplicated piece (see the header, rule 3).
-    t.nodes_[static_cast<std::size_t>(node)] = {static_cast<std::int32_t>(id), score};
+    t.nodes_[static_cast<std::size_t>(node)] = {static_cast<std::int32_t>(id), v.scores[id]};
   }
   return t;
 }

@@ -42,12 +42,33 @@
 
 namespace use_lite {
 
+/// What a tokenizer is built from: vocab.json's [piece, score] pairs in id
+/// order, a null score read as 0 (rule 3). A model file stores it as is
+/// (checkpoint.hpp), so the tokenizer it rebuilds is the same.
+struct vocabulary {
+  std::vector<std::string> pieces;  ///< UTF-8, as vocab.json spells them
+  std::vector<double> scores;       ///< as JSON's numbers (JS doubles)
+
+  /// Reads vocab.json (parse_error / io_error naming the file).
+  static vocabulary load(const std::filesystem::path& vocab_json);
+  /// From vocab.json's text; `file` names it in error messages.
+  static vocabulary from_json(std::string_view text, const std::string& file);
+};
+
 class tokenizer {
  public:
   /// Reads vocab.json (parse_error / io_error naming the file).
-  static tokenizer load(const std::filesystem::path& vocab_json);
+  static tokenizer load(const std::filesystem::path& vocab_json) {
+    return from_vocabulary(vocabulary::load(vocab_json), vocab_json.string());
+  }
   /// From vocab.json's text; `file` names it in error messages.
-  static tokenizer from_json(std::string_view text, const std::string& file);
+  static tokenizer from_json(std::string_view text, const std::string& file) {
+    return from_vocabulary(vocabulary::from_json(text, file), file);
+  }
+  /// From a vocabulary (parse_error naming `file` for one no tokenizer can
+  /// run: too few or too many entries, lengths that differ, an empty piece
+  /// that could be emitted).
+  static tokenizer from_vocabulary(const vocabulary& v, const std::string& file);
 
   /// The token ids of one sentence (not truncated).
   std::vector<std::int32_t> encode(std::string_view utf8) const;

@@ -235,6 +235,38 @@ TEST_CASE("llama program: perplexity --quant runs every linear through lqer; qua
   CHECK(qh != q);  // the head really changed
 }
 
+TEST_CASE("llama program: quantize writes a model file that perplexity and generate run as the GGUF + --quant") {
+  if (!have_model()) return;
+  scratch s("quantize");
+  write_bytes(s.dir / "kjv.txt", kjv_text());
+  const std::string file = (s.dir / "m.lqer.safetensors").string();
+  const std::vector<std::string> quant = {"--quant", "l2qer", "--rank", "4", "--block", "32", "--calib",
+                                          (s.dir / "kjv.txt").string(), "--calib-chunks", "1", "--ctx", "64"};
+  std::vector<std::string> q = {"quantize", "--out", file, "--threads", "2"};
+  q.insert(q.end(), quant.begin(), quant.end());
+  const auto w = run_ok(s.dir, q);
+  CAPTURE(w.err);
+  CHECK(contains(w.out, "wrote " + file));
+  CHECK(contains(w.out, "l2qer: W mxint4_b32_lqer"));
+  CHECK(fs::exists(file));
+  const std::vector<std::string> ppl = {"perplexity", "--text", (s.dir / "kjv.txt").string(), "--ctx", "64",
+                                        "--chunks", "2"};
+  auto from_file = ppl;
+  from_file.insert(from_file.end(), {"--model", file});
+  auto in_memory = ppl;
+  in_memory.insert(in_memory.end(), quant.begin(), quant.end() - 2);  // the same options but --ctx (perplexity's own)
+  const auto a = run_ok(s.dir, from_file), b = run_ok(s.dir, in_memory);
+  CHECK(reported_perplexity(a.out) == reported_perplexity(b.out));
+  CHECK(contains(a.out, "l2qer: W mxint4_b32_lqer"));
+  auto no_verify = from_file;
+  no_verify.push_back("--no-verify");
+  CHECK(reported_perplexity(run_ok(s.dir, no_verify).out) == reported_perplexity(a.out));
+  const auto g = run_ok(s.dir, {"generate", "--model", file, "--prompt", "In the beginning", "-n", "4"});
+  CHECK(contains(g.err, "first token at"));
+  const auto t = run_ok(s.dir, {"tokenize", "--model", file, "--prompt", "In the beginning"});
+  CHECK(t.out == run_ok(s.dir, {"tokenize", "--prompt", "In the beginning"}).out);
+}
+
 TEST_CASE("llama program: generate --chat answers the capital of France") {
   if (!have_model()) return;
   scratch s("generate");
@@ -308,6 +340,11 @@ std::string expand(std::string s, const fs::path& d) {
 /// The model option every cell passes: the cached file, or (option cells
 /// without the model) a name that does not exist, never reached.
 std::string model_arg() { return lqer_test::smollm2_gguf().string(); }
+
+/// Where the matrix keeps its model files (outside the cell template, which
+/// every cell copies: 250 MB a cell would be the whole test's time).
+fs::path model_files_dir() { return fs::path(LQER_LLAMA_TEST_DIR) / ("models." + std::to_string(::getpid())); }
+std::string model_file(const std::string& name) { return (model_files_dir() / name).string(); }
 
 std::vector<cell_spec> cells() {
   std::vector<cell_spec> c;
@@ -418,6 +455,40 @@ std::vector<cell_spec> cells() {
   opt("eval", {"--peers", "{d}/short.txt", "--json", "{d}/eval.json"}, {"{d}/short.txt", "not JSON"});
   opt("eval", {"--peers", "{d}/none.json"}, {"{d}/none.json", "cannot be read"});
   opt("eval", {"--peers", "{d}/peers_not_object.json"}, {"{d}/peers_not_object.json", "files"});
+  // quantize: refused before anything is read or computed.
+  const auto qz = [&](std::vector<std::string> extra, std::vector<std::string> needles) {
+    std::vector<std::string> args = {"quantize", "--model", model_arg()};
+    std::string name = "quantize";
+    for (const auto& a : extra) name += " '" + a + "'";
+    args.insert(args.end(), extra.begin(), extra.end());
+    c.push_back({name, std::move(args), std::move(needles), false});
+  };
+  qz({"--quant", "lqer"}, {"--out"});
+  qz({"--out", "{d}/m.lqer.safetensors"}, {"--quant"});
+  qz({"--quant", "lqer", "--rank", "8", "--bits-per-weight", "5", "--out", "{d}/m"}, {"--rank", "--bits-per-weight"});
+  qz({"--quant", "plain", "--bits-per-weight", "5", "--out", "{d}/m"}, {"--bits-per-weight", "plain"});
+  for (const std::string v : {"0.1", "33", "x", "nan"})
+    qz({"--quant", "lqer", "--bits-per-weight", v, "--out", "{d}/m"}, {"--bits-per-weight"});
+  for (const std::string v : {"0", "-1", "4097"})
+    qz({"--quant", "lqer", "--bits-per-weight", "5", "--max-rank", v, "--out", "{d}/m"}, {"--max-rank"});
+  qz({"--quant", "lqer", "--out", "{d}/no_such_dir/m.lqer.safetensors"},
+     {"{d}/no_such_dir/m.lqer.safetensors", "directory"});
+  file("quantize: --model not GGUF", {"quantize", "--model", "{d}/kjv.txt", "--quant", "lqer", "--out", "{d}/m"},
+       {"{d}/kjv.txt", "not a GGUF"}, false);
+  // A budget below what the 4-bit weights alone take: refused before any SVD.
+  file("quantize: --bits-per-weight below the weights' own",
+       {"quantize", "--model", model_arg(), "--quant", "lqer", "--bits-per-weight", "4.2", "--out", "{d}/m"},
+       {"4.2", "less than the weights alone take"}, true);
+  // Model files (a plain one, made once for the matrix): damaged, or given --quant.
+  file("perplexity: model file with --quant",
+       {"perplexity", "--model", model_file("plain.lqer.safetensors"), "--text", "{d}/kjv.txt", "--quant", "lqer"},
+       {"--quant", "quantized model file already"}, true);
+  file("perplexity: model file truncated",
+       {"perplexity", "--model", model_file("cut.lqer.safetensors"), "--text", "{d}/kjv.txt"},
+       {model_file("cut.lqer.safetensors")}, true);
+  file("perplexity: model file with a flipped byte",
+       {"perplexity", "--model", model_file("flipped.lqer.safetensors"), "--text", "{d}/kjv.txt"},
+       {model_file("flipped.lqer.safetensors"), "checksum mismatch"}, true);
   file("eval: --ranks above a layer's dimension",
        {"eval", "--model", model_arg(), "--text", "{d}/kjv.txt", "--ranks", "577"}, {"--ranks", "577"}, true);
   return c;
@@ -439,6 +510,15 @@ TEST_CASE("llama program: bad-input matrix") {
     std::string head(64 * 1024, '\0');
     in.read(head.data(), static_cast<std::streamsize>(head.size()));
     write_bytes(dirs.tmpl / "truncated.gguf", head);
+    // A plain model file (rank 0: no SVD, seconds), cut in half and with one byte flipped.
+    fs::create_directories(model_files_dir());
+    const std::string plain = model_file("plain.lqer.safetensors");
+    run_ok(model_files_dir(), {"quantize", "--quant", "plain", "--out", plain, "--threads", "2"});
+    const std::string bytes = lqer::test::slurp(plain);
+    write_bytes(model_file("cut.lqer.safetensors"), bytes.substr(0, bytes.size() / 2));
+    std::string flipped = bytes;
+    flipped[flipped.size() / 2] = static_cast<char>(flipped[flipped.size() / 2] ^ 0x01);
+    write_bytes(model_file("flipped.lqer.safetensors"), flipped);
   } else {
     write_bytes(dirs.tmpl / "truncated.gguf", "GGUF");
   }
@@ -458,6 +538,8 @@ TEST_CASE("llama program: bad-input matrix") {
     fs::remove_all(d);
   }
   MESSAGE("llama bad-input matrix: ", run, " cells run, ", skipped, " skipped without the model");
+  std::error_code ec;
+  fs::remove_all(model_files_dir(), ec);
   CHECK(run > 100);
 }
 

@@ -25,6 +25,10 @@
 // (refused before anything is loaded) run regardless. The sentences come from
 // the TF.js fixture in data/.
 //
+// The model-file cells (quantize's output, read back by embed and tokenize)
+// run on a template that also holds model.lqer.safetensors, which the fixture
+// makes once with `use_lite quantize` from the cache's model.
+//
 // POSIX only (support/process.hpp runs the program through /bin/sh).
 #include <doctest/doctest.h>
 #include <unistd.h>
@@ -34,6 +38,8 @@
 #include <filesystem>
 #include <functional>
 #include <limits>
+#include <lqer/io/checkpoint.hpp>
+#include <lqer/io/npy.hpp>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -58,6 +64,7 @@ using lqer::test::slurp;
 using lqer::test::write_bytes;
 
 const std::string kOld = "old content";
+const std::string kModelFile = "model.lqer.safetensors";
 const std::string kEmbeddings = "module/Embeddings_en";  // the weight the NaN cells poison
 
 // ---------------------------------------------------------------------------
@@ -67,6 +74,7 @@ const std::string kEmbeddings = "module/Embeddings_en";  // the weight the NaN c
 //   sentences.txt   3 sentences of the fixture
 //   calib.txt       6 others
 //   out/emb.npy     "old content" (embed's --out)
+//   model.lqer.safetensors   with_model_file only: `use_lite quantize --quant lqer --rank 8`
 
 /// The fixture's sentences [first, last) as a file's text, one per line.
 std::string fixture_lines(std::size_t first, std::size_t last) {
@@ -81,7 +89,7 @@ struct fixture : lqer::test::cell_directories {
   bool model = false;
   std::vector<fs::path> shards;  // the cache's shard files, linked into every cell
 
-  explicit fixture(const std::string& name)
+  explicit fixture(const std::string& name, bool with_model_file = false)
       : cell_directories(fs::path(LQER_USE_LITE_TEST_DIR) / ("matrix_" + name + "." + std::to_string(::getpid()))) {
     fs::create_directories(tmpl / "model");
     fs::create_directories(tmpl / "out");
@@ -103,6 +111,12 @@ struct fixture : lqer::test::cell_directories {
     write_bytes(tmpl / "sentences.txt", fixture_lines(0, 3));
     write_bytes(tmpl / "calib.txt", fixture_lines(3, 9));
     write_bytes(tmpl / "out" / "emb.npy", kOld);
+    if (model && with_model_file) {
+      const run_result r = run_lqer(root, {"quantize", "--model", src.string(), "--quant", "lqer", "--rank", "8",
+                                           "--threads", "2", "--out", (tmpl / kModelFile).string()});
+      CAPTURE(r.err);
+      REQUIRE(r.exit_code == 0);
+    }
   }
 
   /// A fresh copy of the template with the shards linked in.
@@ -146,8 +160,10 @@ using option_list = std::vector<std::pair<std::string, std::string>>;
 /// The good command line of `cmd` on the inputs in `d`, with `changes` applied:
 /// an option already there gets the new value ("<drop>": removed), another is
 /// appended ("" value: a flag). `cmd` is tokenize, embed, embed-rms (embed
-/// --quant rms with --calib) or eval (the smallest table: rank 0, one policy,
-/// one thread count, one timing run).
+/// --quant rms with --calib), eval (the smallest table: rank 0, one policy,
+/// one thread count, one timing run), quantize (lqer rank 8 to
+/// out/model.lqer.safetensors), quantize-rms (rms rank 8 with --calib), or
+/// embed-file and tokenize-file (on the template's model file).
 std::vector<std::string> command_line(const std::string& cmd, const fs::path& d, const option_list& changes = {}) {
   const std::string model = (d / "model").string(), sentences = (d / "sentences.txt").string(),
                     calib = (d / "calib.txt").string(), out = (d / "out" / "emb.npy").string();
@@ -157,6 +173,17 @@ std::vector<std::string> command_line(const std::string& cmd, const fs::path& d,
     opts = {{"--model", model}, {"--sentences", sentences}};
   } else if (cmd == "embed") {
     opts = {{"--model", model}, {"--sentences", sentences}, {"--out", out}};
+  } else if (cmd == "embed-file" || cmd == "tokenize-file") {
+    sub = cmd.substr(0, cmd.find('-'));
+    opts = {{"--model", (d / kModelFile).string()}, {"--sentences", sentences}};
+    if (sub == "embed") opts.emplace_back("--out", out);
+  } else if (cmd == "quantize" || cmd == "quantize-rms") {
+    sub = "quantize";
+    opts = {{"--model", model},
+            {"--quant", cmd == "quantize" ? "lqer" : "rms"},
+            {"--rank", "8"},
+            {"--out", (d / "out" / kModelFile).string()}};
+    if (cmd == "quantize-rms") opts.emplace_back("--calib", calib);
   } else if (cmd == "embed-rms") {
     sub = "embed";
     opts = {{"--model", model}, {"--sentences", sentences}, {"--out", out}, {"--quant", "rms"},
@@ -207,8 +234,8 @@ std::string expand(std::string s, const fs::path& d) {
   return s;
 }
 
-void run_cells(const std::string& name, const std::vector<cell_spec>& cells) {
-  fixture fx(name);
+void run_cells(const std::string& name, const std::vector<cell_spec>& cells, bool with_model_file = false) {
+  fixture fx(name, with_model_file);
   int run = 0, skipped = 0, n = 0;
   for (const cell_spec& c : cells) {
     const std::string cell = c.cmd + ": " + c.name;
@@ -554,7 +581,7 @@ std::vector<cell_spec> text_cells() {
                    {},
                    [](const fs::path& d) { write_bytes(d / "sentences.txt", fixture_lines(0, 2)); },
                    {"sentences.txt", "at least 3"}});
-  add_file_cells(cells, {"embed-rms", "eval"}, "calib.txt");
+  add_file_cells(cells, {"embed-rms", "eval", "quantize-rms"}, "calib.txt");
   return cells;
 }
 
@@ -598,6 +625,33 @@ std::vector<cell_spec> option_cells() {
       c.push_back(option(cmd, {{"--damping", v}}, {"--damping"}));
     c.push_back(option(cmd, {{"--damping", "tiny"}}, {"--damping"}));
   }
+  // quantize's options: the method, --rank or the budget, the model.
+  c.push_back(option("quantize", {{"--out", "<drop>"}}, {"--out"}));
+  c.push_back(option("quantize", {{"--quant", "<drop>"}}, {"--quant"}));
+  c.push_back(option("quantize", {{"--quant", "gptq"}}, {"--quant", "gptq"}));
+  c.push_back(option("quantize", {{"--sentences", "{d}/sentences.txt"}}, {"--sentences"}));
+  c.push_back(option("quantize", {{"--bits-per-weight", "5"}}, {"--rank", "--bits-per-weight", "not both"}));
+  c.push_back(option("quantize", {{"--rank", "<drop>"}, {"--quant", "plain"}, {"--bits-per-weight", "5"}},
+                     {"--bits-per-weight", "plain"}));
+  for (const std::string v : {"0", "0.4", "33", "nan", "five", ""})
+    c.push_back(option("quantize", {{"--rank", "<drop>"}, {"--bits-per-weight", v}}, {"--bits-per-weight"}));
+  for (const std::string v : {"0", "-8", "513", "x"})
+    c.push_back(
+        option("quantize", {{"--rank", "<drop>"}, {"--bits-per-weight", "5"}, {"--max-rank", v}}, {"--max-rank"}));
+  for (const std::string r : {"-1", "513", "eight"}) c.push_back(option("quantize", {{"--rank", r}}, {"--rank"}));
+  for (const std::string t : {"0", "257", "two"}) c.push_back(option("quantize", {{"--threads", t}}, {"--threads"}));
+  c.push_back(option("quantize", {{"--block", "24"}}, {"block length 24"}));
+  c.push_back(option("quantize", {{"--weight-format", "mxint9"}}, {"weight format 'mxint9'"}));
+  c.push_back(option("quantize", {{"--mode", "exact"}}, {"--mode", "exact"}));
+  // A model file as quantize's input: it reads the TF.js directory (the path
+  // need not exist: a .safetensors name is taken for a model file).
+  c.push_back(option("quantize", {{"--model", "{d}/m.lqer.safetensors"}},
+                     {"--model", "{d}/m.lqer.safetensors", "model file already"}));
+  c.push_back(option("quantize", {{"--rank", "300"}}, {"--rank", "rank 300", "l0.qkv"}, true));
+  // Refused after the layers are factorized (the weights' 4.5 bits alone
+  // exceed it): still nothing written.
+  c.push_back(option("quantize", {{"--rank", "<drop>"}, {"--bits-per-weight", "4"}},
+                     {"4.000000 bits per weight", "less than the weights alone take"}, true));
   // eval's lists and counts.
   for (const std::string r : {"", "a", "8,,16", "-1", "8,-1", "99999999999", "8;16"})
     c.push_back(option("eval", {{"--ranks", r}}, {"--ranks"}));
@@ -630,6 +684,125 @@ std::vector<cell_spec> output_cells() {
   // A directory nobody may create files in, found out only when the
   // embeddings are written (mode 0500 does not stop root; /proc stops everyone).
   c.push_back(option("embed", {{"--out", "/proc/use_lite_emb.npy"}}, {"/proc/use_lite_emb.npy"}, true));
+  // quantize's --out: checked before the model is read, and by the writer.
+  c.push_back(option("quantize", {{"--out", "{d}/no_such_dir/m.lqer.safetensors"}},
+                     {"{d}/no_such_dir/m.lqer.safetensors", "not an existing directory"}));
+  c.push_back(option("quantize", {{"--out", "{d}/out"}}, {"{d}/out", "directory"}));
+  c.push_back(option("quantize", {{"--out", ""}}, {"--out"}));
+  c.push_back(
+      option("quantize", {{"--out", "/proc/use_lite.lqer.safetensors"}}, {"/proc/use_lite.lqer.safetensors"}, true));
+  return c;
+}
+
+// --- the model file ------------------------------------------------------------
+
+/// Replaces the first occurrence of `from` in the cell's model file by `to`
+/// (of the same length: the header's length prefix stays right).
+std::function<void(const fs::path&)> edit_model_file(std::string from, std::string to) {
+  return [from, to](const fs::path& d) {
+    REQUIRE(from.size() == to.size());
+    std::string bytes = slurp(d / kModelFile);
+    const std::size_t at = bytes.find(from);
+    REQUIRE(at != std::string::npos);
+    bytes.replace(at, from.size(), to);
+    replace(d / kModelFile, bytes);
+  };
+}
+
+std::vector<cell_spec> model_file_cells() {
+  std::vector<cell_spec> c;
+  const std::string file = kModelFile;
+  // What is no model file for this engine: truncated, empty, damaged, another kind.
+  for (const std::string cmd : {"embed-file", "tokenize-file"}) {
+    c.push_back({"truncated model file",
+                 cmd,
+                 {},
+                 [](const fs::path& d) {
+                   const std::string b = slurp(d / kModelFile);
+                   replace(d / kModelFile, b.substr(0, b.size() / 2));
+                 },
+                 {file}});
+    c.push_back({"model file 1 byte short",
+                 cmd,
+                 {},
+                 [](const fs::path& d) {
+                   const std::string b = slurp(d / kModelFile);
+                   replace(d / kModelFile, b.substr(0, b.size() - 1));
+                 },
+                 {file}});
+    c.push_back({"empty model file", cmd, {}, [](const fs::path& d) { replace(d / kModelFile, ""); }, {file}});
+    c.push_back({"model file of another kind",
+                 cmd,
+                 {},
+                 edit_model_file("lqer.use_lite.v1", "lqer.use_lite.v9"),
+                 {file, "not a use_lite model file", "lqer.use_lite.v9"}});
+    c.push_back({"model file of other shapes",
+                 cmd,
+                 {},
+                 edit_model_file("\"use_lite.vocab\":\"8002\"", "\"use_lite.vocab\":\"8003\""),
+                 {file, "use_lite.vocab", "8002"}});
+  }
+  // A damaged byte in the middle of the file: inside some tensor (the header
+  // is a few kB of 10 MB), whose checksum names it.
+  c.push_back({"a damaged byte in a tensor",
+               "embed-file",
+               {},
+               [](const fs::path& d) {
+                 std::string b = slurp(d / kModelFile);
+                 b[b.size() / 2] = static_cast<char>(b[b.size() / 2] ^ 0x10);
+                 replace(d / kModelFile, b);
+               },
+               {file, "checksum mismatch"}});
+  // Another engine's model file: an LQER checkpoint that says it is llama's.
+  c.push_back({"a llama model file",
+               "embed-file",
+               {{"--model", "{d}/llama.lqer.safetensors"}},
+               [](const fs::path& d) {
+                 lqer::io::checkpoint_writer w;
+                 const std::vector<float> norm(8, 1.0f);
+                 const std::vector<lqer::index_t> shape{8};
+                 w.add_tensor<float>("output_norm", shape, norm);
+                 w.set_metadata("llama.file", "lqer.llama.v1");
+                 w.write(d / "llama.lqer.safetensors");
+               },
+               {"llama.lqer.safetensors", "not a use_lite model file", "llama.file is 'lqer.llama.v1'"}});
+  // A safetensors file that is no LQER checkpoint, and a file that is no safetensors.
+  c.push_back({"a plain safetensors file",
+               "embed-file",
+               {{"--model", "{d}/plain.safetensors"}},
+               [](const fs::path& d) {
+                 lqer::io::safetensors_writer w;
+                 const std::vector<float> v(8, 1.0f);
+                 const std::vector<lqer::index_t> shape{8};
+                 w.add("x", lqer::io::safetensors_dtype::f32, shape, std::as_bytes(std::span<const float>(v)));
+                 w.write(d / "plain.safetensors");
+               },
+               {"plain.safetensors", "not an lqer checkpoint"}});
+  c.push_back(
+      {"a text file as the model file", "embed-file", {{"--model", "{d}/sentences.txt"}}, nullptr, {"sentences.txt"}});
+  c.push_back({"a model file that does not exist",
+               "embed-file",
+               {{"--model", "{d}/none.lqer.safetensors"}},
+               nullptr,
+               {"none.lqer.safetensors"}});
+  // Options that only the TF.js model takes.
+  c.push_back({"--quant with a model file",
+               "embed-file",
+               {{"--quant", "rms"}, {"--calib", "{d}/calib.txt"}},
+               nullptr,
+               {"--quant", file, "quantized model file already"}});
+  c.push_back(
+      {"--calib with a model file", "embed-file", {{"--calib", "{d}/calib.txt"}}, nullptr, {"--calib", "--quant"}});
+  // --against: a reference of the wrong shape, a file that is no .npy.
+  c.push_back({"--against of 2 rows for 3 sentences",
+               "embed-file",
+               {{"--against", "{d}/ref.npy"}},
+               [](const fs::path& d) {
+                 const std::vector<float> v(2 * 512, 0.0f);
+                 lqer::io::write_npy_matrix(d / "ref.npy", v.data(), 2, 512);
+               },
+               {"ref.npy", "3 x 512"}});
+  c.push_back({"--against a text file", "embed-file", {{"--against", "{d}/calib.txt"}}, nullptr, {"calib.txt"}});
   return c;
 }
 
@@ -649,6 +822,16 @@ TEST_CASE("use_lite bad-input matrix: model/model.json and its shards") { run_ce
 TEST_CASE("use_lite bad-input matrix: --sentences and --calib files") { run_cells("text", text_cells()); }
 TEST_CASE("use_lite bad-input matrix: options of every subcommand") { run_cells("options", option_cells()); }
 TEST_CASE("use_lite bad-input matrix: embed --out") { run_cells("output", output_cells()); }
+TEST_CASE("use_lite bad-input matrix: a model file quantize wrote") {
+  // The good cells first: without them every refused cell could pass on a broken template.
+  std::vector<cell_spec> cells = {
+      {"good inputs", "embed-file", {}, nullptr, {}, true, true},
+      {"good inputs", "tokenize-file", {}, nullptr, {}, true, true},
+      {"good inputs", "quantize", {}, nullptr, {}, true, true},
+  };
+  for (auto& c : model_file_cells()) cells.push_back(std::move(c));
+  run_cells("model_file", cells, /*with_model_file=*/true);
+}
 
 TEST_CASE("use_lite bad-input matrix: no command, an unknown command") {
   const fs::path dir = fs::path(LQER_USE_LITE_TEST_DIR) / ("matrix_commands." + std::to_string(::getpid()));

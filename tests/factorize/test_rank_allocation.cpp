@@ -118,9 +118,7 @@ TEST_CASE("allocate_ranks: greedy order, whole budget, ties, and no budget") {
     std::vector<rank_candidates> tie(2, rank_candidates{{1.0}, 1.0, 8});
     CHECK(allocate_ranks(tie, 1.0).ranks == std::vector<index_t>{8, 0});
   }
-  SUBCASE("unlimited budget: every step") {
-    CHECK(allocate_ranks(layers, 1e9).ranks == std::vector<index_t>{32, 32});
-  }
+  SUBCASE("unlimited budget: every step") { CHECK(allocate_ranks(layers, 1e9).ranks == std::vector<index_t>{32, 32}); }
 }
 
 TEST_CASE("allocate_ranks and rank_candidates: bad input is a value_error") {

@@ -57,7 +57,8 @@ struct rank_candidates {
     const auto n = static_cast<index_t>(s.size());
     for (index_t r = 0; r + step <= n; r += step) {
       double g = 0;
-      for (index_t i = r; i < r + step; ++i) g += double(s[static_cast<std::size_t>(i)]) * double(s[static_cast<std::size_t>(i)]);
+      for (index_t i = r; i < r + step; ++i)
+        g += double(s[static_cast<std::size_t>(i)]) * double(s[static_cast<std::size_t>(i)]);
       c.gains.push_back(g);
     }
     return c;

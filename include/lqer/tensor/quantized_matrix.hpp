@@ -139,7 +139,7 @@ class quantized_matrix {
           bad |= static_cast<unsigned>(lo < Format::kQmin) | static_cast<unsigned>(lo > Format::kQmax) |
                  static_cast<unsigned>(hi < Format::kQmin) | static_cast<unsigned>(hi > Format::kQmax);
         } else {
-          const int q = static_cast<std::int8_t>(c[i]);
+          const int q = int{c[i]} - ((int{c[i]} >> 7) << 8);  // the byte as two's complement
           bad |= static_cast<unsigned>(q < Format::kQmin) | static_cast<unsigned>(q > Format::kQmax);
         }
       }

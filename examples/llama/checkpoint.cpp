@@ -262,12 +262,58 @@ quantized_model_file load_quantized_model(const std::filesystem::path& path, thr
     }
     return op;
   };
+  // The tokenizer (its merge table is a hash map of 49k entries).
+  quantized_model_file f;
+  const auto build_tokenizer = [&] {
+    vocab_spec spec;
+    spec.model = key("tokenizer.model");
+    spec.pre = key("tokenizer.pre");
+    const auto strings = [&](const std::string& t) {
+      const auto* lens = &ck.tensor(t + ".lengths");
+      const auto* bytes = &ck.tensor(t + ".bytes");
+      if (lens->dtype != lqer::io::safetensors_dtype::i32 || lens->shape.size() != 1 ||
+          bytes->dtype != lqer::io::safetensors_dtype::u8 || bytes->shape.size() != 1)
+        throw lqer::parse_error(name + ": tensors '" + t + ".lengths' / '.bytes' are not I32 / U8 vectors");
+      const auto l = lens->to_vector<std::int32_t>();
+      const auto b = bytes->to_vector<std::uint8_t>();
+      std::vector<std::string> v;
+      std::size_t at = 0;
+      for (const std::int32_t len : l) {
+        if (len < 0 || static_cast<std::size_t>(len) > b.size() - at)
+          throw lqer::parse_error(name + ": tensor '" + t + ".lengths' runs past its bytes");
+        v.emplace_back(reinterpret_cast<const char*>(b.data()) + at, static_cast<std::size_t>(len));
+        at += static_cast<std::size_t>(len);
+      }
+      if (at != b.size()) throw lqer::parse_error(name + ": tensor '" + t + ".bytes' has bytes no string uses");
+      return v;
+    };
+    spec.tokens = strings("tokenizer.tokens");
+    spec.merges = strings("tokenizer.merges");
+    const auto& types = ck.tensor("tokenizer.token_type");
+    if (types.dtype != lqer::io::safetensors_dtype::i32 || types.shape.size() != 1)
+      throw lqer::parse_error(name + ": tensor 'tokenizer.token_type' is not an I32 vector");
+    for (const std::int32_t t : types.to_vector<std::int32_t>()) {
+      if (t < 0 || t > static_cast<std::int32_t>(token_type::byte))
+        throw lqer::parse_error(name + ": tokenizer.token_type holds " + std::to_string(t) + ", not a token type (0…6)");
+      spec.types.push_back(static_cast<token_type>(t));
+    }
+    constexpr long long kMaxId = 0x7fffffff;
+    spec.bos_id = static_cast<std::int32_t>(integer("tokenizer.bos_id", -1, kMaxId));
+    spec.eos_id = static_cast<std::int32_t>(integer("tokenizer.eos_id", -1, kMaxId));
+    spec.unk_id = static_cast<std::int32_t>(integer("tokenizer.unk_id", -1, kMaxId));
+    spec.pad_id = static_cast<std::int32_t>(integer("tokenizer.pad_id", -1, kMaxId));
+    spec.add_bos = flag("tokenizer.add_bos");
+    spec.add_eos = flag("tokenizer.add_eos");
+    f.tok.emplace(tokenizer::from_spec(std::move(spec), name));
+  };
   const bool quantized_output = ck.find_layer("output") != nullptr;
-  // Decoding and packing on the pool, a table or a layer per task.
+  // Decoding and packing on the pool, a table, a layer or the tokenizer per task.
   const auto n = static_cast<index_t>(linears.size());
-  pool.parallel_for(n + 2, [&](index_t i0, index_t i1) {
+  pool.parallel_for(n + 3, [&](index_t i0, index_t i1) {
     for (index_t i = i0; i < i1; ++i) {
-      if (i < n) {
+      if (i == n + 2) {
+        build_tokenizer();
+      } else if (i < n) {
         linears[static_cast<std::size_t>(i)] = load_layer(linear_name(static_cast<int>(i)));
       } else if (i == n) {
         // A float output projection reads the whole table (tied) — otherwise
@@ -282,48 +328,6 @@ quantized_model_file load_quantized_model(const std::filesystem::path& path, thr
     }
   });
 
-  vocab_spec spec;
-  spec.model = key("tokenizer.model");
-  spec.pre = key("tokenizer.pre");
-  const auto strings = [&](const std::string& t) {
-    const auto* lens = &ck.tensor(t + ".lengths");
-    const auto* bytes = &ck.tensor(t + ".bytes");
-    if (lens->dtype != lqer::io::safetensors_dtype::i32 || lens->shape.size() != 1 ||
-        bytes->dtype != lqer::io::safetensors_dtype::u8 || bytes->shape.size() != 1)
-      throw lqer::parse_error(name + ": tensors '" + t + ".lengths' / '.bytes' are not I32 / U8 vectors");
-    const auto l = lens->to_vector<std::int32_t>();
-    const auto b = bytes->to_vector<std::uint8_t>();
-    std::vector<std::string> v;
-    std::size_t at = 0;
-    for (const std::int32_t len : l) {
-      if (len < 0 || static_cast<std::size_t>(len) > b.size() - at)
-        throw lqer::parse_error(name + ": tensor '" + t + ".lengths' runs past its bytes");
-      v.emplace_back(reinterpret_cast<const char*>(b.data()) + at, static_cast<std::size_t>(len));
-      at += static_cast<std::size_t>(len);
-    }
-    if (at != b.size()) throw lqer::parse_error(name + ": tensor '" + t + ".bytes' has bytes no string uses");
-    return v;
-  };
-  spec.tokens = strings("tokenizer.tokens");
-  spec.merges = strings("tokenizer.merges");
-  const auto& types = ck.tensor("tokenizer.token_type");
-  if (types.dtype != lqer::io::safetensors_dtype::i32 || types.shape.size() != 1)
-    throw lqer::parse_error(name + ": tensor 'tokenizer.token_type' is not an I32 vector");
-  for (const std::int32_t t : types.to_vector<std::int32_t>()) {
-    if (t < 0 || t > static_cast<std::int32_t>(token_type::byte))
-      throw lqer::parse_error(name + ": tokenizer.token_type holds " + std::to_string(t) + ", not a token type (0…6)");
-    spec.types.push_back(static_cast<token_type>(t));
-  }
-  constexpr long long kMaxId = 0x7fffffff;
-  spec.bos_id = static_cast<std::int32_t>(integer("tokenizer.bos_id", -1, kMaxId));
-  spec.eos_id = static_cast<std::int32_t>(integer("tokenizer.eos_id", -1, kMaxId));
-  spec.unk_id = static_cast<std::int32_t>(integer("tokenizer.unk_id", -1, kMaxId));
-  spec.pad_id = static_cast<std::int32_t>(integer("tokenizer.pad_id", -1, kMaxId));
-  spec.add_bos = flag("tokenizer.add_bos");
-  spec.add_eos = flag("tokenizer.add_eos");
-
-  quantized_model_file f;
-  f.tok.emplace(tokenizer::from_spec(std::move(spec), name));
   if (static_cast<index_t>(f.tok->size()) > c.vocab)
     throw lqer::parse_error(name + ": the vocabulary has " + std::to_string(f.tok->size()) + " tokens, the table " +
                             std::to_string(c.vocab) + " rows");

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -22,7 +23,60 @@ std::vector<std::byte> pattern(std::size_t n) {
   for (std::size_t i = 0; i < n; ++i) b[i] = static_cast<std::byte>(i % 251);
   return b;
 }
+
+/// The implementations this build and CPU run (the portable one always).
+std::vector<sha256::implementation> implementations() {
+  std::vector<sha256::implementation> v{sha256::implementation::portable};
+  if (sha256::available(sha256::implementation::x86_sha))
+    v.push_back(sha256::implementation::x86_sha);
+  else
+    MESSAGE("sha256: this CPU (or build) has no x86 SHA extensions; only the portable implementation is tested");
+  return v;
+}
+
+std::string hex_with(sha256::implementation impl, std::span<const std::byte> b) {
+  sha256 h(impl);
+  h.update(b);
+  return h.hex();
+}
+std::string hex_with(sha256::implementation impl, std::string_view s) {
+  return hex_with(impl, std::as_bytes(std::span(s.data(), s.size())));
+}
+
 }  // namespace
+
+TEST_CASE("sha256: every implementation gives the FIPS 180-4 digests and hashlib's, in any split") {
+  std::ifstream in(std::string(LQER_TEST_DATA_DIR) + "/safetensors/expected.json");
+  REQUIRE(in);
+  const nlohmann::json lengths = nlohmann::json::parse(in)["sha256_lengths"];
+  const std::string million(1'000'000, 'a');
+  for (const auto impl : implementations()) {
+    CAPTURE(static_cast<int>(impl));
+    CHECK(hex_with(impl, std::string_view("abc")) ==
+          "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    CHECK(hex_with(impl, million) == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+    for (const auto& item : lengths.items()) {
+      const std::string n = item.key();
+      CAPTURE(n);
+      const std::vector<std::byte> b = pattern(std::stoul(n));
+      CHECK(hex_with(impl, b) == item.value().get<std::string>());
+      // Blocks whole and through the partial-block buffer, mixed.
+      sha256 h(impl);
+      h.update(std::span(b).first(b.size() / 3));
+      h.update(std::span(b).subspan(b.size() / 3));
+      CHECK(h.hex() == item.value().get<std::string>());
+    }
+  }
+  // The implementations agree on many blocks of varied bytes (every byte value, every word position).
+  std::vector<std::byte> big(1 << 20);
+  std::uint32_t x = 12345;
+  for (auto& b : big) {
+    x = x * 1664525u + 1013904223u;
+    b = static_cast<std::byte>(x >> 24);
+  }
+  const std::string want = hex_with(sha256::implementation::portable, big);
+  for (const auto impl : implementations()) CHECK(hex_with(impl, big) == want);
+}
 
 TEST_CASE("sha256: the FIPS 180-4 test vectors (empty, abc, 448 and 896 bits, a million a)") {
   CHECK(sha256_hex(std::string_view("")) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");

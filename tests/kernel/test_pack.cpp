@@ -96,6 +96,25 @@ TEST_CASE("pack: 8-bit weights, no correction, no bias") {
   check_operand<code_kind::byte>(layer.wq, p.stream(), p.group_stride(), p.groups(), p.weight_blocks());
 }
 
+TEST_CASE("pack: every code width the stream takes, block 16 and 32") {
+  // Nibble weights (4- and 3-bit codes), 4-bit A/B widened to the byte
+  // stream, byte weights; every code value appears (random codes cover the
+  // range), tails in every dimension.
+  const auto check = []<class W, class Lr>() {
+    const auto layer = random_layer<W, Lr>(35, 3 * W::kBlock + 5, 19, false, 31);
+    const auto p = pack<mxint<8, W::kBlock, W::kRule>>(layer);
+    check_operand<std::remove_cvref_t<decltype(p)>::kWeightKind>(layer.wq, p.stream(), p.group_stride(), p.groups(),
+                                                     p.weight_blocks());
+    check_operand<code_kind::byte>(layer.b, p.stream() + p.correction_offset(), p.group_stride(), p.groups(),
+                                   p.lowrank_blocks());
+    check_operand<code_kind::byte>(layer.a, p.a_stream(), p.a_group_stride(), p.a_groups(), p.weight_blocks());
+  };
+  SUBCASE("mxint4 / mxint4 b16") { check.operator()<mxint<4, 16, mx_rule::lqer>, mxint<4, 16, mx_rule::lqer>>(); }
+  SUBCASE("mxint3 / mxint8 b16") { check.operator()<mxint<3, 16, mx_rule::lqer>, mxint<8, 16, mx_rule::lqer>>(); }
+  SUBCASE("mxint4 / mxint4 b32") { check.operator()<mxint<4, 32, mx_rule::ocp>, mxint<4, 32, mx_rule::ocp>>(); }
+  SUBCASE("mxint8 / mxint4 b32") { check.operator()<mxint<8, 32, mx_rule::lqer>, mxint<4, 32, mx_rule::lqer>>(); }
+}
+
 TEST_CASE("pack: invalid layers are rejected") {
   using W = mxint<4, 16, mx_rule::lqer>;
   using Lr = mxint<8, 16, mx_rule::lqer>;

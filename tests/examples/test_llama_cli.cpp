@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -265,6 +266,31 @@ TEST_CASE("llama program: quantize writes a model file that perplexity and gener
   CHECK(contains(g.err, "first token at"));
   const auto t = run_ok(s.dir, {"tokenize", "--model", file, "--prompt", "In the beginning"});
   CHECK(t.out == run_ok(s.dir, {"tokenize", "--prompt", "In the beginning"}).out);
+}
+
+TEST_CASE("llama program: quantize stopped by SIGINT or SIGTERM exits 130 and leaves the directory as it was") {
+  if (!have_model()) return;
+  scratch s("interrupt");
+  write_bytes(s.dir / "kjv.txt", kjv_text());
+  // A file already at --out: an interrupted run must leave it as it was.
+  const std::string file = (s.dir / "m.lqer.safetensors").string();
+  write_bytes(file, "an older model file");
+  const auto before = lqer::test::snapshot(s.dir);
+  // The signal comes once calibration is done, while the 210 layers are
+  // factorized (seconds at rank 8 on one thread); the engine polls the flag
+  // after every layer.
+  for (const int sig : {SIGINT, SIGTERM}) {
+    CAPTURE(sig);
+    const auto r = lqer::test::run_and_signal_at(
+        {"quantize", "--model", lqer_test::smollm2_gguf().string(), "--quant", "l2qer", "--rank", "8", "--calib",
+         (s.dir / "kjv.txt").string(), "--calib-chunks", "1", "--ctx", "64", "--threads", "1", "--out", file},
+        "llama: calibrated on", sig);
+    CAPTURE(r.err);
+    CHECK(r.exit_code == 130);
+    CHECK(contains(r.err, "interrupted while quantizing; nothing was written"));
+    const std::string diff = lqer::test::differences(before, lqer::test::snapshot(s.dir));
+    CHECK_MESSAGE(diff.empty(), diff);
+  }
 }
 
 TEST_CASE("llama program: generate --chat answers the capital of France") {

@@ -33,6 +33,7 @@
 #include <doctest/doctest.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -857,4 +858,24 @@ TEST_CASE("use_lite bad-input matrix: no command, an unknown command") {
   CHECK(contains(help.out, "--out"));
   std::error_code ec;
   fs::remove_all(dir, ec);
+}
+
+TEST_CASE("use_lite quantize stopped by SIGTERM or SIGINT exits 130 and leaves the directory as it was") {
+  const fixture f("interrupt");
+  if (!f.model) return;
+  const fs::path d = f.cell("interrupt");
+  write_bytes(d / "out" / kModelFile, kOld);  // an older file at --out stays as it was
+  const auto before = lqer::test::snapshot(d);
+  // The signal comes once calibration is done; the layers' factorization
+  // (a second or more on one thread) polls the flag after every layer.
+  for (const int sig : {SIGTERM, SIGINT}) {
+    CAPTURE(sig);
+    auto args = command_line("quantize-rms", d, {{"--threads", "1"}});
+    const auto r = lqer::test::run_and_signal_at(args, "use_lite quantize: calibrated on", sig);
+    CAPTURE(r.err);
+    CHECK(r.exit_code == 130);
+    CHECK(contains(r.err, "nothing was written"));
+    const std::string diff = lqer::test::differences(before, lqer::test::snapshot(d));
+    CHECK_MESSAGE(diff.empty(), diff);
+  }
 }

@@ -13,8 +13,12 @@
 // tests/tools/CMakeLists.txt and tests/factorize/CMakeLists.txt).
 #pragma once
 
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -72,6 +76,56 @@ inline run_result run_lqer(const std::filesystem::path& io_dir, const std::vecto
   std::error_code ec;
   std::filesystem::remove(out, ec);
   std::filesystem::remove(err, ec);
+  return r;
+}
+
+/// Runs the program on `args` with its stderr on a pipe, reads that pipe
+/// until it holds `cue` (a line the program prints once it is inside its
+/// long work), then sends `sig` and waits for the program to end. Returns
+/// its exit code (-1: killed by a signal, or `cue` never came and it ended by
+/// itself: then the signal was never sent) and all of its stderr; stdout goes
+/// to /dev/null. What the test then checks is the program's reaction to a
+/// signal at that point: the cue makes the moment deterministic, not a sleep.
+inline run_result run_and_signal_at(const std::vector<std::string>& args, const std::string& cue, int sig) {
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {  // the child: only async-signal-safe calls until exec
+    ::close(fds[0]);
+    ::dup2(fds[1], STDERR_FILENO);
+    const int null = ::open("/dev/null", O_RDWR);
+    ::dup2(null, STDIN_FILENO);
+    ::dup2(null, STDOUT_FILENO);
+    std::vector<char*> argv;
+    std::string program = LQER_CLI_PATH;
+    argv.push_back(program.data());
+    std::vector<std::string> copy = args;
+    for (auto& a : copy) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(program.c_str(), argv.data());
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  run_result r;
+  bool sent = false;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) != 0;) {
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    r.err.append(buf, static_cast<std::size_t>(n));
+    if (!sent && r.err.find(cue) != std::string::npos) {
+      ::kill(pid, sig);
+      sent = true;
+    }
+  }
+  ::close(fds[0]);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+  }
+  r.exit_code = sent && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
 }
 

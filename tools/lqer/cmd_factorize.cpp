@@ -50,6 +50,7 @@
 #include <lqer/tensor/check.hpp>
 
 #include "commands.hpp"
+#include "factorize_choice.hpp"
 #include "layer_dir.hpp"
 
 namespace lqer::cli {
@@ -72,34 +73,6 @@ struct factorize_cli {
   index_t oversampling = randomized_svd{}.oversampling;
   int power_iterations = randomized_svd{}.power_iterations;
   bool quiet = false;
-};
-
-// ---------------------------------------------------------------------------
-// Runtime policy and solver choices as the types factorize() takes. The CLI is
-// where run-time names meet compile-time types; folding identity / mean_abs /
-// rms into one diagonal type (and the two solvers into one) keeps the number of
-// instantiations at 2 × (formats) instead of 8 × (formats). Multiplying by a
-// scale of ones is exact, so `identity` gives the same numbers either way. The
-// report's policy and solver names are set from the user's choice afterwards.
-
-struct cli_diagonal_policy {
-  static constexpr std::string_view kName = "diagonal";
-  std::string kind;
-  std::vector<float> scale(const activation_stats& s, index_t in) const {
-    if (kind == "identity") return policy::identity{}.scale(s, in);
-    if (kind == "rms") return policy::rms{}.scale(s, in);
-    return policy::mean_abs{}.scale(s, in);
-  }
-};
-
-struct cli_solver {
-  static constexpr std::string_view kName = "cli";
-  bool exact = false;
-  randomized_svd randomized;
-  template <linear_operator Op>
-  svd_triplets operator()(const Op& op, index_t k) const {
-    return exact ? exact_svd{}(op, k) : randomized(op, k);
-  }
 };
 
 // ---------------------------------------------------------------------------
@@ -261,7 +234,7 @@ int run_factorize(factorize_cli o) {
   const auto progress = [tty](int step, int steps, std::string_view name) {
     if (tty) fmt::print(stderr, "\rfactorize [{}/{}] {}\x1b[K", step, steps, name);
   };
-  cli_solver solver;
+  any_solver solver;
   solver.exact = o.solver == "exact";
   solver.randomized.oversampling = o.oversampling;
   solver.randomized.power_iterations = o.power_iterations;
@@ -351,23 +324,9 @@ int run_factorize(factorize_cli o) {
                 {"write", since(t_write)}}},
           };
         };
-        if (whiten) {
-          factorize_options<policy::whiten, cli_solver> opt;
-          opt.policy.damping = o.damping;
-          opt.policy.factorization =
-              o.whiten_factorization == "eigen" ? whiten_factorization::eigen : whiten_factorization::cholesky;
-          opt.solver = solver;
-          opt.bias = bias;
-          opt.progress = progress;
-          run(opt);
-        } else {
-          factorize_options<cli_diagonal_policy, cli_solver> opt;
-          opt.policy.kind = o.policy;
-          opt.solver = solver;
-          opt.bias = bias;
-          opt.progress = progress;
-          run(opt);
-        }
+        with_policy(o.policy, solver, o.damping,
+                    o.whiten_factorization == "eigen" ? whiten_factorization::eigen : whiten_factorization::cholesky,
+                    bias, progress, run);
       });
     });
   });

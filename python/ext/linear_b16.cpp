@@ -1,0 +1,6 @@
+// lqer Python package — the fused kernels for block 16 (see common.hpp).
+#include "linear_impl.hpp"
+
+namespace lqer::py {
+template std::shared_ptr<linear_base> make_linear_block<16>(const std::shared_ptr<const layer_base>&, int, linear_mode);
+}  // namespace lqer::py

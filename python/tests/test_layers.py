@@ -1,0 +1,161 @@
+"""lqer.factorize against the LQER authors' reference layers, the Layer's
+contents, and checkpoint files. (The files are the C++ side's own writer's;
+tests/io/test_checkpoint.cpp decodes them with PyPI's safetensors by the
+documented schema.)"""
+
+import json
+
+import numpy as np
+import pytest
+
+import lqer
+from conftest import DATA, load
+
+
+def reference(name):
+    m = json.loads((DATA / "manifest.json").read_text())
+    return {
+        "w": load(name + "_W"),
+        "xcal": load(name + "_Xcal"),
+        "xtest": load(name + "_Xtest"),
+        "wq": load(name + "_Wq"),
+        "yfp": load(name + "_Yfp"),
+        "y_plain": load(name + "_Y_plain"),
+        "y_lqer": load(name + "_Y_lqer"),
+        "y_l2qer": load(name + "_Y_l2qer"),
+        "rank": 16 if name == "layer_small" else 32,  # tests/data/README.md
+    }
+
+
+@pytest.mark.parametrize("name", ["layer_small", "layer_mid"])
+def test_reference_layers(name):
+    r = reference(name)
+    st = lqer.ActivationStats(r["w"].shape[1])
+    st.add(r["xcal"])  # one batch, as the reference computes its scale
+    plain = lqer.factorize(r["w"], st, rank=0, policy="identity", solver="exact")
+    keep = np.abs(r["w"]) >= 1e-7
+    assert np.array_equal(plain.wq[keep], r["wq"][keep])  # MXINT4 b16 LQER rule, bit for bit
+    # LQER / L²QER, exact solver, paper semantics: the reference's float32
+    # torch SVD and ours (double, rounded) may flip single 8-bit codes, which
+    # moves the output by at most about one step, 2^-7, of the correction.
+    for policy, want in [("identity", r["y_lqer"]), ("mean_abs", r["y_l2qer"])]:
+        layer = lqer.factorize(r["w"], st, rank=r["rank"], policy=policy, solver="exact")
+        y = lqer.Linear(layer, reference="paper")(r["xtest"]).astype(np.float64)
+        correction = np.linalg.norm(want.astype(np.float64) - r["y_plain"])
+        assert np.linalg.norm(y - want) <= 2.0**-7 * correction, policy
+
+
+def test_layer_contents_and_report(rng):
+    w = (rng.standard_normal((80, 64)) * 0.05).astype(np.float32)
+    x = rng.standard_normal((200, 64)).astype(np.float32)
+    st = lqer.ActivationStats(64)
+    st.add(x)
+    bias = rng.standard_normal(80).astype(np.float32)
+    l = lqer.factorize(w, st, rank=16, bias=bias)
+    assert (l.in_features, l.out_features, l.rank, l.block) == (64, 80, 16, 16)
+    assert (l.weight_format, l.lowrank_format, l.policy, l.solver) == (
+        "mxint4_b16_lqer", "mxint8_b16_lqer", "mean_abs", "randomized")
+    assert l.wq.shape == (80, 64) and l.a.shape == (64, 16) and l.b.shape == (16, 80)
+    assert np.array_equal(l.bias, bias)
+    assert l.scale.shape == (64,)
+    # Bits: 4-bit codes + an 8-bit scale per 16 (4.5) for W, and A, B at 8.5
+    # bits per element: 4.5 + 8.5·16·(64+80)/(64·80) (rank 16 = one block:
+    # no padding is stored).
+    assert l.bits_per_weight == pytest.approx(4.5 + 8.5 * 16 * (64 + 80) / (64 * 80))
+    rep = l.report
+    assert rep["rank"] == 16 and len(rep["singular_values"]) == 16
+    assert rep["residual_norm"] < rep["error_norm"]
+    # Wq is W fake-quantized; Wq + (A·B)ᵀ is closer to W than Wq in the scaled metric.
+    assert np.array_equal(l.wq, lqer.fake_quantize(w, "mxint4", rule="lqer"))
+    s = l.scale
+    e0 = np.linalg.norm((w - l.wq) * s)
+    e1 = np.linalg.norm((w - l.wq - (l.a @ l.b).T) * s)
+    assert e1 < e0
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(policy="identity", w_format="mxint3", block=32, rule="ocp"),
+        dict(policy="rms", w_format="mxint8", lr_format="mxint8", solver="exact"),
+        dict(policy="whiten", w_format="mxint2", lr_rule="ocp"),
+    ],
+)
+def test_other_formats_policies_and_solvers(rng, kw):
+    w = (rng.standard_normal((48, 64)) * 0.05).astype(np.float32)
+    st = lqer.ActivationStats(64, gram=True)
+    st.add(rng.standard_normal((100, 64)).astype(np.float32))
+    l = lqer.factorize(w, st, rank=4, **kw)
+    assert l.weight_format.startswith(kw.get("w_format", "mxint4"))
+    assert l.policy == kw["policy"]
+    assert l.report["residual_norm"] < l.report["error_norm"]
+
+
+def test_bad_arguments_name_the_problem(rng):
+    w = np.zeros((16, 32), np.float32)
+    st = lqer.ActivationStats(32)
+    st.add(np.ones((4, 32), np.float32))
+    cases = [
+        (dict(policy="gptq"), "policy"),
+        (dict(solver="lanczos"), "solver"),
+        (dict(w_format="int4"), "MX integer format"),
+        (dict(lr_format="mxint4"), "low-rank"),
+        (dict(block=64), "block"),
+        (dict(rank=100), "rank"),
+        (dict(policy="whiten"), "Gram"),
+    ]
+    for kw, needle in cases:
+        with pytest.raises(ValueError, match=needle):
+            lqer.factorize(w, st, **{"rank": 4, **kw})
+    with pytest.raises(ValueError, match="statistics"):
+        lqer.factorize(w, None, rank=4)
+    with pytest.raises(ValueError, match="inputs|width|shape|in_features"):
+        lqer.factorize(np.zeros((16, 48), np.float32), st, rank=4)
+
+
+def test_checkpoint_round_trip_many_layers(tmp_path, rng):
+    st = lqer.ActivationStats(64)
+    st.add(rng.standard_normal((100, 64)).astype(np.float32))
+    layers = {
+        "blk.0.q": lqer.factorize((rng.standard_normal((32, 64)) * 0.1).astype(np.float32), st, rank=4),
+        "blk.0.k": lqer.factorize((rng.standard_normal((16, 64)) * 0.1).astype(np.float32), st, rank=8, block=32,
+                                  rule="ocp"),
+    }
+    p = tmp_path / "m.lqer.safetensors"
+    lqer.save(p, layers)
+    assert lqer.layer_names(p) == ["blk.0.k", "blk.0.q"]
+    back = lqer.load_all(p)
+    x = rng.standard_normal((5, 64)).astype(np.float32)
+    for name, l in layers.items():
+        b = back[name]
+        assert (b.weight_format, b.lowrank_format, b.rank, b.policy, b.solver) == (
+            l.weight_format, l.lowrank_format, l.rank, l.policy, l.solver)
+        assert np.array_equal(b.wq, l.wq) and np.array_equal(b.a, l.a) and np.array_equal(b.b, l.b)
+        assert np.array_equal(lqer.Linear(b)(x), lqer.Linear(l)(x))  # bit for bit
+    one = lqer.load(p, "blk.0.q")
+    assert one.out_features == 32
+    with pytest.raises(ValueError, match="2 layers"):
+        lqer.load(p)
+    with pytest.raises(ValueError, match="no layer"):
+        lqer.load(p, "blk.9.q")
+    layers["blk.0.q"].save(tmp_path / "one.lqer.safetensors")
+    assert lqer.layer_names(tmp_path / "one.lqer.safetensors") == ["layer"]
+
+
+def test_damaged_checkpoints_are_refused(tmp_path, rng):
+    l = lqer.factorize((rng.standard_normal((16, 32)) * 0.1).astype(np.float32), None, rank=2, policy="identity")
+    p = tmp_path / "l.lqer.safetensors"
+    l.save(p)
+    raw = p.read_bytes()
+    p.write_bytes(raw[: len(raw) - 10])
+    with pytest.raises(lqer.FileFormatError):
+        lqer.load(p)
+    flipped = bytearray(raw)
+    flipped[-5] ^= 1
+    p.write_bytes(bytes(flipped))
+    with pytest.raises(lqer.FileFormatError, match="checksum"):
+        lqer.load(p)
+    lqer.load(p, verify=False)
+    p.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(lqer.FileFormatError):
+        lqer.load(p)

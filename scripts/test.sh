@@ -13,7 +13,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Two cores are all the machine has; LQER_JOBS overrides.
 JOBS=${LQER_JOBS:-2}
-STAGES=(lint docs gcc avx2 asan tsan aarch64 fuzz deps)
+STAGES=(lint docs gcc python avx2 asan tsan aarch64 fuzz deps)
 
 log() { printf '\n==> %s\n' "$*"; }
 
@@ -65,6 +65,10 @@ stage_tsan() {
   TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
     ctest --test-dir "$dir" --output-on-failure -j "$JOBS" -R "$pattern"
 }
+
+# The Python package (python/): pip install into a virtualenv of its own, then
+# pytest, including the SmolLM2 proof against the gcc stage's llama engine.
+stage_python() { bash scripts/test_python.sh build/python; }
 
 # The gcc stage's portable tests once more on an emulated AVX2-only x86-64 CPU
 # (qemu-x86_64 -cpu EPYC-Milan), so both kinds of CI machine are covered in

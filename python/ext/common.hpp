@@ -162,8 +162,8 @@ struct factorize_args {
   cli::mx_spec w, lr;  ///< formats (the block is w.block; lr.block must equal it)
   double damping = 1e-4;
   std::string whiten_factorization = "cholesky";
-  index_t oversampling = 10;
-  int power_iterations = 2;
+  index_t oversampling = randomized_svd{}.oversampling;  // the library's defaults
+  int power_iterations = randomized_svd{}.power_iterations;
   std::vector<float> bias;
 };
 

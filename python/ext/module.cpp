@@ -388,8 +388,9 @@ NB_MODULE(_lqer, m) {
       "_factorize_2d",
       [](const f32_in& w, const stats_object* stats, index_t rank, const std::string& policy, const std::string& solver,
          const std::string& w_format, const std::string& lr_format, int block, const std::string& rule,
-         const std::string& lr_rule, double damping, const std::string& whiten_factorization, index_t oversampling,
-         int power_iterations, std::optional<std::vector<float>> bias) -> layer_ptr {
+         const std::string& lr_rule, double damping, const std::string& whiten_factorization,
+         std::optional<index_t> oversampling, std::optional<int> power_iterations,
+         std::optional<std::vector<float>> bias) -> layer_ptr {
         if (!cli::is_policy_name(policy))
           throw value_error("policy must be identity, mean_abs, rms or whiten, not '" + policy + "'");
         if (solver != "randomized" && solver != "exact")
@@ -404,8 +405,8 @@ NB_MODULE(_lqer, m) {
         a.lr = parse_mx(lr_format, block, lr_rule.empty() ? rule : lr_rule, "lr_format");
         a.damping = damping;
         a.whiten_factorization = whiten_factorization;
-        a.oversampling = oversampling;
-        a.power_iterations = power_iterations;
+        if (oversampling) a.oversampling = *oversampling;
+        if (power_iterations) a.power_iterations = *power_iterations;
         if (bias) a.bias = std::move(*bias);
         std::vector<float> storage;
         const auto wv = as_matrix(w, storage, "factorize: W");
@@ -417,7 +418,8 @@ NB_MODULE(_lqer, m) {
       },
       nb::arg("w"), nb::arg("stats").none(), nb::arg("rank"), nb::arg("policy"), nb::arg("solver"), nb::arg("w_format"),
       nb::arg("lr_format"), nb::arg("block"), nb::arg("rule"), nb::arg("lr_rule"), nb::arg("damping"),
-      nb::arg("whiten_factorization"), nb::arg("oversampling"), nb::arg("power_iterations"), nb::arg("bias").none());
+      nb::arg("whiten_factorization"), nb::arg("oversampling").none(), nb::arg("power_iterations").none(),
+      nb::arg("bias").none());
 
   m.def(
       "layer_names",

@@ -154,8 +154,8 @@ def factorize(
     bias: Optional[ArrayLike] = None,
     damping: float = 1e-4,
     whiten_factorization: str = "cholesky",
-    oversampling: int = 10,
-    power_iterations: int = 2,
+    oversampling: Optional[int] = None,
+    power_iterations: Optional[int] = None,
 ) -> Layer:
     """LQER: Wq = Q(W), then A·B ≈ the activation-scaled error, by one SVD.
 
@@ -166,8 +166,10 @@ def factorize(
     Gram matrix's Cholesky factor). solver: 'randomized' or 'exact'.
     w_format: mxint2/3/4/8; lr_format (A and B): mxint8; block 16 or 32 for
     all of them; rule 'lqer' (the LQER reference's exponent rule) or 'ocp'.
-    bias [out] passes through to the layer. Returns a Layer (its .report says
-    what was measured).
+    bias [out] passes through to the layer. oversampling and
+    power_iterations tune the randomized solver (None: lqer's defaults, 10
+    and 3, the C++ side's). Returns a Layer (its .report says what was
+    measured).
     """
     if stats is None and policy != "identity":
         raise ValueError(f"factorize: policy '{policy}' needs calibration statistics (stats=...)")
@@ -188,8 +190,8 @@ def factorize(
         lr_rule or "",
         float(damping),
         whiten_factorization,
-        int(oversampling),
-        int(power_iterations),
+        None if oversampling is None else int(oversampling),
+        None if power_iterations is None else int(power_iterations),
         b,
     )
 

@@ -208,9 +208,8 @@ class sha256 {
   /// hence the byte shuffle), group j ≥ 4 from groups j-4 … j-1 by
   /// W_j = msg2(msg1(W_{j-4}, W_{j-3}) + (W_{j-2}, W_{j-1}) shifted by one word, W_{j-1})
   /// — σ0, the W_{t-7} term and σ1 of FIPS 180-4's schedule, in that order.
-  __attribute__((target("sha,ssse3,sse4.1"))) static void compress_x86_sha(std::uint32_t* state,
-                                                                          const std::uint8_t* p,
-                                                                          std::size_t blocks) noexcept {
+  __attribute__((target("sha,ssse3,sse4.1"))) static void compress_x86_sha(std::uint32_t* state, const std::uint8_t* p,
+                                                                           std::size_t blocks) noexcept {
     const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bLL, 0x0405060700010203LL);
     __m128i dcba = _mm_loadu_si128(reinterpret_cast<const __m128i*>(state));
     __m128i hgfe = _mm_loadu_si128(reinterpret_cast<const __m128i*>(state + 4));

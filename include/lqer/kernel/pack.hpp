@@ -122,7 +122,8 @@ template <code_kind Kind, bool NibbleSource>
 struct stream_words {
   static_assert(std::endian::native == std::endian::little,
                 "pack: the n16c4 stream is defined on little-endian words (x86-64, AArch64)");
-  static_assert(Kind == code_kind::byte || NibbleSource, "pack: codes of more than 4 bits do not fit the nibble stream");
+  static_assert(Kind == code_kind::byte || NibbleSource,
+                "pack: codes of more than 4 bits do not fit the nibble stream");
   static constexpr bool kWiden = Kind == code_kind::byte && NibbleSource;
   static constexpr int kUnitBytes = kWiden ? 2 : 4;
   /// The stream word of all-zero codes.
@@ -143,7 +144,8 @@ struct stream_words {
     if constexpr (Kind == code_kind::nibble) {
       const std::uint32_t lo = x & 0x0F0F0F0Fu, hi = (x >> 4) & 0x0F0F0F0Fu;
       const std::uint32_t low_half = (lo & 0xFFu) | (hi & 0xFFu) << 8 | (lo & 0xFF00u) << 8 | (hi & 0xFF00u) << 16;
-      const std::uint32_t high_half = (lo >> 16 & 0xFFu) | (hi >> 8 & 0xFF00u) | (lo >> 8 & 0xFF0000u) | (hi & 0xFF000000u);
+      const std::uint32_t high_half =
+          (lo >> 16 & 0xFFu) | (hi >> 8 & 0xFF00u) | (lo >> 8 & 0xFF0000u) | (hi & 0xFF000000u);
       return (low_half | high_half << 4) ^ 0x88888888u;
     } else if constexpr (kWiden) {
       const std::uint32_t spread = (x & 0x0Fu) | (x & 0xF0u) << 4 | (x & 0xF00u) << 8 | (x & 0xF000u) << 12;

@@ -23,6 +23,7 @@
 #pragma once
 
 #include <concepts>
+#include <type_traits>
 
 #include "lqer/config.hpp"
 
@@ -60,5 +61,39 @@ struct serial_executor {
 };
 
 static_assert(executor<serial_executor>);
+
+/// Any executor behind one type: a non-owning reference that forwards
+/// parallel_for through two indirect calls (one per parallel_for, one per
+/// range it hands out). linear() runs its driver on an executor_ref, so the
+/// kernels are compiled once per layer type instead of once per layer type
+/// and executor type, and lqer::kernels can hold them compiled (issue #18).
+/// The referenced executor must outlive the executor_ref.
+class executor_ref {
+ public:
+  /// Implicit, as a reference converts: any executor passes where an executor_ref is taken.
+  template <class E>
+  requires(executor<E> && !std::same_as<std::remove_cv_t<E>, executor_ref>) executor_ref(E& exec)
+  noexcept : exec_(const_cast<void*>(static_cast<const void*>(&exec))), run_(&run_on<E>) {}
+
+  template <class F>
+  void parallel_for(index_t n_tasks, F&& fn) const {
+    using Fn = std::remove_reference_t<F>;
+    run_(
+        exec_, n_tasks, [](void* f, index_t b, index_t e) { (*static_cast<Fn*>(f))(b, e); },
+        const_cast<void*>(static_cast<const void*>(&fn)));
+  }
+
+ private:
+  using range_fn = void (*)(void*, index_t, index_t);
+  template <class E>
+  static void run_on(void* exec, index_t n_tasks, range_fn fn, void* ctx) {
+    static_cast<E*>(exec)->parallel_for(n_tasks, [fn, ctx](index_t b, index_t e) { fn(ctx, b, e); });
+  }
+
+  void* exec_;
+  void (*run_)(void*, index_t, range_fn, void*);
+};
+
+static_assert(executor<executor_ref>);
 
 }  // namespace lqer

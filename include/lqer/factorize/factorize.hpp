@@ -290,6 +290,52 @@ void compute_residuals(const matrix_rm& e, const matrix_rm& a, const matrix_rm& 
   }
 }
 
+/// The weighting L of step 1, from the statistics: a scale s for the diagonal
+/// policies, the factor F for whitening ones.
+struct error_weighting {
+  std::vector<float> scale;  ///< s [in] (all ones for identity); empty for whitening policies
+  whitening white;           ///< F (whitening policies only)
+  bool use_scale = false;    ///< apply s (false for identity: L = I, no scaling pass at all)
+  bool use_white = false;    ///< apply F
+};
+
+/// Step 1 for one policy (format-independent: compiled once in lqer::offline).
+template <class Policy>
+error_weighting weighting_of(const Policy& policy, const activation_stats& stats, index_t in) {
+  error_weighting l;
+  if constexpr (whitening_scale_policy<Policy>) {
+    l.white = policy.factor(stats, in);
+    l.use_white = true;
+  } else {
+    l.scale = policy.scale(stats, in);
+    require_finite(std::span<const float>(l.scale), "factorize: scale");
+    for (float s : l.scale)
+      if (!(s > 0.0f)) throw value_error("factorize: the scale policy produced a non-positive scale");
+    l.use_scale = !std::is_same_v<Policy, policy::identity>;
+  }
+  return l;
+}
+
+/// The unquantized factors of step 3.
+struct lowrank_factors {
+  matrix_rm a;                         ///< A = L⁻¹ U_k [in, k]
+  matrix_rm b;                         ///< B = Σ_k V_kᵀ [k, out]
+  std::vector<float> singular_values;  ///< σ_1 … σ_k
+};
+
+/// Step 3 for one solver: the top-k triplets of M = L·Eqᵀ, A = L⁻¹U_k and
+/// B = Σ_k V_kᵀ (format-independent: compiled once in lqer::offline). rank > 0.
+template <class Solver>
+lowrank_factors solve_lowrank(const matrix_rm& e, const error_weighting& l, index_t rank, const Solver& solver) {
+  const weighted_error_operator<> op(e, l.use_scale ? &l.scale : nullptr, l.use_white ? &l.white : nullptr);
+  const svd_triplets t = solver(op, rank);
+  lowrank_factors f;
+  f.a = op.solve(t.u);
+  f.b = t.s.asDiagonal() * t.v.transpose();
+  f.singular_values.assign(t.s.data(), t.s.data() + t.s.size());
+  return f;
+}
+
 template <class Policy, class Solver, class WFormat, class LrFormat>
 factorize_result<WFormat, LrFormat> factorize_impl(matrix_view<const float> w, const activation_stats& stats,
                                                    index_t rank, const factorize_options<Policy, Solver>& opt) {
@@ -326,19 +372,14 @@ factorize_result<WFormat, LrFormat> factorize_impl(matrix_view<const float> w, c
   rep.out_features = out;
   rep.rank = rank;
 
+  // Steps 1, 3 and 5 do not depend on the formats: they are separate function
+  // templates over the policy, the solver and nothing, so that lqer::offline
+  // can hold them compiled once for every format combination (issue #18).
   // 1. The weighting L from the statistics.
   step(1, "stats");
   auto t0 = clock::now();
-  whitening white;
-  if constexpr (whitening_scale_policy<Policy>) {
-    white = opt.policy.factor(stats, in);
-    rep.whiten_lambda = white.lambda();
-  } else {
-    res.scale = opt.policy.scale(stats, in);
-    require_finite(std::span<const float>(res.scale), "factorize: scale");
-    for (float s : res.scale)
-      if (!(s > 0.0f)) throw value_error("factorize: the scale policy produced a non-positive scale");
-  }
+  error_weighting weighting = weighting_of(opt.policy, stats, in);
+  if (weighting.use_white) rep.whiten_lambda = weighting.white.lambda();
   rep.seconds.stats = seconds_since(t0);
 
   // 2. Wq and Eq.
@@ -357,16 +398,13 @@ factorize_result<WFormat, LrFormat> factorize_impl(matrix_view<const float> w, c
   // 3. Truncated SVD of M = L·Eqᵀ; A = L⁻¹U_k, B = Σ_k V_kᵀ.
   step(3, "svd");
   t0 = clock::now();
-  // identity: L = I, no scaling pass at all.
-  constexpr bool kIdentity = std::is_same_v<Policy, policy::identity>;
-  const weighted_error_operator<> op(e, (whitening_scale_policy<Policy> || kIdentity) ? nullptr : &res.scale,
-                                     whitening_scale_policy<Policy> ? &white : nullptr);
   if (rank > 0) {
-    const svd_triplets t = opt.solver(op, rank);
-    res.a_unquantized = op.solve(t.u);
-    res.b_unquantized = t.s.asDiagonal() * t.v.transpose();
-    rep.singular_values.assign(t.s.data(), t.s.data() + t.s.size());
+    lowrank_factors f = solve_lowrank(e, weighting, rank, opt.solver);
+    res.a_unquantized = std::move(f.a);
+    res.b_unquantized = std::move(f.b);
+    rep.singular_values = std::move(f.singular_values);
   }
+  res.scale = std::move(weighting.scale);
   rep.seconds.svd = seconds_since(t0);
 
   // 4. The low-rank factors in their format, each blocked along its product's reduction axis.
@@ -439,3 +477,44 @@ factorize_result<WFormat, LrFormat> factorize(const Eigen::MatrixBase<Derived>& 
 }
 
 }  // namespace lqer
+
+// ---------------------------------------------------------------------------
+// The companion library lqer::offline
+//
+// What a call of factorize() spends its compile time on (issue #18: 30 s and
+// 1.2 GB per translation unit) is Eigen's decompositions in the policies'
+// weighting and in the solvers, and the report's double-precision products.
+// None of it depends on the formats: it is in weighting_of<Policy>,
+// solve_lowrank<Solver> and compute_residuals, which lqer::offline (src/)
+// holds compiled for the policies and solvers listed here. Linking that target
+// defines LQER_OFFLINE_LIBRARY, and the declarations below then stop every
+// includer from compiling them again; only the formats' encoders are left to
+// the translation unit. A policy or solver not in the lists (a user's own)
+// compiles header-only, as everything does without the target. These lists
+// are the only place that names them: src/offline_*.cpp instantiate from them.
+// The lists and the instantiations name things relative to namespace lqer,
+// where they are expanded.
+#define LQER_OFFLINE_POLICIES(X) X(policy::identity) X(policy::mean_abs) X(policy::rms) X(policy::whiten)
+#define LQER_OFFLINE_SOLVERS(X) X(exact_svd) X(randomized_svd)
+
+#define LQER_OFFLINE_WEIGHTING(P) \
+  template detail::error_weighting detail::weighting_of<P>(const P&, const activation_stats&, index_t);
+#define LQER_OFFLINE_SOLVE_LOWRANK(S)                                                                                  \
+  template detail::lowrank_factors detail::solve_lowrank<S>(const matrix_rm&, const detail::error_weighting&, index_t, \
+                                                            const S&);
+#define LQER_OFFLINE_RESIDUALS                                                                                    \
+  template void detail::compute_residuals<activation_stats>(const matrix_rm&, const matrix_rm&, const matrix_rm&, \
+                                                            const matrix_rm&, const matrix_rm&,                   \
+                                                            const activation_stats&, factorize_report&);
+
+#if defined(LQER_OFFLINE_LIBRARY)
+namespace lqer {
+#define LQER_OFFLINE_EXTERN_WEIGHTING(P) extern LQER_OFFLINE_WEIGHTING(P)
+#define LQER_OFFLINE_EXTERN_SOLVE_LOWRANK(S) extern LQER_OFFLINE_SOLVE_LOWRANK(S)
+LQER_OFFLINE_POLICIES(LQER_OFFLINE_EXTERN_WEIGHTING)
+LQER_OFFLINE_SOLVERS(LQER_OFFLINE_EXTERN_SOLVE_LOWRANK)
+extern LQER_OFFLINE_RESIDUALS
+#undef LQER_OFFLINE_EXTERN_WEIGHTING
+#undef LQER_OFFLINE_EXTERN_SOLVE_LOWRANK
+}  // namespace lqer
+#endif

@@ -409,9 +409,12 @@ decltype(auto) with_isa(kernel_path path, F&& f) {
   }
 }
 
-template <class P, class E>
-void linear_dispatch(const P& p, matrix_view<const float> x, matrix_view<float> y, linear_workspace& ws, E& exec,
-                     kernel_path path) {
+/// Everything linear() does, for any executor (behind executor_ref): one
+/// instantiation per packed layer type, which lqer::kernels holds compiled for
+/// the types in LQER_KERNELS_LAYERS (below).
+template <class P>
+void linear_dispatch(const P& p, matrix_view<const float> x, matrix_view<float> y, linear_workspace& ws,
+                     executor_ref exec, kernel_path path) {
   require_usable(path);
   if (p.empty()) throw shape_error("linear: the packed layer is empty");
   x.validate("linear: x");
@@ -471,7 +474,7 @@ template <class W, class Lr, class Act, class L, class E = serial_executor>
 requires executor<std::remove_cvref_t<E>>
 void linear(const packed_layer<W, Lr, Act, L>& p, matrix_view<const float> x, matrix_view<float> y,
             linear_workspace& ws, E&& exec = E{}, kernel_path path = best_path()) {
-  detail::linear_dispatch(p, x, y, ws, exec, path);
+  detail::linear_dispatch(p, x, y, ws, executor_ref(exec), path);
 }
 
 /// The same with a workspace of this thread's own (re-entrant: see the file comment).
@@ -480,7 +483,52 @@ requires executor<std::remove_cvref_t<E>>
 void linear(const packed_layer<W, Lr, Act, L>& p, matrix_view<const float> x, matrix_view<float> y, E&& exec = E{},
             kernel_path path = best_path()) {
   const detail::thread_workspaces::lease ws(detail::thread_workspaces::of_this_thread());
-  detail::linear_dispatch(p, x, y, ws.get(), exec, path);
+  detail::linear_dispatch(p, x, y, ws.get(), executor_ref(exec), path);
 }
 
+namespace kernels_library {
+/// The packed layer types lqer::kernels holds linear() compiled for: the
+/// paper's MXINT4 W4A8 at blocks 16 and 32 (LQER reference rule), the OCP MX
+/// rule at block 32, and W8A8 (MXINT8 weights, the example engines' output
+/// projection) for each. The correction's A and B are MXINT8 of the same rule.
+template <int Bits, int Block, mx_rule Rule>
+using layer = packed_layer<mxint<Bits, Block, Rule>, mxint<8, Block, Rule>, mxint<8, Block, Rule>>;
+using w4_b16_lqer = layer<4, 16, mx_rule::lqer>;
+using w4_b32_lqer = layer<4, 32, mx_rule::lqer>;
+using w4_b32_ocp = layer<4, 32, mx_rule::ocp>;
+using w8_b16_lqer = layer<8, 16, mx_rule::lqer>;
+using w8_b32_lqer = layer<8, 32, mx_rule::lqer>;
+using w8_b32_ocp = layer<8, 32, mx_rule::ocp>;
+}  // namespace kernels_library
+
 }  // namespace lqer
+
+// ---------------------------------------------------------------------------
+// The companion library lqer::kernels
+//
+// A call of linear() compiles the driver and every path's micro-tile tables
+// for its layer type (issue #18: 9 s and 0.4 GB per translation unit).
+// lqer::kernels (src/kernels_*.cpp) holds detail::linear_dispatch compiled for
+// the layer types listed here; linking it defines LQER_KERNELS_LIBRARY, and
+// the declarations below then stop every includer from compiling them again.
+// Every other layer type compiles header-only, as everything does without the
+// target. The list is the only place that names them (names relative to
+// namespace lqer, where it is expanded).
+// Two halves, so that two cores compile the library in parallel.
+#define LQER_KERNELS_LAYERS_W4(X) \
+  X(kernels_library::w4_b16_lqer) X(kernels_library::w4_b32_lqer) X(kernels_library::w4_b32_ocp)
+#define LQER_KERNELS_LAYERS_W8(X) \
+  X(kernels_library::w8_b16_lqer) X(kernels_library::w8_b32_lqer) X(kernels_library::w8_b32_ocp)
+#define LQER_KERNELS_LAYERS(X) LQER_KERNELS_LAYERS_W4(X) LQER_KERNELS_LAYERS_W8(X)
+
+#define LQER_KERNELS_LINEAR(P)                                                                                        \
+  template void detail::linear_dispatch<P>(const P&, matrix_view<const float>, matrix_view<float>, linear_workspace&, \
+                                           executor_ref, kernel_path);
+
+#if defined(LQER_KERNELS_LIBRARY)
+namespace lqer {
+#define LQER_KERNELS_EXTERN_LINEAR(P) extern LQER_KERNELS_LINEAR(P)
+LQER_KERNELS_LAYERS(LQER_KERNELS_EXTERN_LINEAR)
+#undef LQER_KERNELS_EXTERN_LINEAR
+}  // namespace lqer
+#endif

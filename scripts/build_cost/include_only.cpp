@@ -1,0 +1,2 @@
+// build_cost: #include <lqer/lqer.hpp> alone.
+#include <lqer/lqer.hpp>

@@ -39,7 +39,7 @@
 #include <vector>
 
 #include "lqer/exec/thread_pool.hpp"
-#include "lqer/factorize/layer.hpp"
+#include "lqer/layer/layer.hpp"
 #include "lqer/kernel/linear.hpp"
 #include "lqer/kernel/pack.hpp"
 

@@ -8,7 +8,12 @@
 #   1. format : clang-format --dry-run -Werror on include/**/*.hpp, *.inl (root .clang-format)
 #   2. headers: every public header compiles on its own (clang++ -fsyntax-only,
 #               -Wall -Wextra -Werror): no header relies on its includer's includes
-#   3. tidy   : clang-tidy with the root .clang-tidy (WarningsAsErrors '*') over one
+#   3. layers : the ladder's directions (DESIGN.md §3), checked on each header's
+#               full include closure (clang++ -M): format/ includes no other part
+#               of lqer; layer/ and kernel/ never reach factorize/, calib/ or Eigen,
+#               and factorize/ never reaches kernel/; lqer.hpp (the runtime API)
+#               reaches no Eigen and no factorize/
+#   4. tidy   : clang-tidy with the root .clang-tidy (WarningsAsErrors '*') over one
 #               translation unit that includes every header, so each header is
 #               analysed once (HeaderFilterRegex limits findings to include/lqer/)
 # neon_dotprod.hpp is AArch64-only: on other hosts stage 2 skips it and stage 3
@@ -68,6 +73,31 @@ if ! printf '%s\n' "${headers[@]}" |
   failed+=(headers)
 fi
 
+echo "==> lint: layers (include closures)"
+# violation <header> <closure…>: prints the rule the header's closure breaks, if any.
+# Paths in the closure are as the compiler opened them: include/lqer/... for
+# lqer's own headers, /usr/include/eigen3/... for Eigen.
+layer_violation() {
+  local h=$1 deps
+  deps=$(printf '#include "%s"\n' "${h#include/}" | "$CXX" "${FLAGS[@]}" -M -x c++ - 2>/dev/null |
+    tr ' \\' '\n\n' | grep -E '/(lqer/[a-z_/]+\.(hpp|inl)|eigen3/)' | sed -E 's|.*/(lqer/)|\1|; s|.*/eigen3/.*|Eigen|' | sort -u)
+  local forbidden=""
+  case ${h#include/} in
+    lqer/format/*) forbidden='^lqer/(tensor|layer|calib|factorize|kernel|exec|io)/|^Eigen$' ;;
+    lqer/layer/* | lqer/kernel/*) forbidden='^lqer/(calib|factorize|io)/|^Eigen$' ;;
+    lqer/factorize/layer.hpp | lqer/factorize/reference_forward.hpp) return 0 ;;  # forwarding headers
+    lqer/factorize/*) forbidden='^lqer/kernel/' ;;
+    lqer/lqer.hpp) forbidden='^lqer/(calib|factorize)/|^Eigen$' ;;
+    *) return 0 ;;
+  esac
+  local bad
+  bad=$(grep -E "$forbidden" <<<"$deps" | tr '\n' ' ')
+  [[ -z $bad ]] || { echo "lint: $h reaches ${bad}(the ladder forbids it: DESIGN.md §3)"; return 1; }
+}
+layers_ok=1
+for h in "${headers[@]}"; do layer_violation "$h" || layers_ok=0; done
+((layers_ok)) || failed+=(layers)
+
 echo "==> lint: clang-tidy"
 tu=$SCRATCH/all_headers.cpp
 {
@@ -103,4 +133,4 @@ if ((${#failed[@]})); then
   echo "lint: FAILED (${failed[*]}) in ${secs}s"
   exit 1
 fi
-echo "lint: OK (format, ${#headers[@]} self-contained headers, clang-tidy) in ${secs}s"
+echo "lint: OK (format, ${#headers[@]} self-contained headers, layers, clang-tidy) in ${secs}s"

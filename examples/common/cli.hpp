@@ -17,7 +17,7 @@
 #include <functional>
 #include <initializer_list>
 #include <lqer/error.hpp>
-#include <lqer/factorize/reference_forward.hpp>  // correction_mode
+#include <lqer/layer/reference_forward.hpp>  // correction_mode
 #include <sstream>
 #include <stdexcept>
 #include <string>

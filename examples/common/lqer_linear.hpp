@@ -17,7 +17,7 @@
 #include <lqer/calib/activation_stats.hpp>
 #include <lqer/factorize/factorize.hpp>
 #include <lqer/factorize/rank_allocation.hpp>
-#include <lqer/factorize/reference_forward.hpp>
+#include <lqer/layer/reference_forward.hpp>
 #include <lqer/format/mxint.hpp>
 #include <lqer/io/checkpoint.hpp>
 #include <lqer/kernel/linear.hpp>

@@ -20,7 +20,7 @@
 #include <functional>
 #include <lqer/calib/activation_stats.hpp>
 #include <lqer/factorize/factorize.hpp>
-#include <lqer/factorize/reference_forward.hpp>  // correction_mode
+#include <lqer/layer/reference_forward.hpp>  // correction_mode
 #include <span>
 #include <string>
 #include <vector>

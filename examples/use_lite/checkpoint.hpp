@@ -34,7 +34,7 @@
 #pragma once
 
 #include <filesystem>
-#include <lqer/factorize/reference_forward.hpp>  // correction_mode
+#include <lqer/layer/reference_forward.hpp>  // correction_mode
 #include <optional>
 #include <string>
 

@@ -9,7 +9,7 @@
 
 #include <Eigen/Core>
 #include <lqer/factorize/factorize.hpp>
-#include <lqer/factorize/reference_forward.hpp>
+#include <lqer/layer/reference_forward.hpp>
 #include <lqer/format/mxint.hpp>
 #include <lqer/kernel/linear.hpp>
 #include <lqer/kernel/pack.hpp>

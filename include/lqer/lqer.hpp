@@ -1,4 +1,9 @@
-// lqer — the whole public API. Include this one header.
+// lqer — the runtime API: formats, quantized matrices, the LQER layer and its
+// reference forward, packing, the fused kernels and their dispatch, executors.
+// What an inference engine needs, and free of Eigen (lint checks it): the
+// offline API — calibration statistics (calib/), factorize and its policies
+// and solvers (factorize/), Eigen interop (tensor/eigen.hpp), file I/O (io/) —
+// is included by name.
 #pragma once
 
 #include "lqer/config.hpp"
@@ -18,6 +23,7 @@
 #include "lqer/kernel/dispatch.hpp"
 #include "lqer/kernel/linear.hpp"
 #include "lqer/kernel/pack.hpp"
-#include "lqer/tensor/eigen.hpp"
+#include "lqer/layer/layer.hpp"
+#include "lqer/layer/reference_forward.hpp"
 #include "lqer/tensor/quantized_matrix.hpp"
 #include "lqer/tensor/view.hpp"

@@ -2,7 +2,7 @@
 // linear_b16.cpp and linear_b32.cpp, which instantiate it).
 #pragma once
 
-#include <lqer/factorize/reference_forward.hpp>
+#include <lqer/layer/reference_forward.hpp>
 #include <lqer/kernel/linear.hpp>
 #include <lqer/kernel/pack.hpp>
 #include <memory>

@@ -30,7 +30,7 @@
 #include "kernel/kernel_test_util.hpp"
 #include "lqer/calib/activation_stats.hpp"
 #include "lqer/factorize/factorize.hpp"
-#include "lqer/factorize/reference_forward.hpp"
+#include "lqer/layer/reference_forward.hpp"
 #include "lqer/io/gguf.hpp"
 #include "lqer/io/npy.hpp"
 #include "lqer/io/safetensors.hpp"

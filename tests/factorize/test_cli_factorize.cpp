@@ -19,7 +19,7 @@
 
 #include "factorize/synthetic.hpp"
 #include "lqer/factorize/factorize.hpp"
-#include "lqer/factorize/reference_forward.hpp"
+#include "lqer/layer/reference_forward.hpp"
 #include "lqer/io/npy.hpp"
 #include "support/files.hpp"
 #include "support/process.hpp"

@@ -22,7 +22,7 @@
 
 #include "factorize/synthetic.hpp"
 #include "lqer/factorize/factorize.hpp"
-#include "lqer/factorize/reference_forward.hpp"
+#include "lqer/layer/reference_forward.hpp"
 #include "lqer/format/intq.hpp"
 
 #if defined(_OPENMP)

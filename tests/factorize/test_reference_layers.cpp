@@ -11,7 +11,7 @@
 
 #include "factorize/synthetic.hpp"
 #include "lqer/factorize/factorize.hpp"
-#include "lqer/factorize/reference_forward.hpp"
+#include "lqer/layer/reference_forward.hpp"
 
 using namespace lqer;
 using lqer::test::gamma_n;

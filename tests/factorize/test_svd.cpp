@@ -10,7 +10,7 @@
 #include <string>
 
 #include "factorize/synthetic.hpp"
-#include "lqer/factorize/layer.hpp"
+#include "lqer/layer/layer.hpp"
 #include "lqer/factorize/scale_policy.hpp"
 #include "lqer/factorize/svd.hpp"
 #include "lqer/tensor/eigen.hpp"

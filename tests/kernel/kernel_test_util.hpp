@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "lqer/factorize/layer.hpp"
+#include "lqer/layer/layer.hpp"
 #include "lqer/kernel/dispatch.hpp"
 #include "lqer/tensor/quantized_matrix.hpp"
 

@@ -14,7 +14,7 @@
 
 #include "kernel_test_util.hpp"
 #include "lqer/exec/thread_pool.hpp"
-#include "lqer/factorize/reference_forward.hpp"
+#include "lqer/layer/reference_forward.hpp"
 #include "lqer/kernel/linear.hpp"
 #include "lqer/kernel/pack.hpp"
 

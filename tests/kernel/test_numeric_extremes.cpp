@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "kernel_test_util.hpp"
-#include "lqer/factorize/reference_forward.hpp"
+#include "lqer/layer/reference_forward.hpp"
 #include "lqer/kernel/linear.hpp"
 #include "lqer/kernel/pack.hpp"
 

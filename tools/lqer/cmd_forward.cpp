@@ -26,8 +26,8 @@
 #include <string>
 #include <vector>
 
-#include <lqer/factorize/layer.hpp>
-#include <lqer/factorize/reference_forward.hpp>
+#include <lqer/layer/layer.hpp>
+#include <lqer/layer/reference_forward.hpp>
 #include <lqer/io/checkpoint.hpp>
 #include <lqer/io/npy.hpp>
 #include <lqer/tensor/check.hpp>

@@ -65,10 +65,10 @@
 
 #include "lqer/config.hpp"
 #include "lqer/error.hpp"
-#include "lqer/factorize/layer.hpp"
 #include "lqer/format/format.hpp"
 #include "lqer/io/lqer_file.hpp"
 #include "lqer/io/safetensors.hpp"
+#include "lqer/layer/layer.hpp"
 #include "lqer/tensor/quantized_matrix.hpp"
 
 namespace lqer::io {

@@ -43,9 +43,9 @@
 
 #include "lqer/config.hpp"
 #include "lqer/error.hpp"
-#include "lqer/factorize/layer.hpp"
 #include "lqer/format/e8m0.hpp"
 #include "lqer/kernel/params.hpp"
+#include "lqer/layer/layer.hpp"
 #include "lqer/tensor/quantized_matrix.hpp"
 
 namespace lqer {

@@ -4,7 +4,7 @@
 // reference_forward bit for bit and the correction against the plain error.
 #include <lqer/calib/activation_stats.hpp>
 #include <lqer/factorize/factorize.hpp>
-#include <lqer/factorize/reference_forward.hpp>
+#include <lqer/layer/reference_forward.hpp>
 #include <lqer/lqer.hpp>
 
 #include <cstdio>

@@ -1,10 +1,16 @@
 // lqer — kernel paths and runtime dispatch.
 //
 // A path is one family of micro-kernels (one header under kernel/arch/).
-// Paths form an explicit fallback chain, best first (as ruy's paths do):
+// Paths form an explicit fallback chain, best first (as ruy's paths do), and
+// the chain is one list of self-describing tags (`kernel_paths` below):
 //
-//     x86-64:  avx512_vnni → avx_vnni → avx2 → generic
-//     AArch64: neon_dotprod → generic
+//     avx512_vnni → avx_vnni → avx2 → neon_dotprod → generic
+//     (x86-64 builds have the first three, AArch64 builds neon_dotprod)
+//
+// Adding a path: an enumerator, a tag in path_tag with its CPU check (and
+// cpu_features' field), its place in kernel_paths, and its header under
+// kernel/arch/ (a kernel struct deriving from the tag, specializing
+// detail::path_kernels; linear.hpp includes the header).
 //
 // `built_paths()` lists what this build contains (decided at compile time by
 // the target architecture only: every x86 path is compiled into every x86-64
@@ -19,6 +25,7 @@
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "lqer/error.hpp"
@@ -37,26 +44,6 @@ enum class kernel_path {
   avx512_vnni,   ///< AVX-512 F/BW/VL + VNNI: vpdpbusd on zmm (Cascade Lake, Ice Lake, Zen 4)
   neon_dotprod,  ///< AArch64 Advanced SIMD + dot product: sdot (Armv8.2-A+dotprod)
 };
-
-inline const char* to_string(kernel_path p) noexcept {
-  switch (p) {
-    case kernel_path::generic: return "generic";
-    case kernel_path::avx2: return "avx2";
-    case kernel_path::avx_vnni: return "avx_vnni";
-    case kernel_path::avx512_vnni: return "avx512_vnni";
-    case kernel_path::neon_dotprod: return "neon_dotprod";
-  }
-  return "?";
-}
-
-/// Parses a path name as to_string prints it; throws value_error otherwise.
-inline kernel_path parse_kernel_path(const std::string& name) {
-  for (kernel_path p : {kernel_path::generic, kernel_path::avx2, kernel_path::avx_vnni, kernel_path::avx512_vnni,
-                        kernel_path::neon_dotprod})
-    if (name == to_string(p)) return p;
-  throw value_error("unknown kernel path '" + name +
-                    "' (expected generic, avx2, avx_vnni, avx512_vnni or neon_dotprod)");
-}
 
 namespace detail {
 
@@ -120,33 +107,151 @@ inline const cpu_features& cpu() noexcept {
   return f;
 }
 
+#if defined(__x86_64__)
+inline constexpr bool kTargetX86_64 = true;
+#else
+inline constexpr bool kTargetX86_64 = false;
+#endif
+#if defined(__aarch64__)
+inline constexpr bool kTargetAArch64 = true;
+#else
+inline constexpr bool kTargetAArch64 = false;
+#endif
+
 }  // namespace detail
+
+struct layout_n16c4;  // kernel/layout.hpp: the packed stream the paths below consume
+
+// ---------------------------------------------------------------------------
+// The paths, each described by its tag: its enumerator, its name, whether this
+// build compiles it (by target architecture only), what the CPU must have, and
+// the packed layout its micro-kernels consume. The micro-kernels themselves
+// live in kernel/arch/<name>.hpp, whose kernel struct derives from the tag.
+
+namespace path_tag {
+struct avx512_vnni {
+  static constexpr kernel_path kPath = kernel_path::avx512_vnni;
+  static constexpr const char* kName = "avx512_vnni";
+  static constexpr bool kBuilt = detail::kTargetX86_64;
+  static bool available(const detail::cpu_features& f) noexcept { return f.avx512_vnni; }
+  using layout = layout_n16c4;
+};
+struct avx_vnni {
+  static constexpr kernel_path kPath = kernel_path::avx_vnni;
+  static constexpr const char* kName = "avx_vnni";
+  static constexpr bool kBuilt = detail::kTargetX86_64;
+  static bool available(const detail::cpu_features& f) noexcept { return f.avx_vnni; }
+  using layout = layout_n16c4;
+};
+struct avx2 {
+  static constexpr kernel_path kPath = kernel_path::avx2;
+  static constexpr const char* kName = "avx2";
+  static constexpr bool kBuilt = detail::kTargetX86_64;
+  static bool available(const detail::cpu_features& f) noexcept { return f.avx2; }
+  using layout = layout_n16c4;
+};
+struct neon_dotprod {
+  static constexpr kernel_path kPath = kernel_path::neon_dotprod;
+  static constexpr const char* kName = "neon_dotprod";
+  static constexpr bool kBuilt = detail::kTargetAArch64;
+  static bool available(const detail::cpu_features& f) noexcept { return f.neon_dotprod; }
+  using layout = layout_n16c4;
+};
+struct generic {
+  static constexpr kernel_path kPath = kernel_path::generic;
+  static constexpr const char* kName = "generic";
+  static constexpr bool kBuilt = true;
+  static bool available(const detail::cpu_features&) noexcept { return true; }
+  using layout = layout_n16c4;
+};
+}  // namespace path_tag
+
+template <class... Tags>
+struct path_list {};
+
+/// The fallback chain, best first: the one list of kernel paths. Names,
+/// parsing, built_paths(), is_usable(), best_path() and linear()'s dispatch
+/// are all generated from it. It ends with generic, which every build has and
+/// every CPU runs.
+using kernel_paths =
+    path_list<path_tag::avx512_vnni, path_tag::avx_vnni, path_tag::avx2, path_tag::neon_dotprod, path_tag::generic>;
+
+namespace detail {
+template <class Tag, class... Tags>
+constexpr bool ends_with_generic(path_list<Tag, Tags...>) noexcept {
+  if constexpr (sizeof...(Tags) == 0)
+    return std::is_same_v<Tag, path_tag::generic>;
+  else
+    return ends_with_generic(path_list<Tags...>{});
+}
+static_assert(ends_with_generic(kernel_paths{}), "kernel_paths: the chain must end with the generic path");
+
+/// Calls f(Tag{}) for every tag of the chain, best first, until f returns true.
+template <class F, class... Tags>
+constexpr bool any_path(F&& f, path_list<Tags...>) {
+  return (f(Tags{}) || ...);
+}
+
+template <kernel_path P, class Tag, class... Tags>
+constexpr auto tag_for(path_list<Tag, Tags...>) {
+  if constexpr (Tag::kPath == P)
+    return Tag{};
+  else
+    return tag_for<P>(path_list<Tags...>{});
+}
+
+/// The micro-kernels of a path: each kernel/arch header specializes this for
+/// its tag with `using type = <its kernel struct>` (a struct deriving from the
+/// tag). Declared only: dispatching to a built path whose header was not
+/// included fails to compile.
+template <class Tag>
+struct path_kernels;
+}  // namespace detail
+
+/// The tag of a path (compile time).
+template <kernel_path P>
+using path_tag_of = decltype(detail::tag_for<P>(kernel_paths{}));
+
+/// The path's name ("avx512_vnni"), as parse_kernel_path reads it.
+inline const char* to_string(kernel_path p) noexcept {
+  const char* name = "?";
+  detail::any_path([&]<class T>(T) { return T::kPath == p && (name = T::kName, true); }, kernel_paths{});
+  return name;
+}
+
+/// Parses a path name as to_string prints it; throws value_error otherwise.
+inline kernel_path parse_kernel_path(const std::string& name) {
+  kernel_path out = kernel_path::generic;
+  std::string known;
+  if (detail::any_path(
+          [&]<class T>(T) {
+            known += (known.empty() ? "" : ", ") + std::string(T::kName);
+            return name == T::kName && (out = T::kPath, true);
+          },
+          kernel_paths{}))
+    return out;
+  throw value_error("unknown kernel path '" + name + "' (expected one of " + known + ")");
+}
 
 /// Paths compiled into this build, best first.
 inline std::vector<kernel_path> built_paths() {
-#if defined(__x86_64__)
-  return {kernel_path::avx512_vnni, kernel_path::avx_vnni, kernel_path::avx2, kernel_path::generic};
-#elif defined(__aarch64__)
-  return {kernel_path::neon_dotprod, kernel_path::generic};
-#else
-  return {kernel_path::generic};
-#endif
+  std::vector<kernel_path> out;
+  detail::any_path(
+      [&]<class T>(T) {
+        if (T::kBuilt) out.push_back(T::kPath);
+        return false;
+      },
+      kernel_paths{});
+  return out;
 }
 
 /// Whether `p` is compiled in and this CPU/OS can run it.
 inline bool is_usable(kernel_path p) noexcept {
-  const auto& f = detail::cpu();
-  switch (p) {
-    case kernel_path::generic: return true;
-#if defined(__x86_64__)
-    case kernel_path::avx2: return f.avx2;
-    case kernel_path::avx_vnni: return f.avx_vnni;
-    case kernel_path::avx512_vnni: return f.avx512_vnni;
-#elif defined(__aarch64__)
-    case kernel_path::neon_dotprod: return f.neon_dotprod;
-#endif
-    default: return false;
-  }
+  bool usable = false;
+  detail::any_path(
+      [&]<class T>(T) { return T::kPath == p && (usable = T::kBuilt && T::available(detail::cpu()), true); },
+      kernel_paths{});
+  return usable;
 }
 
 /// Built paths this CPU can run, best first (always ends with generic).
@@ -160,10 +265,10 @@ inline std::vector<kernel_path> usable_paths() {
 /// The first usable path of the fallback chain.
 inline kernel_path best_path() noexcept {
   static const kernel_path best = [] {
-    for (kernel_path p :
-         {kernel_path::avx512_vnni, kernel_path::avx_vnni, kernel_path::avx2, kernel_path::neon_dotprod})
-      if (is_usable(p)) return p;
-    return kernel_path::generic;
+    kernel_path p = kernel_path::generic;
+    detail::any_path([&]<class T>(T) { return T::kBuilt && T::available(detail::cpu()) && (p = T::kPath, true); },
+                     kernel_paths{});
+    return p;
   }();
   return best;
 }

@@ -68,6 +68,7 @@
 #include "lqer/exec/executor.hpp"
 #include "lqer/kernel/arch/generic.hpp"
 #include "lqer/kernel/dispatch.hpp"
+#include "lqer/kernel/layout.hpp"
 #include "lqer/kernel/pack.hpp"
 #include "lqer/kernel/params.hpp"
 #include "lqer/kernel/prologue.hpp"
@@ -158,6 +159,7 @@ inline bool in_magic_window(exponent_range w, exponent_range x, int wfrac, int x
 template <class Isa, int Block, code_kind K0, bool Corr, scale_mode S, int MRmax, int NVmax>
 struct gemm_runner {
   using tile_fn = void (*)(const tile_args&);
+  static constexpr int kGroup = Isa::layout::kGroup;  ///< outputs per group of the path's layout
 
   template <int I>
   static constexpr tile_fn entry() {
@@ -216,7 +218,7 @@ struct gemm_runner {
         if (a.bias)
           a.bias =
               reinterpret_cast<const float*>(reinterpret_cast<const std::uint8_t*>(a.bias) + g0 * base.group_stride);
-        a.n_valid = static_cast<int>(std::min<index_t>(16 * nv, n_total - 16 * g0));
+        a.n_valid = static_cast<int>(std::min<index_t>(index_t{kGroup} * nv, n_total - kGroup * g0));
         // Prefetch 2 KiB ahead along the weight stream in every tile. GEMV
         // reads each weight once (measured +3–4% of DRAM bandwidth at M = 1 on
         // Zen 4). GEMM's first row group of a K chunk brings the chunk in from
@@ -238,7 +240,7 @@ struct gemm_runner {
             a.x0 = x0.operand(rg);
             a.x0.base += k0 * a.x0.block_stride;
             if (Corr) a.x1 = x1->operand(rg);
-            a.y = base.y + m0 * base.ldy + 16 * g0;
+            a.y = base.y + m0 * base.ldy + kGroup * g0;
             (mr == MRmax ? full : kTable[static_cast<std::size_t>((nv - 1) * MRmax + (mr - 1))])(a);
           }
         }
@@ -250,6 +252,9 @@ struct gemm_runner {
 struct linear_driver {
   template <class Isa, class P, class E>
   static void run(const P& p, matrix_view<const float> x, matrix_view<float> y, linear_workspace& ws, E& exec) {
+    static_assert(std::is_same_v<typename Isa::layout, typename P::layout>,
+                  "linear: this kernel path consumes another packed layout than the layer's (its tag's layout, "
+                  "kernel/dispatch.hpp)");
     using Act = typename P::activation_format;
     using W = typename P::weight_format;
     using Lr = typename P::lowrank_format;
@@ -394,19 +399,23 @@ struct linear_driver {
   }
 };
 
+/// f(the kernel struct of `path`), for the built paths of the chain; the
+/// chain's last entry (generic) takes whatever is left (require_usable has
+/// rejected a path this build lacks before).
+template <class F, class Tag, class... Tags>
+decltype(auto) with_isa(kernel_path path, F& f, path_list<Tag, Tags...>) {
+  if constexpr (sizeof...(Tags) == 0) {
+    return f(typename path_kernels<Tag>::type{});
+  } else if constexpr (!Tag::kBuilt) {
+    return with_isa(path, f, path_list<Tags...>{});
+  } else {
+    if (path == Tag::kPath) return f(typename path_kernels<Tag>::type{});
+    return with_isa(path, f, path_list<Tags...>{});
+  }
+}
 template <class F>
 decltype(auto) with_isa(kernel_path path, F&& f) {
-  switch (path) {
-#if defined(__x86_64__)
-    case kernel_path::avx512_vnni: return f(avx512_vnni_isa{});
-    case kernel_path::avx_vnni: return f(avx_vnni_isa{});
-    case kernel_path::avx2: return f(avx2_isa{});
-#endif
-#if defined(__aarch64__)
-    case kernel_path::neon_dotprod: return f(neon_dotprod_isa{});
-#endif
-    default: return f(generic_isa{});
-  }
+  return with_isa(path, f, kernel_paths{});
 }
 
 /// Everything linear() does, for any executor (behind executor_ref): one

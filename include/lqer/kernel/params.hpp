@@ -51,6 +51,7 @@
 
 #include "lqer/config.hpp"
 #include "lqer/format/mxint.hpp"
+#include "lqer/kernel/layout.hpp"
 
 namespace lqer {
 
@@ -60,25 +61,6 @@ template <class F>
 struct is_mxint : std::false_type {};
 template <int Bits, int Block, mx_rule Rule>
 struct is_mxint<mxint<Bits, Block, Rule>> : std::true_type {};
-
-/// How a packed operand stores its codes.
-enum class code_kind {
-  nibble,  ///< u = q + 8 in 4 bits (|q| ≤ 7): weights of ≤ 4 bits
-  byte,    ///< u = q + 128 in a byte (|q| ≤ 127)
-};
-
-template <int Bits>
-inline constexpr code_kind kCodeKindFor = Bits <= 4 ? code_kind::nibble : code_kind::byte;
-
-/// Offset of the stored unsigned code: u = q + kStoredOffset.
-constexpr int stored_offset(code_kind k) noexcept { return k == code_kind::nibble ? 8 : 128; }
-
-/// Bytes of the codes of one block of one 16-output group, and of the whole
-/// block record (codes followed by 16 E8M0 scale bytes).
-constexpr index_t group_code_bytes(code_kind k, int block) noexcept {
-  return k == code_kind::nibble ? 8 * index_t{block} : 16 * index_t{block};
-}
-constexpr index_t group_block_bytes(code_kind k, int block) noexcept { return group_code_bytes(k, block) + 16; }
 
 /// The 2^22 offset of the magic scale mode (see linear.hpp).
 inline constexpr std::int32_t kMagicOffset = std::int32_t{1} << 22;

@@ -31,6 +31,10 @@ namespace lqer::detail::avx2 {
 
 namespace lqer::detail {
 using avx2_isa = avx2::isa;
-}
+template <>
+struct path_kernels<path_tag::avx2> {
+  using type = avx2_isa;
+};
+}  // namespace lqer::detail
 
 #endif  // __x86_64__

@@ -3,7 +3,8 @@
 // function target attributes (no -m flags); runs only where dispatch.hpp finds
 // AVX-512 F/BW/VL/VNNI.
 //
-// Micro-kernel gemm_qmx8_f32_qmxw_n16c4_avx512vnni<MR, NV, Block, K0, Corr, S>:
+// Micro-kernel avx512::gemm_qmx8_f32_qmxw_n16c4<MR, NV, Block, K0, Corr, S>
+// (composed by tile.inl from this path's segment() and the shared epilogue):
 // MR activation rows × NV groups of 16 outputs; activations MX int8 codes
 // (signed, broadcast 4 bytes at a time), weights u = q + off unsigned (nibbles
 // for ≤ 4-bit codes, bytes otherwise; the correction's B always bytes), f32 out.
@@ -214,44 +215,27 @@ LQER_AVX512_INLINE void segment(__m512 (&acc)[MR][NV], const act_operand& x, con
   }
 }
 
-/// gemm_qmx8_f32_qmxw_n16c4_avx512vnni: see the file comment.
-template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S>
-LQER_AVX512_TARGET void gemm_qmx8_f32_qmxw_n16c4_avx512vnni(const tile_args& a) {
-  // Outputs of group v that exist: the rest of the last group is padding,
-  // never read from y nor written to it.
-  __mmask16 mask[NV];
-  LQER_UNROLL(4)
-  for (int v = 0; v < NV; ++v) {
-    const int left = a.n_valid - 16 * v;
-    mask[v] = left >= 16 ? __mmask16(0xffff) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
+// ---------------------------------------------------------------------------
+// The tile: tile.inl's composition of segment() with the epilogue, on zmm
+// registers (one 16-output group each) with AVX-512 masks for the tail.
+
+struct vec {
+  using reg = __m512;
+  using mask = __mmask16;
+  static constexpr int kLanes = 16;
+  LQER_AVX512_INLINE static mask tail(int left) {
+    return left >= 16 ? mask(0xffff) : left <= 0 ? mask(0) : mask((1u << left) - 1);
   }
-  __m512 acc[MR][NV];
-  LQER_UNROLL(8)
-  for (int m = 0; m < MR; ++m) {
-    LQER_UNROLL(4)
-    for (int v = 0; v < NV; ++v)
-      acc[m][v] = a.load_acc ? _mm512_maskz_loadu_ps(mask[v], a.y + m * a.ldy + 16 * v) : _mm512_setzero_ps();
-  }
-  segment<MR, NV, Block, K0, S>(acc, a.x0, a.w0, a.nblk0, a.group_stride, a.wfrac0, a.prefetch);
-  if (a.finish) {
-    if constexpr (Corr)
-      segment<MR, NV, Block, code_kind::byte, S>(acc, a.x1, a.w1, a.nblk1, a.group_stride, a.wfrac1, a.prefetch);
-    if (a.bias) {
-      LQER_UNROLL(4)
-      for (int v = 0; v < NV; ++v) {
-        const __m512 bias = _mm512_loadu_ps(
-            reinterpret_cast<const float*>(reinterpret_cast<const std::uint8_t*>(a.bias) + v * a.group_stride));
-        LQER_UNROLL(8)
-        for (int m = 0; m < MR; ++m) acc[m][v] = _mm512_add_ps(acc[m][v], bias);
-      }
-    }
-  }
-  LQER_UNROLL(4)
-  for (int v = 0; v < NV; ++v) {
-    LQER_UNROLL(8)
-    for (int m = 0; m < MR; ++m) _mm512_mask_storeu_ps(a.y + m * a.ldy + 16 * v, mask[v], acc[m][v]);
-  }
-}
+  LQER_AVX512_INLINE static reg zero() { return _mm512_setzero_ps(); }
+  LQER_AVX512_INLINE static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
+  LQER_AVX512_INLINE static reg load(const float* p, mask k) { return _mm512_maskz_loadu_ps(k, p); }
+  LQER_AVX512_INLINE static reg load_full(const float* p) { return _mm512_loadu_ps(p); }
+  LQER_AVX512_INLINE static void store(float* p, mask k, reg v) { _mm512_mask_storeu_ps(p, k, v); }
+};
+
+#define LQER_TILE_ATTR LQER_AVX512_TARGET
+#include "lqer/kernel/arch/tile.inl"
+#undef LQER_TILE_ATTR
 
 // ---------------------------------------------------------------------------
 // Prologue: 16 floats per step, bit-identical to ActFormat::quantize_block.
@@ -513,8 +497,7 @@ LQER_AVX512_TARGET void quantize_rows(const float* x, index_t ldx, index_t cols,
 
 namespace lqer::detail {
 
-struct avx512_vnni_isa {
-  static constexpr kernel_path kPath = kernel_path::avx512_vnni;
+struct avx512_vnni_isa : path_tag::avx512_vnni {
   /// vpdpbusd multiplies unsigned weights by signed activations: both kinds keep their offset.
   static constexpr int code_offset(code_kind k) noexcept { return stored_offset(k); }
   // M = 1 and 2 take 4 groups: four weight streams and independent chains
@@ -540,8 +523,13 @@ struct avx512_vnni_isa {
 
   template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S>
   static void tile(const tile_args& a) {
-    avx512::gemm_qmx8_f32_qmxw_n16c4_avx512vnni<MR, NV, Block, K0, Corr, S>(a);
+    avx512::gemm_qmx8_f32_qmxw_n16c4<MR, NV, Block, K0, Corr, S>(a);
   }
+};
+
+template <>
+struct path_kernels<path_tag::avx512_vnni> {
+  using type = avx512_vnni_isa;
 };
 
 }  // namespace lqer::detail

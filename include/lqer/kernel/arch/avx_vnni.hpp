@@ -31,6 +31,10 @@ namespace lqer::detail::avx_vnni {
 
 namespace lqer::detail {
 using avx_vnni_isa = avx_vnni::isa;
-}
+template <>
+struct path_kernels<path_tag::avx_vnni> {
+  using type = avx_vnni_isa;
+};
+}  // namespace lqer::detail
 
 #endif  // __x86_64__

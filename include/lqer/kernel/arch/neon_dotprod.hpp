@@ -3,7 +3,7 @@
 // every AArch64 build through a function target attribute; runs only where
 // dispatch.hpp finds HWCAP_ASIMDDP.
 //
-// gemm_qmx8_f32_qmxw_n16c4_neondot<MR, NV, Block, K0, Corr, S>: a quad of 4
+// neondot::gemm_qmx8_f32_qmxw_n16c4<MR, NV, Block, K0, Corr, S> (tile.inl): a quad of 4
 // int32 lanes holds 4 outputs, so a 16-output group of layout_n16c4 is 4 quads
 // (bytes 16q … 16q+15 of each 64-byte lane group). vdotq_laneq_s32(d, w, x, l)
 // adds, per output lane, the 4-element dot product of that output's 4 codes
@@ -63,7 +63,7 @@ LQER_NEON_INLINE int32x4_t dot_lane(int32x4_t d, int8x16_t w, int8x16_t x) {
 
 template <int MR, int NV, int Block, code_kind K, scale_mode S>
 LQER_NEON_INLINE void segment(float32x4_t (&acc)[MR][4 * NV], const act_operand& x, const std::uint8_t* w, index_t nblk,
-                              index_t gstride, int wfrac) {
+                              index_t gstride, int wfrac, index_t /*prefetch: this path does not prefetch*/) {
   constexpr int Q = 4 * NV;  // quads: quad q is outputs 4(q%4) … of group q/4
   constexpr index_t kBlockBytes = group_block_bytes(K, Block);
   constexpr index_t kCodeBytes = group_code_bytes(K, Block);
@@ -177,57 +177,40 @@ LQER_NEON_INLINE void segment(float32x4_t (&acc)[MR][4 * NV], const act_operand&
   }
 }
 
-/// gemm_qmx8_f32_qmxw_n16c4_neondot: see the file comment.
-template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S>
-LQER_NEON_TARGET void gemm_qmx8_f32_qmxw_n16c4_neondot(const tile_args& a) {
-  constexpr int Q = 4 * NV;
-  float32x4_t acc[MR][Q];
-  LQER_UNROLL(8)
-  for (int m = 0; m < MR; ++m) {
-    LQER_UNROLL(16)
-    for (int q = 0; q < Q; ++q) {
-      const int left = a.n_valid - 4 * q;
-      if (!a.load_acc || left <= 0) {
-        acc[m][q] = vdupq_n_f32(0.0f);
-      } else if (left >= 4) {
-        acc[m][q] = vld1q_f32(a.y + m * a.ldy + 4 * q);
-      } else {  // partial quad: read only the outputs that exist
-        float tmp[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        std::memcpy(tmp, a.y + m * a.ldy + 4 * q, sizeof(float) * static_cast<std::size_t>(left));
-        acc[m][q] = vld1q_f32(tmp);
-      }
+// ---------------------------------------------------------------------------
+// The tile: tile.inl's composition of segment() with the epilogue, on quads
+// (four per 16-output group); NEON has no masked loads, so a partial quad of
+// the last group goes through a small buffer (only the outputs that exist are
+// read from y and written to it).
+
+struct vec {
+  using reg = float32x4_t;
+  using mask = int;  ///< outputs of the quad that exist, 0 … 4
+  static constexpr int kLanes = 4;
+  LQER_NEON_INLINE static mask tail(int left) { return left <= 0 ? 0 : left >= 4 ? 4 : left; }
+  LQER_NEON_INLINE static reg zero() { return vdupq_n_f32(0.0f); }
+  LQER_NEON_INLINE static reg add(reg a, reg b) { return vaddq_f32(a, b); }
+  LQER_NEON_INLINE static reg load(const float* p, mask n) {
+    if (n == 4) return vld1q_f32(p);
+    float tmp[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (n > 0) std::memcpy(tmp, p, sizeof(float) * static_cast<std::size_t>(n));
+    return vld1q_f32(tmp);
+  }
+  LQER_NEON_INLINE static reg load_full(const float* p) { return vld1q_f32(p); }
+  LQER_NEON_INLINE static void store(float* p, mask n, reg v) {
+    if (n == 4) {
+      vst1q_f32(p, v);
+    } else if (n > 0) {
+      float tmp[4];
+      vst1q_f32(tmp, v);
+      std::memcpy(p, tmp, sizeof(float) * static_cast<std::size_t>(n));
     }
   }
-  segment<MR, NV, Block, K0, S>(acc, a.x0, a.w0, a.nblk0, a.group_stride, a.wfrac0);
-  if (a.finish) {
-    if constexpr (Corr) segment<MR, NV, Block, code_kind::byte, S>(acc, a.x1, a.w1, a.nblk1, a.group_stride, a.wfrac1);
-    if (a.bias) {
-      LQER_UNROLL(16)
-      for (int q = 0; q < Q; ++q) {
-        const float32x4_t bias = vld1q_f32(reinterpret_cast<const float*>(
-            reinterpret_cast<const std::uint8_t*>(a.bias) + (q / 4) * a.group_stride + (q % 4) * 16));
-        LQER_UNROLL(8)
-        for (int m = 0; m < MR; ++m) acc[m][q] = vaddq_f32(acc[m][q], bias);
-      }
-    }
-  }
-  LQER_UNROLL(16)
-  for (int q = 0; q < Q; ++q) {
-    const int left = a.n_valid - 4 * q;
-    if (left <= 0) break;
-    LQER_UNROLL(8)
-    for (int m = 0; m < MR; ++m) {
-      float* dst = a.y + m * a.ldy + 4 * q;
-      if (left >= 4) {
-        vst1q_f32(dst, acc[m][q]);
-      } else {
-        float tmp[4];
-        vst1q_f32(tmp, acc[m][q]);
-        std::memcpy(dst, tmp, sizeof(float) * static_cast<std::size_t>(left));
-      }
-    }
-  }
-}
+};
+
+#define LQER_TILE_ATTR LQER_NEON_TARGET
+#include "lqer/kernel/arch/tile.inl"
+#undef LQER_TILE_ATTR
 
 // ---------------------------------------------------------------------------
 // Prologue: 4 floats per step, bit-identical to ActFormat::quantize_block
@@ -314,8 +297,7 @@ LQER_NEON_TARGET void quantize_rows(const float* x, index_t ldx, index_t cols, i
 
 namespace lqer::detail {
 
-struct neon_dotprod_isa {
-  static constexpr kernel_path kPath = kernel_path::neon_dotprod;
+struct neon_dotprod_isa : path_tag::neon_dotprod {
   /// SDOT is signed × signed: nibbles keep their offset (they fit int8), bytes are made signed.
   static constexpr int code_offset(code_kind k) noexcept { return k == code_kind::nibble ? 8 : 0; }
   static constexpr int kGemvRows = 2;
@@ -331,8 +313,13 @@ struct neon_dotprod_isa {
   }
   template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S>
   static void tile(const tile_args& a) {
-    neondot::gemm_qmx8_f32_qmxw_n16c4_neondot<MR, NV, Block, K0, Corr, S>(a);
+    neondot::gemm_qmx8_f32_qmxw_n16c4<MR, NV, Block, K0, Corr, S>(a);
   }
+};
+
+template <>
+struct path_kernels<path_tag::neon_dotprod> {
+  using type = neon_dotprod_isa;
 };
 
 }  // namespace lqer::detail

@@ -86,7 +86,7 @@ LQER_YMM_INLINE __m256i dot_byte(__m256i d, __m256i w, __m256i x, [[maybe_unused
 
 template <int MR, int NV, int Block, code_kind K, scale_mode S>
 LQER_YMM_INLINE void segment(__m256 (&acc)[MR][2 * NV], const act_operand& x, const std::uint8_t* w, index_t nblk,
-                             index_t gstride, int wfrac) {
+                             index_t gstride, int wfrac, index_t /*prefetch: the ymm paths do not prefetch*/) {
   constexpr int H = 2 * NV;  // ymm columns: half h of group h / 2
   constexpr index_t kBlockBytes = group_block_bytes(K, Block);
   constexpr index_t kCodeBytes = group_code_bytes(K, Block);
@@ -187,43 +187,27 @@ LQER_YMM_INLINE void segment(__m256 (&acc)[MR][2 * NV], const act_operand& x, co
   }
 }
 
-/// gemm_qmx8_f32_qmxw_n16c4_ymm (the namespace names the ISA): MR rows × NV
-/// groups of 16 outputs, MX int8 activations, MX weight codes of kind K0 and
-/// byte codes for the correction, f32 out (see the top of the file and params.hpp).
-template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S>
-LQER_YMM_ATTR void gemm_qmx8_f32_qmxw_n16c4_ymm(const tile_args& a) {
-  constexpr int H = 2 * NV;
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  __m256i mask[H];  // outputs that exist; the padding of the last group is never read nor written
-  LQER_UNROLL(8)
-  for (int h = 0; h < H; ++h) mask[h] = _mm256_cmpgt_epi32(_mm256_set1_epi32(a.n_valid - 8 * h), lane);
-  __m256 acc[MR][H];
-  LQER_UNROLL(8)
-  for (int m = 0; m < MR; ++m) {
-    LQER_UNROLL(8)
-    for (int h = 0; h < H; ++h)
-      acc[m][h] = a.load_acc ? _mm256_maskload_ps(a.y + m * a.ldy + 8 * h, mask[h]) : _mm256_setzero_ps();
+// ---------------------------------------------------------------------------
+// The tile: tile.inl's composition of segment() with the epilogue, on ymm
+// registers (two per 16-output group) with vmaskmov for the tail.
+
+struct vec {
+  using reg = __m256;
+  using mask = __m256i;
+  static constexpr int kLanes = 8;
+  LQER_YMM_INLINE static mask tail(int left) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(left), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   }
-  segment<MR, NV, Block, K0, S>(acc, a.x0, a.w0, a.nblk0, a.group_stride, a.wfrac0);
-  if (a.finish) {
-    if constexpr (Corr) segment<MR, NV, Block, code_kind::byte, S>(acc, a.x1, a.w1, a.nblk1, a.group_stride, a.wfrac1);
-    if (a.bias) {
-      LQER_UNROLL(8)
-      for (int h = 0; h < H; ++h) {
-        const __m256 bias = _mm256_loadu_ps(reinterpret_cast<const float*>(
-            reinterpret_cast<const std::uint8_t*>(a.bias) + (h / 2) * a.group_stride + (h % 2) * 32));
-        LQER_UNROLL(8)
-        for (int m = 0; m < MR; ++m) acc[m][h] = _mm256_add_ps(acc[m][h], bias);
-      }
-    }
-  }
-  LQER_UNROLL(8)
-  for (int h = 0; h < H; ++h) {
-    if (a.n_valid - 8 * h <= 0) break;
-    LQER_UNROLL(8)
-    for (int m = 0; m < MR; ++m) _mm256_maskstore_ps(a.y + m * a.ldy + 8 * h, mask[h], acc[m][h]);
-  }
-}
+  LQER_YMM_INLINE static reg zero() { return _mm256_setzero_ps(); }
+  LQER_YMM_INLINE static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
+  LQER_YMM_INLINE static reg load(const float* p, mask k) { return _mm256_maskload_ps(p, k); }
+  LQER_YMM_INLINE static reg load_full(const float* p) { return _mm256_loadu_ps(p); }
+  LQER_YMM_INLINE static void store(float* p, mask k, reg v) { _mm256_maskstore_ps(p, k, v); }
+};
+
+#define LQER_TILE_ATTR LQER_YMM_ATTR
+#include "lqer/kernel/arch/tile.inl"
+#undef LQER_TILE_ATTR
 
 // ---------------------------------------------------------------------------
 // Prologue: 8 floats per step (blocks are multiples of 8), bit-identical to
@@ -337,8 +321,7 @@ LQER_YMM_ATTR void ymm_quantize_rows(const float* x, index_t ldx, index_t cols, 
 }
 
 /// The path's entry points, as linear.hpp's driver calls them.
-struct isa {
-  static constexpr kernel_path kPath = LQER_YMM_PATH;
+struct isa : path_tag_of<LQER_YMM_PATH> {
   static constexpr int code_offset(code_kind k) noexcept { return ymm_code_offset(k); }
   static constexpr int kGemvRows = 2;    ///< M ≤ kGemvRows: one tile of M rows …
   static constexpr int kGemvGroups = 1;  ///< … × kGemvGroups groups
@@ -353,7 +336,7 @@ struct isa {
   }
   template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S>
   static void tile(const tile_args& a) {
-    gemm_qmx8_f32_qmxw_n16c4_ymm<MR, NV, Block, K0, Corr, S>(a);
+    gemm_qmx8_f32_qmxw_n16c4<MR, NV, Block, K0, Corr, S>(a);
   }
 };
 

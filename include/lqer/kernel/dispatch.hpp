@@ -129,40 +129,33 @@ struct layout_n16c4;  // kernel/layout.hpp: the packed stream the paths below co
 // live in kernel/arch/<name>.hpp, whose kernel struct derives from the tag.
 
 namespace path_tag {
-struct avx512_vnni {
-  static constexpr kernel_path kPath = kernel_path::avx512_vnni;
+/// What a tag says. `Feature` is the cpu_features flag the path needs (null:
+/// none, every CPU runs it); `Built`, whether this build compiles it.
+template <kernel_path P, bool Built, bool detail::cpu_features::*Feature, class Layout>
+struct describe {
+  static constexpr kernel_path kPath = P;
+  static constexpr bool kBuilt = Built;
+  static bool available(const detail::cpu_features& f) noexcept { return Feature == nullptr || f.*Feature; }
+  using layout = Layout;
+};
+
+struct avx512_vnni
+    : describe<kernel_path::avx512_vnni, detail::kTargetX86_64, &detail::cpu_features::avx512_vnni, layout_n16c4> {
   static constexpr const char* kName = "avx512_vnni";
-  static constexpr bool kBuilt = detail::kTargetX86_64;
-  static bool available(const detail::cpu_features& f) noexcept { return f.avx512_vnni; }
-  using layout = layout_n16c4;
 };
-struct avx_vnni {
-  static constexpr kernel_path kPath = kernel_path::avx_vnni;
+struct avx_vnni
+    : describe<kernel_path::avx_vnni, detail::kTargetX86_64, &detail::cpu_features::avx_vnni, layout_n16c4> {
   static constexpr const char* kName = "avx_vnni";
-  static constexpr bool kBuilt = detail::kTargetX86_64;
-  static bool available(const detail::cpu_features& f) noexcept { return f.avx_vnni; }
-  using layout = layout_n16c4;
 };
-struct avx2 {
-  static constexpr kernel_path kPath = kernel_path::avx2;
+struct avx2 : describe<kernel_path::avx2, detail::kTargetX86_64, &detail::cpu_features::avx2, layout_n16c4> {
   static constexpr const char* kName = "avx2";
-  static constexpr bool kBuilt = detail::kTargetX86_64;
-  static bool available(const detail::cpu_features& f) noexcept { return f.avx2; }
-  using layout = layout_n16c4;
 };
-struct neon_dotprod {
-  static constexpr kernel_path kPath = kernel_path::neon_dotprod;
+struct neon_dotprod
+    : describe<kernel_path::neon_dotprod, detail::kTargetAArch64, &detail::cpu_features::neon_dotprod, layout_n16c4> {
   static constexpr const char* kName = "neon_dotprod";
-  static constexpr bool kBuilt = detail::kTargetAArch64;
-  static bool available(const detail::cpu_features& f) noexcept { return f.neon_dotprod; }
-  using layout = layout_n16c4;
 };
-struct generic {
-  static constexpr kernel_path kPath = kernel_path::generic;
+struct generic : describe<kernel_path::generic, true, nullptr, layout_n16c4> {
   static constexpr const char* kName = "generic";
-  static constexpr bool kBuilt = true;
-  static bool available(const detail::cpu_features&) noexcept { return true; }
-  using layout = layout_n16c4;
 };
 }  // namespace path_tag
 

@@ -200,8 +200,10 @@ TEST_CASE("table: MX names and subsets") {
   CHECK(m->block == 16);
   CHECK(m->rule == mx_rule::lqer);
   CHECK(parse_mx_name(mxint<8, 32, mx_rule::ocp>::name())->block == 32);
-  for (const char* bad : {"mxint5_b16_lqer", "mxint4_b16_ieee", "mxint4_b_ocp", "int4_row_sym_f32", "mxint4", "q4_0",
-                          "mxint4_bx6_ocp", "mxint4_b12345_ocp"})
+  CHECK(parse_mx_name("mxint5_b16_lqer")->bits == 5);  // an mxint type, though not in the table
+  CHECK(mx_bits_of(parse_mx_name("mxint5_b16_lqer")->format) == 0);
+  for (const char* bad : {"mxint9_b16_lqer", "mxintx_b16_ocp", "mxint4_b16_ieee", "mxint4_b_ocp", "int4_row_sym_f32",
+                          "mxint4", "q4_0", "mxint4_bx6_ocp", "mxint4_b12345_ocp"})
     CHECK_FALSE(parse_mx_name(bad));
 
   using activations = mx_subset<4, 8>;

@@ -10,12 +10,12 @@
 #include <string>
 #include <vector>
 
+#include <lqer/format/table.hpp>
 #include <lqer/io/npy.hpp>
 #include <lqer/lqer.hpp>
 #include <lqer/tensor/check.hpp>
 
 #include "commands.hpp"
-#include "format_select.hpp"
 
 namespace lqer::cli {
 namespace {
@@ -76,6 +76,8 @@ int run_quantize(const quantize_options& o) {
       const index_t group = F::kBlock == kPerRow ? q.depth() : F::kBlock;
       return quantize_result{label, F::kBits + double(F::kScaleBits) / double(group)};
     });
+  } catch (const format_error&) {
+    throw;  // an option error (main.cpp reports it as one), not the file's
   } catch (const lqer::error& e) {
     // e.g. an fp16 scale that would overflow: say which file it came from.
     throw value_error(o.input + ": " + e.what());

@@ -210,7 +210,7 @@ struct format_spec {
 };
 
 /// "ocp" | "lqer"; nullopt otherwise.
-inline std::optional<mx_rule> parse_rule(std::string_view r) noexcept {
+inline std::optional<mx_rule> parse_mx_rule(std::string_view r) noexcept {
   if (r == "ocp") return mx_rule::ocp;
   if (r == "lqer") return mx_rule::lqer;
   return std::nullopt;
@@ -437,17 +437,18 @@ struct mx_name {
   mx_rule rule = mx_rule::ocp;
 };
 
-/// Parses "mxint<bits>_b<block>_<ocp|lqer>" for a table width; nullopt otherwise
-/// (the block is not checked against the table: the caller's subset decides).
+/// Parses "mxint<bits>_b<block>_<ocp|lqer>" as mxint::name() writes it for
+/// any mxint type (bits 2 … 8); nullopt otherwise. Neither the width nor the
+/// block is checked against the table: the caller's subset decides, and says so.
 inline std::optional<mx_name> parse_mx_name(std::string_view name) {
   const std::size_t b = name.find("_b"), r = name.rfind('_');
-  if (b == std::string_view::npos || r == std::string_view::npos || r <= b + 2) return std::nullopt;
+  if (b != 6 || !name.starts_with("mxint") || r == std::string_view::npos || r <= b + 2) return std::nullopt;
   mx_name m;
   m.format = std::string(name.substr(0, b));
-  m.bits = mx_bits_of(m.format);
+  m.bits = m.format[5] - '0';
   const std::string_view block = name.substr(b + 2, r - b - 2);
-  const std::optional<mx_rule> rule = parse_rule(name.substr(r + 1));
-  if (m.bits == 0 || !rule || block.empty() || block.size() > 4 ||
+  const std::optional<mx_rule> rule = parse_mx_rule(name.substr(r + 1));
+  if (m.bits < 2 || m.bits > 8 || !rule || block.empty() || block.size() > 4 ||
       block.find_first_not_of("0123456789") != std::string_view::npos)
     return std::nullopt;
   m.block = 0;

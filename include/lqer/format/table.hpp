@@ -113,8 +113,10 @@ constexpr const format_entry* find_format(std::string_view name) noexcept {
   return nullptr;
 }
 
-/// The row of format type F ("mxint4" for every mxint<4, …>, "q4_0" for
-/// q4_0), or nullptr for a type the table cannot name.
+/// The row whose name format type F is known by, from its family and width
+/// alone ("mxint4" for every mxint<4, …>, "int8" for every symmetric or
+/// asymmetric intq<8, …>, "q4_0" for q4_0), or nullptr for a type of no row.
+/// q8_0 is also int8 --scheme sym --scale f16 --block 32 (one type): "q8_0".
 template <class F>
 constexpr const format_entry* find_format_of() noexcept {
   for (const auto& e : kFormatTable) {

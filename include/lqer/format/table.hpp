@@ -148,16 +148,27 @@ inline std::vector<std::string> format_names() {
   return v;
 }
 
+/// The format names in table order, one string: "mxint2, mxint3, …, q8_0".
+inline std::string format_names_text() {
+  std::string s;
+  for (const auto& f : kFormatTable) {
+    if (!s.empty()) s += ", ";
+    s += f.name;
+  }
+  return s;
+}
+
 /// "row" for kPerRow, else the number.
 inline std::string block_name(int b) { return b == kPerRow ? std::string("row") : std::to_string(b); }
 
-/// "8, 16, 32, 64 or 128" (each value through `name`, with `prefix`).
+/// "8, 16, 32, 64 or 128": each value through block_name(), after `prefix`
+/// ("mxint" gives "mxint4 or mxint8"); `last` before the last one.
 template <int... Vs>
-std::string list_text(int_list<Vs...>, std::string_view prefix = {}) {
+std::string list_text(int_list<Vs...>, std::string_view prefix = {}, std::string_view last = " or ") {
   std::string s;
   const int v[] = {Vs...};
   for (std::size_t i = 0; i < sizeof...(Vs); ++i) {
-    if (i) s += i + 1 == sizeof...(Vs) ? " or " : ", ";
+    if (i) s += i + 1 == sizeof...(Vs) ? last : ", ";
     s += prefix;
     s += block_name(v[i]);
   }
@@ -165,12 +176,12 @@ std::string list_text(int_list<Vs...>, std::string_view prefix = {}) {
 }
 
 namespace detail {
-/// "a, b, c" of the names of one family (all families when fam is empty).
-inline std::string names_text(std::optional<format_family> fam, std::string_view sep = ", ") {
+/// "a, b, c": the names of one family.
+inline std::string names_text(format_family fam) {
   std::string s;
   for (const auto& f : kFormatTable) {
-    if (fam && f.family != *fam) continue;
-    if (!s.empty()) s += sep;
+    if (f.family != fam) continue;
+    if (!s.empty()) s += ", ";
     s += f.name;
   }
   return s;
@@ -250,7 +261,7 @@ inline int default_block(format_family f, mx_rule rule) noexcept {
 /// option that was left at its default is never an error). format_error otherwise.
 inline format_spec resolve(format_spec s, bool explicit_rule, bool explicit_scheme, bool explicit_scale) {
   const format_entry* f = find_format(s.name);
-  if (!f) throw format_error("unknown format '" + s.name + "'; known formats: " + detail::names_text(std::nullopt));
+  if (!f) throw format_error("unknown format '" + s.name + "'; known formats: " + format_names_text());
   if (f->family != format_family::mx && explicit_rule)
     throw format_error("--rule applies to the MX formats (mxint2/3/4/8) only, not to " + s.name);
   if (f->family != format_family::intq && (explicit_scheme || explicit_scale))

@@ -19,6 +19,7 @@
 #include <lqer/factorize/rank_allocation.hpp>
 #include <lqer/layer/reference_forward.hpp>
 #include <lqer/format/mxint.hpp>
+#include <lqer/format/table.hpp>
 #include <lqer/io/checkpoint.hpp>
 #include <lqer/kernel/linear.hpp>
 #include <lqer/kernel/pack.hpp>
@@ -110,7 +111,9 @@ class lqer_linear final : public linear_op {
 };
 
 // ---------------------------------------------------------------------------
-// From names to format types, for one block length: the closed list. It holds
+// From names to format types, for one block length: the closed list (its
+// widths and the OCP combination: quant_names.hpp, subsets of lqer's format
+// table). It holds
 // what the quality tables and the exploration use, not every template argument
 // lqer accepts: MX integer formats, the ones lqer's fused kernels run. The
 // LQER reference's exponent rule for every combination; the OCP MX rule for
@@ -128,41 +131,48 @@ struct format_triple {
   using lowrank = LF;
 };
 
+namespace detail {
+/// Visits the closed list's combinations of weights of W bits, block B and
+/// rule R; only those in_closed_list are instantiated.
+template <int B, lqer::mx_rule R, int W, class V, int... L>
+void visit_lowranks(V& visit, lqer::mx_subset<L...>) {
+  (
+      [&] {
+        if constexpr (in_closed_list(W, L, R))
+          visit(format_triple<lqer::mx_format<W, B, R>, lqer::mx_format<kClosedActivationBits, B, R>,
+                              lqer::mx_format<L, B, R>>{});
+      }(),
+      ...);
+}
+template <int B, lqer::mx_rule R, class V, int... W>
+void visit_weights(V& visit, lqer::mx_subset<W...>) {
+  (visit_lowranks<B, R, W>(visit, closed_lowrank_bits{}), ...);
+}
+}  // namespace detail
+
 /// Calls visit(format_triple<…>{}) for every combination of block B in the
 /// closed list — the one list that selection by name (with_formats) and
-/// loading a stored layer (load_linear) both read. The activations are MXINT8
-/// of the weights' exponent rule.
+/// loading a stored layer (load_linear) both read: the LQER rule's
+/// combinations, then the OCP rule's. The activations are MXINT8 of the
+/// weights' exponent rule.
 template <int B, class V>
 void for_each_format(V&& visit) {
-  using lqer::mx_rule;
-  using lqer::mxint;
-  using act = mxint<8, B, mx_rule::lqer>;
-  visit(format_triple<mxint<4, B, mx_rule::lqer>, act, mxint<8, B, mx_rule::lqer>>{});
-  visit(format_triple<mxint<4, B, mx_rule::lqer>, act, mxint<4, B, mx_rule::lqer>>{});
-  visit(format_triple<mxint<3, B, mx_rule::lqer>, act, mxint<8, B, mx_rule::lqer>>{});
-  visit(format_triple<mxint<3, B, mx_rule::lqer>, act, mxint<4, B, mx_rule::lqer>>{});
-  using ocp8 = mxint<8, B, mx_rule::ocp>;
-  visit(format_triple<mxint<4, B, mx_rule::ocp>, ocp8, ocp8>{});
-}
-
-/// The short name of an MX integer format: "mxint4".
-template <class F>
-std::string short_name() {
-  return "mxint" + std::to_string(F::kBits);
+  detail::visit_weights<B, lqer::mx_rule::lqer>(visit, closed_weight_bits{});
+  detail::visit_weights<B, lqer::mx_rule::ocp>(visit, closed_weight_bits{});
 }
 
 /// Calls visit(format_triple<W, x, A/B formats>{}) for the named formats of
 /// block B and the exponent rule `rule` ("lqer" or "ocp", see above).
 template <int B, class V>
 void with_formats(std::string_view weight_format, std::string_view lowrank_format, std::string_view rule, V&& visit) {
-  if (rule != "lqer" && rule != "ocp")
+  if (!lqer::parse_mx_rule(rule))
     throw lqer::value_error("unknown exponent rule '" + std::string(rule) + "' (lqer | ocp)");
   bool weight_known = false, lowrank_known = false, found = false;
   for_each_format<B>([&]<class T>(T t) {
-    weight_known = weight_known || short_name<typename T::weight>() == weight_format;
-    lowrank_known = lowrank_known || short_name<typename T::lowrank>() == lowrank_format;
-    if (found || lqer::to_string(T::weight::kRule) != rule || short_name<typename T::weight>() != weight_format ||
-        short_name<typename T::lowrank>() != lowrank_format)
+    weight_known = weight_known || lqer::short_name<typename T::weight>() == weight_format;
+    lowrank_known = lowrank_known || lqer::short_name<typename T::lowrank>() == lowrank_format;
+    if (found || lqer::to_string(T::weight::kRule) != rule || lqer::short_name<typename T::weight>() != weight_format ||
+        lqer::short_name<typename T::lowrank>() != lowrank_format)
       return;
     found = true;
     visit(t);
@@ -172,8 +182,9 @@ void with_formats(std::string_view weight_format, std::string_view lowrank_forma
     throw lqer::value_error("unknown weight format '" + std::string(weight_format) + "' (" + supported_formats() + ")");
   if (!lowrank_known)
     throw lqer::value_error("unknown A/B format '" + std::string(lowrank_format) + "' (" + supported_formats() + ")");
-  throw lqer::value_error("the OCP rule is built for mxint4 weights with mxint8 A/B only, not " +
-                          std::string(weight_format) + " with " + std::string(lowrank_format));
+  throw lqer::value_error("the OCP rule is built for mxint" + std::to_string(kOcpWeightBits) + " weights with mxint" +
+                          std::to_string(kOcpLowrankBits) + " A/B only, not " + std::string(weight_format) + " with " +
+                          std::string(lowrank_format));
 }
 
 /// The W8A8 projection's formats (rank 0, no correction; an LLM's output

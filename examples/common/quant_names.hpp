@@ -4,6 +4,7 @@
 #pragma once
 
 #include <lqer/error.hpp>
+#include <lqer/format/table.hpp>
 #include <string>
 #include <string_view>
 
@@ -51,10 +52,50 @@ struct rank_budget {
   bool enabled() const noexcept { return bits_per_weight > 0; }
 };
 
+// ---------------------------------------------------------------------------
+// The closed list of formats, as subsets of lqer's format table
+// (lqer/format/table.hpp): no names of its own. Each combination instantiates
+// factorize, pack and every CPU path's kernels, so the list holds what the
+// quality tables and the exploration use (lqer_linear.hpp says why).
+
+/// The weights' and the low-rank factors' MX widths, in the order they are
+/// tried; the activations are MXINT8 of the weights' exponent rule.
+using closed_weight_bits = lqer::mx_subset<4, 3>;
+using closed_lowrank_bits = lqer::mx_subset<8, 4>;
+inline constexpr int kClosedActivationBits = 8;
+static_assert(lqer::mx_bits::contains(kClosedActivationBits));
+/// The block lengths the engines build (one translation unit each).
+using closed_blocks = lqer::int_list<16, 32, 64>;
+static_assert(lqer::mx_blocks::contains(16) && lqer::mx_blocks::contains(32) && lqer::mx_blocks::contains(64));
+/// The one combination built with the OCP rule too: the paper's.
+inline constexpr int kOcpWeightBits = 4, kOcpLowrankBits = 8;
+
+/// Whether the closed list has weights of `w` bits with A/B of `lr` bits under `rule`.
+constexpr bool in_closed_list(int w, int lr, lqer::mx_rule rule) noexcept {
+  return closed_weight_bits::contains(w) && closed_lowrank_bits::contains(lr) &&
+         (rule == lqer::mx_rule::lqer || (w == kOcpWeightBits && lr == kOcpLowrankBits));
+}
+
+namespace detail {
+/// "mxint4 | mxint3" (prefix "mxint"), "16 | 32 | 64".
+template <int... Vs>
+std::string alternatives(lqer::int_list<Vs...>, std::string_view prefix = {}) {
+  std::string s;
+  for (const int v : {Vs...}) {
+    if (!s.empty()) s += " | ";
+    s += prefix;
+    s += std::to_string(v);
+  }
+  return s;
+}
+}  // namespace detail
+
 /// The names the closed list accepts, for --help and error messages.
 inline std::string supported_formats() {
-  return "weights mxint4 | mxint3; A/B mxint8 | mxint4; block 16 | 32 | 64; exponent rule lqer (every combination) | "
-         "ocp (mxint4 with mxint8)";
+  return "weights " + detail::alternatives(closed_weight_bits{}, "mxint") + "; A/B " +
+         detail::alternatives(closed_lowrank_bits{}, "mxint") + "; block " + detail::alternatives(closed_blocks{}) +
+         "; exponent rule lqer (every combination) | ocp (mxint" + std::to_string(kOcpWeightBits) + " with mxint" +
+         std::to_string(kOcpLowrankBits) + ")";
 }
 
 }  // namespace engine

@@ -1,5 +1,5 @@
 // lqer Python package — fake quantization in every format the lqer program
-// knows (tools/lqer/format_select.hpp's list).
+// knows (the format table, lqer/format/table.hpp).
 #pragma once
 
 #include <nanobind/nanobind.h>

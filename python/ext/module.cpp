@@ -19,8 +19,10 @@
 
 #include <filesystem>
 #include <lqer/error.hpp>
+#include <lqer/format/table.hpp>
 #include <lqer/kernel/dispatch.hpp>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "common.hpp"
@@ -87,12 +89,12 @@ cli::mx_spec parse_mx(const std::string& format, int block, const std::string& r
   cli::mx_spec s;
   s.format = format;
   s.block = block;
-  if (rule != "ocp" && rule != "lqer")
-    throw value_error(std::string(role) + ": rule must be 'ocp' or 'lqer', not '" + rule + "'");
-  s.rule = cli::parse_rule(rule);
-  if (s.bits() == 0)
-    throw value_error(std::string(role) + ": '" + format +
-                      "' is not an MX integer format (mxint2, mxint3, mxint4, mxint8)");
+  const std::optional<mx_rule> r = parse_mx_rule(rule);
+  if (!r) throw value_error(std::string(role) + ": rule must be 'ocp' or 'lqer', not '" + rule + "'");
+  s.rule = *r;
+  if (s.bits() == 0)  // not an MX name of the format table
+    throw value_error(std::string(role) + ": '" + format + "' is not an MX integer format (" +
+                      list_text(mx_bits{}, "mxint") + ")");
   return s;
 }
 

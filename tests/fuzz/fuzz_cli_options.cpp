@@ -1,7 +1,7 @@
 // libFuzzer target for the `lqer` command line: CLI11 parsing of the real
 // subcommand definitions (tools/lqer/cmd_*.cpp's add_*_command, the same
-// functions main.cpp registers) and format_select.hpp's resolution of format
-// names and block lengths to format types. Nothing is ever run: the command's
+// functions main.cpp registers) and the format table's (lqer/format/table.hpp)
+// resolution of format names and block lengths to format types. Nothing is ever run: the command's
 // `run` is never called, so no file is read or written (option validators may
 // only look at the file system).
 //
@@ -9,7 +9,7 @@
 // (at most 32 arguments). Property: parsing either succeeds or throws a
 // CLI::ParseError (which includes --help / --version); format resolution of
 // what parsed either yields a format whose block is the one resolved or throws
-// lqer::cli::usage_error. Any other exception, a crash or a sanitizer report
+// lqer::format_error. Any other exception, a crash or a sanitizer report
 // is a bug.
 //
 // Seeds: tests/fuzz/corpus/cli_options (hand-made command lines, one per file).
@@ -23,8 +23,9 @@
 #include <type_traits>
 #include <vector>
 
+#include <lqer/format/table.hpp>
+
 #include "../../tools/lqer/commands.hpp"
-#include "../../tools/lqer/format_select.hpp"
 
 namespace {
 
@@ -41,7 +42,7 @@ std::string value_or(CLI::App* sub, const std::string& name, const std::string& 
 // number, resolve() (defaults and applicability), then with_format (name to type).
 void check_format(CLI::App* sub, const std::string& format_opt, const std::string& block_opt,
                   const std::string& rule_opt, const std::string& default_format) {
-  using namespace lqer::cli;
+  using namespace lqer;
   format_spec s;
   s.name = value_or(sub, format_opt, default_format);
   const std::string block = value_or(sub, block_opt, "");
@@ -55,7 +56,7 @@ void check_format(CLI::App* sub, const std::string& format_opt, const std::strin
       // The type with_format picked has the block that was asked for.
       if (s.block != lqer::kPerRow && F::kBlock != s.block) fail();
     });
-  } catch (const usage_error&) {
+  } catch (const format_error&) {
     // a sentence for the user: the expected outcome for an unsupported name or block
   }
 }

@@ -374,12 +374,12 @@ command add_factorize_command(CLI::App& parent) {
   sub->add_option("--solver", o->solver, "SVD solver: exact (BDCSVD, slow on large layers) or randomized")
       ->check(CLI::IsMember({"exact", "randomized"}))
       ->default_str("randomized");
-  sub->add_option("--w-format", o->w.format, "Weight format: mxint2, mxint3, mxint4, mxint8")->default_str("mxint4");
+  sub->add_option("--w-format", o->w.format, "Weight format: " + list_text(detail::weight_bits{}, "mxint", ", "))->default_str("mxint4");
   sub->add_option("--w-block", o->w.block, "Weight block length along `in`: 16 or 32")->default_str("16");
   sub->add_option("--w-rule", o->w_rule, "Weight MX rule: lqer (the LQER reference) or ocp (OCP MX v1.0)")
       ->check(CLI::IsMember({"ocp", "lqer"}))
       ->default_str("lqer");
-  sub->add_option("--lr-format", o->lr.format, "Format of A and B: mxint8 (LQER keeps the factors in 8 bits)")->default_str("mxint8");
+  sub->add_option("--lr-format", o->lr.format, "Format of A and B: " + list_text(detail::lowrank_bits{}, "mxint", ", ") + " (LQER keeps the factors in 8 bits)")->default_str("mxint8");
   sub->add_option("--lr-block", o->lr.block, "Block length of A (along `in`) and B (along k); must equal --w-block")
       ->default_str("16");
   sub->add_option("--lr-rule", o->lr_rule, "MX rule of A and B: lqer or ocp")

@@ -253,7 +253,7 @@ command add_forward_command(CLI::App& parent) {
       ->required();
   sub->add_option("--name", o->name, "The layer's name in a checkpoint FILE (needed when it holds several)");
   sub->add_option("--x", o->x, "X.npy: activations [tokens, in], float32")->required();
-  sub->add_option("--act-format", o->act.format, "Activation format: mxint4 or mxint8")->default_str("mxint8");
+  sub->add_option("--act-format", o->act.format, "Activation format: " + list_text(detail::activation_bits{}, "mxint"))->default_str("mxint8");
   sub->add_option("--act-block", o->act.block, "Activation block length (default and only allowed value: the layer's)");
   sub->add_option("--act-rule", o->act_rule, "Activation MX rule: lqer or ocp")
       ->check(CLI::IsMember({"ocp", "lqer"}))

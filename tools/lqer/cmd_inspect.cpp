@@ -4,7 +4,7 @@
 // (dtype, shape, bytes) — after verifying every tensor's SHA-256 against the
 // file's metadata and decoding every matrix of a checkpoint in its format
 // (codes, scales and zero points checked as load() checks them; a format the
-// command line does not instantiate, format_select.hpp, is listed as not
+// format table does not instantiate, lqer/format/table.hpp, is listed as not
 // decoded). The file is fully checked before anything is printed: a
 // damaged file (a checksum mismatch, a truncated or malformed one) prints
 // nothing on stdout and one sentence on stderr, exit status 2.
@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <lqer/calib/activation_stats.hpp>
+#include <lqer/format/table.hpp>
 #include <lqer/io/checkpoint.hpp>
 #include <lqer/io/lqer_file.hpp>
 #include <lqer/io/safetensors.hpp>
@@ -23,7 +24,6 @@
 #include <vector>
 
 #include "commands.hpp"
-#include "format_select.hpp"
 
 namespace lqer::cli {
 namespace {

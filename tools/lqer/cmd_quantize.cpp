@@ -10,12 +10,12 @@
 #include <string>
 #include <vector>
 
+#include <lqer/format/table.hpp>
 #include <lqer/io/npy.hpp>
 #include <lqer/lqer.hpp>
 #include <lqer/tensor/check.hpp>
 
 #include "commands.hpp"
-#include "format_select.hpp"
 
 namespace lqer::cli {
 namespace {
@@ -76,6 +76,8 @@ int run_quantize(const quantize_options& o) {
       const index_t group = F::kBlock == kPerRow ? q.depth() : F::kBlock;
       return quantize_result{label, F::kBits + double(F::kScaleBits) / double(group)};
     });
+  } catch (const format_error&) {
+    throw;  // an option error (main.cpp reports it as one), not the file's
   } catch (const lqer::error& e) {
     // e.g. an fp16 scale that would overflow: say which file it came from.
     throw value_error(o.input + ": " + e.what());
@@ -117,10 +119,11 @@ command add_quantize_command(CLI::App& parent) {
                   "Output: float32 .npy of the same shape, written atomically (never partially; left untouched on "
                   "any error)")
       ->required();
-  sub->add_option("-f,--format", o->format, "Format: mxint2, mxint3, mxint4, mxint8, int4, int8, q4_0, q8_0")
+  sub->add_option("-f,--format", o->format, "Format: " + format_names_text())
       ->required();
   o->block_opt = sub->add_option("-b,--block", o->block,
-                                 "Elements per block/group along the blocking axis: 8, 16, 32, 64, 128, or 'row' "
+                                 "Elements per block/group along the blocking axis: " + list_text(mx_blocks{}, {}, ", ") +
+                                     ", or 'row' "
                                  "(= 0, int formats only). Default: 32 for OCP MX and q4_0/q8_0, 16 for --rule "
                                  "lqer, row for int4/int8");
   o->rule_opt = sub->add_option("-r,--rule", o->rule, "MX exponent/rounding rule: ocp (OCP MX v1.0) or lqer (LQER block_fp)")

@@ -11,8 +11,9 @@
 //
 // Formats. Each combination of formats is a separate instantiation of the
 // factorization (and of the reference forward), so these commands accept a
-// deliberately small, closed set — the MX integer formats the paper and the
-// fused kernels use — rather than format_select.hpp's full list:
+// deliberately small, closed subset of the format table (lqer/format/table.hpp)
+// — the MX integer formats the paper and the fused kernels use — named here as
+// mx_subsets of the table's MX widths (checked against it at compile time):
 //   W        mxint2, mxint3, mxint4, mxint8
 //   A / B    mxint8
 //   x        mxint4, mxint8        (lqer forward)
@@ -35,12 +36,14 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
 #include <vector>
 
 #include <lqer/format/mxint.hpp>
+#include <lqer/format/table.hpp>
 #include <lqer/io/npy.hpp>
 #include <lqer/tensor/check.hpp>
 #include <lqer/tensor/quantized_matrix.hpp>
@@ -55,14 +58,12 @@ struct mx_spec {
   int block = 16;
   mx_rule rule = mx_rule::lqer;
 
-  int bits() const {
-    if (format.size() == 6 && format.starts_with("mxint") && format[5] >= '2' && format[5] <= '8')
-      return format[5] - '0';
-    return 0;
-  }
+  /// The table's MX width of `format`; 0 when it is not an MX name of the table.
+  int bits() const { return mx_bits_of(format); }
 };
 
-inline mx_rule parse_rule(const std::string& r) { return r == "ocp" ? mx_rule::ocp : mx_rule::lqer; }
+/// "ocp" → ocp, anything else → lqer (CLI11 has checked the value already).
+inline mx_rule parse_rule(const std::string& r) { return parse_mx_rule(r).value_or(mx_rule::lqer); }
 
 inline nlohmann::json to_json(const mx_spec& s, const std::string& full_name) {
   return {{"name", full_name}, {"format", s.format}, {"block", s.block}, {"rule", to_string(s.rule)}};
@@ -74,8 +75,9 @@ inline mx_spec mx_spec_from_json(const nlohmann::json& j, const std::string& whe
     s.format = j.at("format").get<std::string>();
     s.block = j.at("block").get<int>();
     const std::string rule = j.at("rule").get<std::string>();
-    if (rule != "ocp" && rule != "lqer") throw value_error(where + ": unknown rule '" + rule + "'");
-    s.rule = parse_rule(rule);
+    const std::optional<mx_rule> r = parse_mx_rule(rule);
+    if (!r) throw value_error(where + ": unknown rule '" + rule + "'");
+    s.rule = *r;
     return s;
   } catch (const nlohmann::json::exception& e) {
     throw parse_error(where + ": " + e.what());
@@ -89,56 +91,31 @@ inline mx_spec mx_spec_from_name(const std::string& name, const std::string& whe
     return value_error(where + ": format '" + name +
                        "' is not an MX integer format (mxint<bits>_b<block>_<ocp|lqer>), which lqer forward runs");
   };
-  // "mxint" <bits> "_b" <block> "_" <rule>
-  const std::size_t b = name.find("_b"), r = name.rfind('_');
-  if (!name.starts_with("mxint") || b != 6 || r == std::string::npos || r <= b + 2) throw bad();
+  const std::optional<lqer::mx_name> m = parse_mx_name(name);
+  if (!m) throw bad();
   mx_spec s;
-  s.format = name.substr(0, 6);
-  const std::string block = name.substr(b + 2, r - b - 2), rule = name.substr(r + 1);
-  if (block.empty() || block.size() > 4 || block.find_first_not_of("0123456789") != std::string::npos) throw bad();
-  if (rule != "ocp" && rule != "lqer") throw bad();
-  s.block = std::stoi(block);
-  s.rule = parse_rule(rule);
-  if (s.bits() == 0) throw bad();
+  s.format = m->format;
+  s.block = m->block;
+  s.rule = m->rule;
   return s;
 }
 
 namespace detail {
 
-template <int... Vs>
-struct value_list {};
-
-/// The bit widths each role accepts, and the shared block lengths. The
+/// The bit widths each role accepts (subsets of the format table's MX
+/// widths), and the shared block lengths (a subset of its MX blocks). The
 /// low-rank factors are 8-bit only: LQER keeps A and B in 8 bits (they are
 /// 2.8% of the bytes at rank 32), and every extra entry here multiplies the
 /// factorize instantiations the CLI compiles (blocks × W × A/B × policies).
-using weight_bits = value_list<2, 3, 4, 8>;
-using lowrank_bits = value_list<8>;
-using activation_bits = value_list<4, 8>;
-using shared_blocks = value_list<16, 32>;
+using weight_bits = mx_subset<2, 3, 4, 8>;
+using lowrank_bits = mx_subset<8>;
+using activation_bits = mx_subset<4, 8>;
+using shared_blocks = int_list<16, 32>;
+static_assert(mx_blocks::contains(16) && mx_blocks::contains(32), "the shared blocks must be MX blocks of the table");
 
-template <int... Vs>
-std::string list_text(value_list<Vs...>, const char* prefix) {
-  std::string s;
-  const int v[] = {Vs...};
-  for (std::size_t i = 0; i < sizeof...(Vs); ++i) {
-    if (i) s += i + 1 == sizeof...(Vs) ? " or " : ", ";
-    s += prefix + std::to_string(v[i]);
-  }
-  return s;
-}
-
-template <int Bits, int Block, class Visit>
-void visit_rule(mx_rule rule, Visit& visit) {
-  if (rule == mx_rule::ocp)
-    visit(std::type_identity<mxint<Bits, Block, mx_rule::ocp>>{});
-  else
-    visit(std::type_identity<mxint<Bits, Block, mx_rule::lqer>>{});
-}
-
-template <int Block, class Visit, int... Bits>
-bool visit_bits(int bits, mx_rule rule, Visit& visit, value_list<Bits...>) {
-  return ((bits == Bits ? (visit_rule<Bits, Block>(rule, visit), true) : false) || ...);
+template <class Visit, int... Bs>
+bool visit_block(int block, Visit& visit, int_list<Bs...>) {
+  return ((block == Bs ? (visit(std::integral_constant<int, Bs>{}), true) : false) || ...);
 }
 
 }  // namespace detail
@@ -147,20 +124,16 @@ bool visit_bits(int bits, mx_rule rule, Visit& visit, value_list<Bits...>) {
 /// the role whose bit widths are `Bits`; usage_error naming the role otherwise.
 template <int Block, class Bits, class Visit>
 void with_mx(const mx_spec& s, const char* role, Bits bits_list, Visit&& visit) {
-  if (!detail::visit_bits<Block>(s.bits(), s.rule, visit, bits_list))
-    throw usage_error(std::string(role) + " format must be " + detail::list_text(bits_list, "mxint") + ", not '" +
-                      s.format + "'");
+  if (!with_mx_format<Block>(s.bits(), s.rule, bits_list, visit))
+    throw usage_error(std::string(role) + " format must be " + list_text(bits_list, "mxint") + ", not '" + s.format +
+                      "'");
 }
 
 /// Calls visit(std::integral_constant<int, Block>{}) for the shared block length.
 template <class Visit>
 void with_block(int block, Visit&& visit) {
-  if (block == 16)
-    visit(std::integral_constant<int, 16>{});
-  else if (block == 32)
-    visit(std::integral_constant<int, 32>{});
-  else
-    throw usage_error("the block length must be " + detail::list_text(detail::shared_blocks{}, "") + ", not " +
+  if (!detail::visit_block(block, visit, detail::shared_blocks{}))
+    throw usage_error("the block length must be " + list_text(detail::shared_blocks{}) + ", not " +
                       std::to_string(block));
 }
 

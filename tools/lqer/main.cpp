@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include <lqer/format/table.hpp>
 #include <lqer/lqer.hpp>
 
 #include "commands.hpp"
@@ -80,6 +81,11 @@ int main(int argc, char** argv) {
     try {
       return c.run();
     } catch (const lqer::cli::usage_error& e) {
+      report(where(), std::string(e.what()) + "; see '" + where() + " --help'");
+      return 2;
+    } catch (const lqer::format_error& e) {
+      // A format name, block or option the format table does not have: an
+      // option error like the above (lqer/format/table.hpp says what exists).
       report(where(), std::string(e.what()) + "; see '" + where() + " --help'");
       return 2;
     } catch (const lqer::error& e) {

@@ -15,6 +15,17 @@
 // MX formats, float or half_bits for the scaled integers — plus, when
 // kHasZeroPoint, one int8 zero point. io/checkpoint.hpp maps these element
 // types to safetensors dtypes (F8_E8M0, F32, F16, I8) and asks nothing else.
+//
+// What a kernel needs beyond that, so that formats which are not uniform
+// integers (a lookup table such as llama.cpp's IQ4_NL) or whose scale is not a
+// power of two can join without the kernels guessing:
+//   * kScaleKind — what one block's scale is: a power of two held as E8M0 (a
+//     kernel may apply it as an exponent add), or a real fp32 / fp16 number (a
+//     multiply);
+//   * code_value(code) — the integer a code stands for before the scale and
+//     zero point are applied: value = (code_value(q) − zero_point) · scale.
+//     The identity for every linear integer format here; a non-uniform format
+//     maps its codes (indices) to the integer grid of its table.
 #pragma once
 
 #include <concepts>
@@ -24,6 +35,22 @@
 #include "lqer/config.hpp"
 
 namespace lqer {
+
+/// What one block's scale is (see the file comment).
+enum class scale_kind {
+  e8m0_pow2,  ///< 2^e, stored as one E8M0 byte: applied as an exponent, exactly
+  f32,        ///< a real scale stored as float
+  f16,        ///< a real scale stored as IEEE half
+};
+
+inline const char* to_string(scale_kind k) noexcept {
+  switch (k) {
+    case scale_kind::e8m0_pow2: return "e8m0";
+    case scale_kind::f32: return "f32";
+    case scale_kind::f16: return "f16";
+  }
+  return "?";
+}
 
 /// Block / group length meaning "the whole reduction axis is one group"
 /// (per-channel weights, per-token activations).
@@ -41,6 +68,9 @@ concept quantization_format = requires(const float* x, index_t n, index_t stride
   { F::kQmax } -> std::convertible_to<int>;
   { F::kHasZeroPoint } -> std::convertible_to<bool>;
   { F::kScaleBits } -> std::convertible_to<int>;  // storage bits of one block_scale record
+  { F::kScaleKind } -> std::convertible_to<scale_kind>;
+  /// The integer code q stands for (identity for linear integer formats).
+  { F::code_value(code) } -> std::same_as<int>;
   /// Encodes n ≤ block elements x[0], x[stride], …; writes n codes; returns the block's scale.
   { F::quantize_block(x, n, stride, q) } -> std::same_as<typename F::block_scale>;
   { F::scale_value(s) } -> std::same_as<float>;
@@ -62,6 +92,16 @@ concept storable_format = quantization_format<F> &&
   { F::store_zero(s) } -> std::same_as<std::int8_t>;
   { F::load_scale(d, z) } -> std::same_as<typename F::block_scale>;
 };
+
+/// A format whose codes are the integers they stand for (code_value is the
+/// identity on [kQmin, kQmax]): what the integer kernels' dot products assume.
+/// Checked at compile time over every code.
+template <quantization_format F>
+consteval bool has_linear_codes() {
+  for (int q = F::kQmin; q <= F::kQmax; ++q)
+    if (F::code_value(static_cast<std::int8_t>(q)) != q) return false;
+  return true;
+}
 
 /// Storage bits per code when packed: formats of 4 bits or fewer pack two codes
 /// per byte (nibbles, element 2j in the low nibble); wider ones take a byte.

@@ -102,6 +102,9 @@ struct intq {
   static constexpr int kQmin = Scheme == int_scheme::symmetric ? -(kOffset - 1) : -kOffset;
   static constexpr bool kHasZeroPoint = Scheme == int_scheme::asymmetric;
   static constexpr int kScaleBits = (Scale == scale_dtype::f32 ? 32 : 16) + (kHasZeroPoint ? 8 : 0);
+  static constexpr scale_kind kScaleKind = Scale == scale_dtype::f32 ? scale_kind::f32 : scale_kind::f16;
+  /// Linear codes: q stands for q (value = (q − zero) · d), for every scheme.
+  static constexpr int code_value(std::int8_t q) noexcept { return q; }
 
   static std::string name() {
     // Appended piece by piece rather than `"int" + std::to_string(...) + ...`:

@@ -73,6 +73,9 @@ struct mxint {
   static constexpr int kQmin = -kQmax;  // symmetric: −2^(Bits−1) is never produced
   static constexpr bool kHasZeroPoint = false;
   static constexpr int kScaleBits = 8;
+  static constexpr scale_kind kScaleKind = scale_kind::e8m0_pow2;
+  /// Linear codes: q stands for q (value = q · 2^(e − kFractionBits)).
+  static constexpr int code_value(std::int8_t q) noexcept { return q; }
   /// value = q · 2^(e − kFractionBits)
   static constexpr int kFractionBits = Rule == mx_rule::ocp ? Bits - 2 : Bits - 1;
   static constexpr rounding kRounding = Rule == mx_rule::ocp ? rounding::half_away_from_zero : rounding::half_to_even;

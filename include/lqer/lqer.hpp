@@ -1,5 +1,6 @@
-// lqer — the runtime API: formats, quantized matrices, the LQER layer and its
-// reference forward, packing, the fused kernels and their dispatch, executors.
+// lqer — the runtime API: formats and the format table (names → types),
+// quantized matrices, the LQER layer and its reference forward, packing, the
+// fused kernels and their dispatch, executors.
 // What an inference engine needs, and free of Eigen (lint checks it): the
 // offline API — calibration statistics (calib/), factorize and its policies
 // and solvers (factorize/), Eigen interop (tensor/eigen.hpp), file I/O (io/) —
@@ -17,6 +18,7 @@
 #include "lqer/format/intq.hpp"
 #include "lqer/format/mxint.hpp"
 #include "lqer/format/rounding.hpp"
+#include "lqer/format/table.hpp"
 #if defined(_OPENMP)
 #include "lqer/exec/openmp.hpp"  // openmp_executor needs -fopenmp
 #endif

@@ -364,7 +364,8 @@ std::vector<float> model::forward(std::span<const std::int32_t> tokens, kv_cache
   const index_t d = c.d_model, qd = c.q_dim(), kvd = c.kv_dim(), hd = c.head_dim, F = c.d_ffn;
   const auto sz = [](index_t n) { return static_cast<std::size_t>(n); };
   std::vector<float> x(sz(T * d)), h(sz(T * d)), q(sz(T * qd)), att(sz(T * qd)), tmp(sz(T * d)), g(sz(T * F)),
-      u(sz(T * F));
+      u(sz(T * F)), kn(sz(T * kvd)), vn(sz(T * kvd));  // kn, vn: this chunk's keys and values, position-major
+  const index_t cap = cache.capacity_;
   for (index_t t = 0; t < T; ++t) w_->embedding_into(tokens[t], x.data() + t * d);
 
   const auto run = [&](int index, const float* in, index_t in_cols, float* out, index_t out_cols, index_t out_stride) {
@@ -433,37 +434,40 @@ std::vector<float> model::forward(std::span<const std::int32_t> tokens, kv_cache
   const index_t q_tiles = (T + kQueryChunk - 1) / kQueryChunk;
   for (index_t b = 0; b < c.n_layers; ++b) {
     const auto& blk = w_->blocks[sz(b)];
-    float* kc = cache.k_[sz(b)].data() + p0 * kvd;  // this chunk's rows of the cache
-    float* vc = cache.v_[sz(b)].data() + p0 * kvd;
+    float* K = cache.k_[sz(b)].data();  // head-major: head j's position t at (j·capacity + t)·hd
+    float* V = cache.v_[sz(b)].data();
     rms_norm(x.data(), T, d, blk.attn_norm, c.rms_eps, h.data(), pool);
     run_same_input(h.data(), d,
                    {{linear_index(b, linear_kind::q), q.data(), qd},
-                    {linear_index(b, linear_kind::k), kc, kvd},
-                    {linear_index(b, linear_kind::v), vc, kvd}});
+                    {linear_index(b, linear_kind::k), kn.data(), kvd},
+                    {linear_index(b, linear_kind::v), vn.data(), kvd}});
     for_rows(T, pool, [&](index_t r0, index_t n) {
       for (index_t t = r0; t < r0 + n; ++t) {
         rope_row(q.data() + t * qd, t, c.n_heads);
-        rope_row(kc + t * kvd, t, c.n_kv_heads);
+        rope_row(kn.data() + t * kvd, t, c.n_kv_heads);
+        for (index_t j = 0; j < c.n_kv_heads; ++j) {  // into the cache, head-major
+          const index_t at = (j * cap + p0 + t) * hd;
+          std::copy_n(kn.data() + t * kvd + j * hd, hd, K + at);
+          std::copy_n(vn.data() + t * kvd + j * hd, hd, V + at);
+        }
       }
     });
 
     // Causal grouped-query attention, one task per (head, tile of query rows).
-    const float* K = cache.k_[sz(b)].data();
-    const float* V = cache.v_[sz(b)].data();
     pool.parallel_for(c.n_heads * q_tiles, [&](index_t i0, index_t i1) {
       std::vector<float> s(sz(p0 + T + 2 * hd));  // scores, then 2·hd floats of scratch
       for (index_t i = i0; i < i1; ++i) {
         const index_t head = i / q_tiles, t0 = (i % q_tiles) * kQueryChunk;
-        const float* Kh = K + (head / group) * hd;
-        const float* Vh = V + (head / group) * hd;
+        const float* Kh = K + (head / group) * cap * hd;
+        const float* Vh = V + (head / group) * cap * hd;
         for (index_t t = t0; t < std::min(T, t0 + kQueryChunk); ++t) {
           const float* qr = q.data() + t * qd + head * hd;
           float* o = att.data() + t * qd + head * hd;
           float* scratch = s.data() + p0 + T;
           if (hd == 64)
-            attend_row<64>(qr, Kh, Vh, kvd, p0 + t + 1, hd, scale, s.data(), scratch, o);
+            attend_row<64>(qr, Kh, Vh, hd, p0 + t + 1, hd, scale, s.data(), scratch, o);
           else
-            attend_row<0>(qr, Kh, Vh, kvd, p0 + t + 1, hd, scale, s.data(), scratch, o);
+            attend_row<0>(qr, Kh, Vh, hd, p0 + t + 1, hd, scale, s.data(), scratch, o);
         }
       }
     });

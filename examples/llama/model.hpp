@@ -169,7 +169,11 @@ struct model_weights {
 using linear_observer = std::function<void(int linear, lqer::matrix_view<const float> x)>;
 
 /// The keys and values of the positions seen so far, per layer, as RoPE left
-/// them. Fixed capacity: a forward past it is a value_error.
+/// them. Fixed capacity: a forward past it is a value_error. Head-major: a
+/// KV head's keys (and values) are one contiguous run of capacity × head_dim
+/// floats, so attention reads each head's cache as one sequential stream (the
+/// hardware prefetcher's case; position-major rows interleave the heads and
+/// every head would read one 256-byte piece of each 768-byte row).
 class kv_cache {
  public:
   kv_cache(const config& cfg, index_t capacity);
@@ -180,7 +184,7 @@ class kv_cache {
  private:
   friend class model;
   index_t capacity_ = 0, size_ = 0, kv_dim_ = 0;
-  std::vector<std::vector<float>> k_, v_;  ///< per layer [capacity, kv_dim]
+  std::vector<std::vector<float>> k_, v_;  ///< per layer [n_kv_heads, capacity, head_dim]
 };
 
 /// Log-likelihood of a text: Σ −log p(next token) over the scored positions.

@@ -186,8 +186,10 @@ struct gemm_runner {
   /// Bytes of a tile's weights per K chunk: they stay in L1 while the row
   /// groups of the row chunk stream past them.
   static constexpr index_t kWeightChunkBytes = index_t{16} << 10;
-  /// Software-prefetch distance along the weight stream (see run).
+  /// GEMM's software-prefetch distance along each group's stream (see run).
   static constexpr index_t kWeightPrefetchBytes = 2048;
+  /// GEMV's largest tile whose successor is prefetched (see run).
+  static constexpr index_t kNextTilePrefetchBytes = index_t{96} << 10;
 
   /// Output tiles [t0, t1), every row group. `base` describes tile 0 (its
   /// x operands are filled in here from the panels, whose row groups must be
@@ -208,6 +210,10 @@ struct gemm_runner {
     const index_t nblk = base.nblk0;
     const index_t kc =
         row_groups == 1 ? nblk : std::max<index_t>(1, kWeightChunkBytes / (NVmax * group_block_bytes(K0, Block)));
+    // A whole tile (NVmax groups) in one slice per block of segment 0, whole lines.
+    const index_t tile_bytes = NVmax * base.group_stride;
+    const index_t per_block = (tile_bytes + std::max<index_t>(1, nblk) - 1) / std::max<index_t>(1, nblk);
+    const index_t next_tile_step = (per_block + kPrefetchLine - 1) / kPrefetchLine * kPrefetchLine;
     for (index_t rg0 = 0; rg0 < row_groups; rg0 += chunk) {
       const index_t rg1 = std::min(row_groups, rg0 + chunk);
       for (index_t t = t0; t < t1; ++t) {
@@ -219,15 +225,32 @@ struct gemm_runner {
           a.bias =
               reinterpret_cast<const float*>(reinterpret_cast<const std::uint8_t*>(a.bias) + g0 * base.group_stride);
         a.n_valid = static_cast<int>(std::min<index_t>(index_t{kGroup} * nv, n_total - kGroup * g0));
-        // Prefetch 2 KiB ahead along the weight stream in every tile. GEMV
-        // reads each weight once (measured +3–4% of DRAM bandwidth at M = 1 on
-        // Zen 4). GEMM's first row group of a K chunk brings the chunk in from
-        // DRAM or L3 and the rest reuse it from L1; without the prefetch memory
-        // idles while they do (M = 8, Zen 5, 2 threads, b32 rank 32: cold
-        // 1337 → 1214 µs at 4096 × 11008, 525 → 460 at 4096²; from L3 1108 →
-        // 978). For the later row groups the prefetches hit L1: M = 32 −2%,
-        // M = 128 ±1%, so one rule for all.
-        a.prefetch = kWeightPrefetchBytes;
+        // Software prefetch (params.hpp's prefetch_hint).
+        // GEMV (one row group) reads each weight once. Up to
+        // kNextTilePrefetchBytes of tile, the next tile of the task's range
+        // (its groups are contiguous after this tile's) comes into L2 spread
+        // over this tile's blocks; larger tiles' streams are long enough for
+        // the hardware prefetcher alone. Measured on Zen 5 (avx512_vnni), M = 1,
+        // one thread, weights from DRAM, GB/s (b16, rank 0), no prefetch /
+        // next tile / 2 KiB ahead in each group's stream (the rule before):
+        // K = 576 (N 1536, 49152) 13–14 / 22–23 / 13–14; K = 1536 16–17 /
+        // 18–21.5 / –; K = 3072 20–21 / 20–21 / –; K = 4096 (N 1536, 4096)
+        // 23–24 / 22 / 20–21.
+        // GEMM: 2 KiB ahead in each stream. The first row group of a K chunk
+        // brings the chunk in from DRAM or L3 and the rest reuse it from L1;
+        // without the prefetch memory idles while they do (M = 8, Zen 5,
+        // 2 threads, b32 rank 32: cold 1337 → 1214 µs at 4096 × 11008, 525 →
+        // 460 at 4096²; from L3 1108 → 978). For the later row groups the
+        // prefetches hit L1: M = 32 −2%, M = 128 ±1%.
+        if (row_groups == 1) {
+          a.prefetch.ahead = 0;
+          const bool next = t + 1 < t1 && tile_bytes <= kNextTilePrefetchBytes;
+          a.prefetch.next = next ? base.w0 + (g0 + NVmax) * base.group_stride : nullptr;
+          a.prefetch.bytes = next ? std::min<index_t>(NVmax, groups - g0 - NVmax) * base.group_stride : 0;
+          a.prefetch.step = next_tile_step;
+        } else {
+          a.prefetch.ahead = kWeightPrefetchBytes;
+        }
         const tile_fn full = kTable[static_cast<std::size_t>((nv - 1) * MRmax + (MRmax - 1))];
         for (index_t k0 = 0; k0 < nblk; k0 += kc) {
           a.w0 = base.w0 + g0 * base.group_stride + k0 * group_block_bytes(K0, Block);

@@ -45,9 +45,13 @@
 // NaN/Inf (value_error), not y.
 #pragma once
 
+#include <algorithm>
 #include <bit>
 #include <cstdint>
 #include <type_traits>
+#if defined(__x86_64__) || defined(_M_X64)
+#include <xmmintrin.h>  // _mm_prefetch (SSE: every x86-64)
+#endif
 
 #include "lqer/config.hpp"
 #include "lqer/format/mxint.hpp"
@@ -61,6 +65,10 @@ template <class F>
 struct is_mxint : std::false_type {};
 template <int Bits, int Block, mx_rule Rule>
 struct is_mxint<mxint<Bits, Block, Rule>> : std::true_type {};
+
+/// The cache line the prefetch hints step by (64 bytes on every x86 and on
+/// most AArch64 cores; where lines are 128 bytes every other prefetch repeats one).
+inline constexpr index_t kPrefetchLine = 64;
 
 /// The 2^22 offset of the magic scale mode (see linear.hpp).
 inline constexpr std::int32_t kMagicOffset = std::int32_t{1} << 22;
@@ -148,6 +156,43 @@ struct act_panel_ref {
   act_operand operand(index_t g) const noexcept { return layout.operand(base, g, consumer); }
 };
 
+/// Software-prefetch hints of a micro-tile call: hints only (a path may
+/// ignore them), and a prefetch past the end of a buffer neither faults nor
+/// feeds anything that is read.
+struct prefetch_hint {
+  /// Bytes ahead along each group's stream of the segment being read, into
+  /// L1 (GEMM: the first row group of a K chunk streams it while the rest
+  /// reuse it from L1).
+  index_t ahead = 0;
+  /// The weights the driver reads after this tile (GEMV: the next tile's
+  /// groups, one contiguous region of `bytes`), brought into L2 in slices of
+  /// `step` bytes, one slice per block of segment 0, so the region arrives
+  /// spread over the tile instead of in one burst. A GEMV tile's group streams are
+  /// short at small K (576: 5 KiB each), too short for `ahead` or the
+  /// hardware prefetcher to get going before the tile moves on to four new
+  /// streams; a whole tile ahead keeps DRAM busy across tiles.
+  const std::uint8_t* next = nullptr;
+  index_t bytes = 0;
+  index_t step = 0;
+};
+
+/// Block b's slice of h.next into L2 (nothing when h.next is null):
+/// prefetcht1 on x86 (SSE, every x86-64; GCC 12 turns __builtin_prefetch's
+/// locality 2 into prefetcht0, into L1, checked in the object code), PRFM
+/// PLDL2KEEP elsewhere.
+// always_inline: compiled inside each path's segment, under its target attribute.
+inline __attribute__((always_inline)) void prefetch_next_slice(const prefetch_hint& h, index_t b) noexcept {
+  if (h.next == nullptr) return;
+  const index_t end = std::min(h.bytes, (b + 1) * h.step);  // never a pointer past the region
+  for (index_t o = b * h.step; o < end; o += kPrefetchLine) {
+#if defined(__x86_64__) || defined(_M_X64)
+    _mm_prefetch(reinterpret_cast<const char*>(h.next + o), _MM_HINT_T1);
+#else
+    __builtin_prefetch(h.next + o, 0, 2);
+#endif
+  }
+}
+
 /// Everything a micro-tile (MR rows × NV groups of 16 outputs) needs.
 /// Segment 0 is the main product (x0 against w0, nblk0 blocks); segment 1,
 /// when the kernel is instantiated with one, is the correction (x1 = t against
@@ -173,10 +218,9 @@ struct tile_args {
   /// per-output order of additions — and the result — is the same.
   bool load_acc = false;
   bool finish = true;
-  /// Software-prefetch distance in bytes along the weight stream, 0 for none
-  /// (a hint: paths may ignore it; a prefetch past the end of the stream does
-  /// not fault and nothing reads what it brings in).
-  index_t prefetch = 0;
+  /// Software prefetch during segment 0 (segment 1, the correction's B, lies
+  /// inside the tile's groups and comes with them).
+  prefetch_hint prefetch;
 };
 
 /// Scale arithmetic of a micro-kernel call (see linear.hpp).

@@ -100,7 +100,7 @@ inline constexpr int kFmaRows = Block <= 16 ? MR / 2 : 0;
 
 template <int MR, int NV, int Block, code_kind K, scale_mode S>
 LQER_AVX512_INLINE void segment(__m512 (&acc)[MR][NV], const act_operand& x, const std::uint8_t* w, index_t nblk,
-                                index_t gstride, int wfrac, index_t prefetch) {
+                                index_t gstride, int wfrac, const prefetch_hint& prefetch) {
   constexpr index_t kBlockBytes = group_block_bytes(K, Block);
   constexpr index_t kCodeBytes = group_code_bytes(K, Block);
   const __m512i low_nibbles = _mm512_set1_epi8(0x0f);
@@ -108,14 +108,15 @@ LQER_AVX512_INLINE void segment(__m512 (&acc)[MR][NV], const act_operand& x, con
   const __m512 inv_wfrac = _mm512_set1_ps(exp2_exact(-wfrac));
   for (index_t b = 0; b < nblk; ++b) {
     const std::uint8_t* wb = w + b * kBlockBytes;
-    if (prefetch > 0) {  // GEMV: the weights stream from DRAM once; ask for them 2 KiB early
+    if (prefetch.ahead > 0) {
       LQER_UNROLL(4)
       for (int v = 0; v < NV; ++v) {
         LQER_UNROLL(8)
-        for (index_t o = 0; o < kBlockBytes; o += 64)
-          _mm_prefetch(reinterpret_cast<const char*>(wb + v * gstride + prefetch + o), _MM_HINT_T0);
+        for (index_t o = 0; o < kBlockBytes; o += kPrefetchLine)
+          _mm_prefetch(reinterpret_cast<const char*>(wb + v * gstride + prefetch.ahead + o), _MM_HINT_T0);
       }
     }
+    prefetch_next_slice(prefetch, b);
     // This block of the MR rows: codes of row m at xblk + m·Block, records at meta[m].
     const auto* xblk = reinterpret_cast<const std::int8_t*>(x.base + b * x.block_stride);
     const auto* meta = reinterpret_cast<const act_block_meta*>(x.base + b * x.block_stride + x.meta_offset);

@@ -48,7 +48,7 @@ namespace portable {  // the path's own namespace, as every path has (tile.inl d
 /// path is the reference's arithmetic in every case).
 template <int MR, int NV, int Block, code_kind K, scale_mode>
 void segment(float (&acc)[MR][16 * NV], const act_operand& x, const std::uint8_t* w, index_t nblk, index_t gstride,
-             int wfrac, index_t /*prefetch*/) {
+             int wfrac, const prefetch_hint& /*compute-bound: not followed*/) {
   constexpr index_t kBlockBytes = group_block_bytes(K, Block);
   constexpr index_t kCodeBytes = group_code_bytes(K, Block);
   for (int v = 0; v < NV; ++v) {

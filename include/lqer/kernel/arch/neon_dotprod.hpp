@@ -63,7 +63,7 @@ LQER_NEON_INLINE int32x4_t dot_lane(int32x4_t d, int8x16_t w, int8x16_t x) {
 
 template <int MR, int NV, int Block, code_kind K, scale_mode S>
 LQER_NEON_INLINE void segment(float32x4_t (&acc)[MR][4 * NV], const act_operand& x, const std::uint8_t* w, index_t nblk,
-                              index_t gstride, int wfrac, index_t /*prefetch: this path does not prefetch*/) {
+                              index_t gstride, int wfrac, const prefetch_hint& /*not followed: unmeasured here*/) {
   constexpr int Q = 4 * NV;  // quads: quad q is outputs 4(q%4) … of group q/4
   constexpr index_t kBlockBytes = group_block_bytes(K, Block);
   constexpr index_t kCodeBytes = group_code_bytes(K, Block);

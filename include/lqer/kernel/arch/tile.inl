@@ -18,7 +18,8 @@
 //   segment<MR, NV, Block, K, S>(acc, x, w, nblk, group_stride, wfrac, prefetch)
 //                                  the path's core: one operand's blocks (Wq's or
 //                                  B's) of the tile accumulated into
-//                                  acc[MR][NV · 16 / kLanes] (params.hpp's arithmetic)
+//                                  acc[MR][NV · 16 / kLanes] (params.hpp's arithmetic),
+//                                  following the prefetch_hint as far as the path does
 //
 // and gets gemm_qmx8_f32_qmxw_n16c4<MR, NV, Block, K0, Corr, S>(const tile_args&):
 // MR rows × NV groups of 16 outputs; activations MX int8, weights MX codes of
@@ -52,7 +53,7 @@ LQER_TILE_ATTR void gemm_qmx8_f32_qmxw_n16c4(const tile_args& a) {
   segment<MR, NV, Block, K0, S>(acc, a.x0, a.w0, a.nblk0, a.group_stride, a.wfrac0, a.prefetch);
   if (a.finish) {
     if constexpr (Corr)
-      segment<MR, NV, Block, code_kind::byte, S>(acc, a.x1, a.w1, a.nblk1, a.group_stride, a.wfrac1, a.prefetch);
+      segment<MR, NV, Block, code_kind::byte, S>(acc, a.x1, a.w1, a.nblk1, a.group_stride, a.wfrac1, prefetch_hint{});
     if (a.bias) {
       LQER_UNROLL(16)
       for (int p = 0; p < P; ++p) {

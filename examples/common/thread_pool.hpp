@@ -8,7 +8,11 @@
 //
 // parallel_for(n, fn) calls fn(i, i + 1) once for every task i in [0, n)
 // (n ≤ kMaxChunks; a larger n is cut into kMaxChunks contiguous ranges), on
-// the calling thread and the workers, which claim tasks one at a time (cheap,
+// the calling thread and the workers — or fn(0, n) once when it runs inline
+// (one thread, one task, or a call from inside a task: then lqer's GEMV, for
+// one, sees its whole range of tiles and prefetches each next tile while it
+// computes the current one, which single-tile calls cannot) — and the workers
+// claim tasks one at a time (cheap,
 // and it balances uneven tasks — sentences of different lengths, causal
 // attention rows of different lengths, layers to factorize — by itself).
 // Which thread runs which task is not fixed, so callers that need results
@@ -87,7 +91,7 @@ class thread_pool {
   void parallel_for(lqer::index_t n, F&& fn) {
     if (n <= 0) return;
     if (workers_.empty() || n == 1 || inside_task()) {
-      for (lqer::index_t i = 0; i < n; ++i) fn(i, i + 1);
+      fn(lqer::index_t{0}, n);  // inline: the whole range in one call, as lqer::serial_executor
       return;
     }
     using Fn = std::remove_reference_t<F>;

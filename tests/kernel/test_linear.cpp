@@ -71,6 +71,30 @@ TEST_CASE("linear == reference_forward(fused), W4A8 MXINT block 16 (LQER rule), 
       }
 }
 
+TEST_CASE("linear == reference: GEMV tasks of several tiles, with and without the next-tile prefetch") {
+  // A wide GEMV becomes tasks of `run` contiguous tiles (linear.hpp,
+  // run_tiles): 41 tiles of 4 groups at N = 2573 give runs of 2 and a last run
+  // of one partial tile. At K = 576 a tile is small enough that each tile
+  // prefetches the next one inside its run (a hint whose last slice ends at the
+  // stream's end); at K = 4096 it is not. Either way every output is the
+  // reference's, on one thread (one range) and on two (claimed runs).
+  using W = mxint<4, 16, mx_rule::lqer>;
+  using Lr = mxint<8, 16, mx_rule::lqer>;
+  using Act = mxint<8, 16, mx_rule::lqer>;
+  thread_pool_executor pool(2);
+  std::uint32_t seed = 900;
+  for (index_t K : {576, 4096})
+    for (index_t rank : {0, 32}) {
+      const index_t N = 64 * 40 + 13;
+      const auto layer = random_layer<W, Lr>(N, K, rank, /*bias=*/true, seed++);
+      for (index_t M : {1, 2}) {
+        const auto x = random_matrix(M, K, 1.0f, seed++, /*outliers=*/true);
+        check_all_paths<Act>(layer, x, M,
+                             "rank=" + std::to_string(rank) + " M=" + std::to_string(M) + " K=" + std::to_string(K), pool);
+      }
+    }
+}
+
 TEST_CASE("linear == reference: M large enough for several row chunks (M-blocking)") {
   using W = mxint<4, 16, mx_rule::lqer>;
   using Lr = mxint<8, 16, mx_rule::lqer>;

@@ -381,6 +381,9 @@ struct linear_driver {
     return r;
   }
 
+  /// Most weight bytes of one GEMV task (see run_tiles).
+  static constexpr index_t kGemvRunBytes = index_t{256} << 10;
+
   /// Output tiles as tasks on the executor — GEMV tiles (all M ≤ kGemvRows
   /// rows at once) or GEMM tiles; small problems (< 2^20 MACs, a few µs) run
   /// on the calling thread, where waking workers would cost more.
@@ -388,10 +391,17 @@ struct linear_driver {
   static void run_tiles(const tile_args& a, const act_panel_ref& x0, const act_panel_ref* x1, index_t M, index_t groups,
                         index_t n_total, index_t macs, E& exec) {
     const bool parallel = macs >= (index_t{1} << 20);
-    if (M <= Isa::kGemvRows)
-      run_tiles_as<gemm_runner<Isa, B, K0, Corr, S, Isa::kGemvRows, Isa::kGemvGroups>>(a, x0, x1, M, groups, n_total,
-                                                                                       parallel, exec);
-    else
+    if (M <= Isa::kGemvRows) {
+      using G = gemm_runner<Isa, B, K0, Corr, S, Isa::kGemvRows, Isa::kGemvGroups>;
+      // GEMV tasks are runs of contiguous tiles, so the next-tile prefetch
+      // (G::run) has a next tile within its task: up to kGemvRunBytes of
+      // weights a run, and at least 16 runs (balance, for executors that
+      // hand out one task at a time).
+      const index_t tiles = G::tiles(groups);
+      const index_t tile_bytes = std::max<index_t>(1, Isa::kGemvGroups * a.group_stride);
+      const index_t run = std::clamp<index_t>(std::min(tiles / 16, kGemvRunBytes / tile_bytes), 1, tiles);
+      run_tiles_as<G>(a, x0, x1, M, groups, n_total, parallel, exec, run);
+    } else
       run_tiles_as<gemm_runner<Isa, B, K0, Corr, S, Isa::kGemmRows, Isa::kGemmGroups>>(a, x0, x1, M, groups, n_total,
                                                                                        parallel, exec);
   }
@@ -410,14 +420,17 @@ struct linear_driver {
                                                                                       parallel, exec);
   }
 
+  /// Tasks of `run` contiguous tiles each (the last may be shorter).
   template <class G, class E>
   static void run_tiles_as(const tile_args& a, const act_panel_ref& x0, const act_panel_ref* x1, index_t M,
-                           index_t groups, index_t n_total, bool parallel, E& exec) {
+                           index_t groups, index_t n_total, bool parallel, E& exec, index_t run = 1) {
     const index_t tiles = G::tiles(groups);
     if (!parallel || tiles == 1) {
       G::run(a, x0, x1, M, groups, n_total, 0, tiles);
     } else {
-      exec.parallel_for(tiles, [&](index_t t0, index_t t1) { G::run(a, x0, x1, M, groups, n_total, t0, t1); });
+      exec.parallel_for((tiles + run - 1) / run, [&](index_t r0, index_t r1) {
+        G::run(a, x0, x1, M, groups, n_total, r0 * run, std::min(tiles, r1 * run));
+      });
     }
   }
 };

@@ -1,5 +1,6 @@
 // serial_executor and thread_pool_executor honour the parallel_for contract;
-// the pool also under concurrent callers and repeated construction.
+// the pool also under concurrent callers and repeated construction;
+// executor_ref forwards both the contract and concurrency().
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -37,6 +38,32 @@ TEST_CASE("thread_pool_executor: contract with 1, 2, 3 and 5 threads") {
   thread_pool_executor def;
   CHECK(def.concurrency() >= 1);
   CHECK_THROWS_AS(thread_pool_executor(-1), value_error);
+}
+
+namespace {
+/// An executor without concurrency(): the concept does not require it.
+struct plain_executor {
+  template <class F>
+  void parallel_for(index_t n, F&& fn) const {
+    if (n > 0) fn(index_t{0}, n);
+  }
+};
+}  // namespace
+
+TEST_CASE("executor_ref: forwards parallel_for, and concurrency() where the executor has it (else 0: unknown)") {
+  serial_executor s;
+  thread_pool_executor three(3);
+  plain_executor plain;
+  CHECK(concurrency_of(s) == 1);
+  CHECK(concurrency_of(three) == 3);
+  CHECK(concurrency_of(plain) == 0);
+  CHECK(executor_ref(s).concurrency() == 1);
+  CHECK(executor_ref(three).concurrency() == 3);
+  CHECK(executor_ref(plain).concurrency() == 0);
+  executor_ref r(three);
+  lqer_test::check_executor_contract(r);
+  executor_ref rp(plain);
+  lqer_test::check_executor_contract(rp);
 }
 
 TEST_CASE("thread_pool_executor: callers on several threads are serialized, not lost") {

@@ -25,9 +25,9 @@ namespace {
 
 /// Runs every usable path (1 thread, and 2 threads on a pool) on x and compares
 /// with the reference; returns the number of mismatching configurations.
-template <class Act, class W, class Lr>
+template <class Act, class W, class Lr, class E>
 void check_all_paths(const lqer_layer<W, Lr>& layer, const std::vector<float>& x, index_t M, const std::string& what,
-                     thread_pool_executor& pool) {
+                     E& pool) {
   const index_t K = layer.in_features(), N = layer.out_features();
   std::vector<float> want(static_cast<std::size_t>(M * N));
   reference_forward<Act>(layer, matrix_view<const float>(x.data(), M, K), matrix_view<float>(want.data(), M, N),
@@ -48,6 +48,19 @@ void check_all_paths(const lqer_layer<W, Lr>& layer, const std::vector<float>& x
     }
   }
 }
+
+/// Reports `threads` as its concurrency but runs the tasks one at a time on
+/// the calling thread, last first: the kernels cut GEMVs into equal shares
+/// per reported thread (ranges that start and end inside tiles), and each
+/// task must compute its outputs whatever ran before it.
+struct reversed_executor {
+  int threads;
+  int concurrency() const noexcept { return threads; }
+  template <class F>
+  void parallel_for(index_t n, F&& fn) const {
+    for (index_t i = n; i-- > 0;) fn(i, i + 1);
+  }
+};
 
 }  // namespace
 
@@ -78,6 +91,9 @@ TEST_CASE("linear == reference: GEMV tasks of several tiles, with and without th
   // prefetches the next one inside its run (a hint whose last slice ends at the
   // stream's end); at K = 4096 it is not. Either way every output is the
   // reference's, on one thread (one range) and on two (claimed runs).
+  // Executors that report their concurrency c get a multiple of c equal
+  // ranges of groups instead (161 groups: 2 → 4 ranges of 40–41 groups at
+  // K = 576, 3 → 6 ranges of 26–27), whose tiles start and end mid-tile.
   using W = mxint<4, 16, mx_rule::lqer>;
   using Lr = mxint<8, 16, mx_rule::lqer>;
   using Act = mxint<8, 16, mx_rule::lqer>;
@@ -89,8 +105,13 @@ TEST_CASE("linear == reference: GEMV tasks of several tiles, with and without th
       const auto layer = random_layer<W, Lr>(N, K, rank, /*bias=*/true, seed++);
       for (index_t M : {1, 2}) {
         const auto x = random_matrix(M, K, 1.0f, seed++, /*outliers=*/true);
-        check_all_paths<Act>(layer, x, M,
-                             "rank=" + std::to_string(rank) + " M=" + std::to_string(M) + " K=" + std::to_string(K), pool);
+        const std::string what =
+            "rank=" + std::to_string(rank) + " M=" + std::to_string(M) + " K=" + std::to_string(K);
+        check_all_paths<Act>(layer, x, M, what, pool);
+        for (int c : {2, 3}) {
+          reversed_executor rev{c};
+          check_all_paths<Act>(layer, x, M, what + " reversed tasks, concurrency " + std::to_string(c), rev);
+        }
       }
     }
 }

@@ -14,6 +14,10 @@
 //     those calls wrote is visible to the caller afterwards (happens-before).
 //   * if a call throws, the remaining calls still run or are skipped, and one
 //     of the exceptions is rethrown to the caller of parallel_for.
+// Optionally, `exec.concurrency()` (an int): how many threads may run tasks
+// at once. Kernels use it only to cut work into equal shares per thread
+// (a GEMV of a few tiles), never for correctness; without it they assume
+// nothing and cut into many small tasks.
 // Kernels make every task's result independent of which thread runs it and of
 // how the range is cut, so results are bit-identical for any executor.
 //
@@ -62,6 +66,15 @@ struct serial_executor {
 
 static_assert(executor<serial_executor>);
 
+/// e.concurrency() when E has one (see the file comment), else 0: unknown.
+template <class E>
+int concurrency_of(const E& e) noexcept {
+  if constexpr (requires { { e.concurrency() } -> std::convertible_to<int>; })
+    return static_cast<int>(e.concurrency());
+  else
+    return 0;
+}
+
 /// Any executor behind one type: a non-owning reference that forwards
 /// parallel_for through two indirect calls (one per parallel_for, one per
 /// range it hands out). linear() runs its driver on an executor_ref, so the
@@ -73,7 +86,11 @@ class executor_ref {
   /// Implicit, as a reference converts: any executor passes where an executor_ref is taken.
   template <class E>
   requires(executor<E> && !std::same_as<std::remove_cv_t<E>, executor_ref>) executor_ref(E& exec)
-  noexcept : exec_(const_cast<void*>(static_cast<const void*>(&exec))), run_(&run_on<E>) {}
+  noexcept : exec_(const_cast<void*>(static_cast<const void*>(&exec))), run_(&run_on<E>),
+              concurrency_(concurrency_of(exec)) {}
+
+  /// The referenced executor's concurrency(), or 0 when it has none (unknown).
+  int concurrency() const noexcept { return concurrency_; }
 
   template <class F>
   void parallel_for(index_t n_tasks, F&& fn) const {
@@ -92,6 +109,7 @@ class executor_ref {
 
   void* exec_;
   void (*run_)(void*, index_t, range_fn, void*);
+  int concurrency_;
 };
 
 static_assert(executor<executor_ref>);

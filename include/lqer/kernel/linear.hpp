@@ -155,7 +155,7 @@ inline bool in_magic_window(exponent_range w, exponent_range x, int wfrac, int x
 }
 
 /// Runs tiles of Isa's micro-kernel — at most MRmax rows × NVmax groups —
-/// over rows [0, M) × groups [0, groups).
+/// over rows [0, M) × a range of groups.
 template <class Isa, int Block, code_kind K0, bool Corr, scale_mode S, int MRmax, int NVmax>
 struct gemm_runner {
   using tile_fn = void (*)(const tile_args&);
@@ -175,6 +175,8 @@ struct gemm_runner {
 
   /// Tiles along N: ceil(groups / NVmax).
   static index_t tiles(index_t groups) noexcept { return (groups + NVmax - 1) / NVmax; }
+  /// Weight bytes of one full tile (segment 0 and, interleaved, segment 1).
+  static index_t tile_bytes(index_t group_stride) noexcept { return NVmax * group_stride; }
 
   /// Bytes of activation panel (both segments) a chunk of rows may take: the
   /// chunk stays in the caches near the core (L2, and the L3 behind it) while
@@ -191,9 +193,12 @@ struct gemm_runner {
   /// GEMV's largest tile whose successor is prefetched (see run).
   static constexpr index_t kNextTilePrefetchBytes = index_t{96} << 10;
 
-  /// Output tiles [t0, t1), every row group. `base` describes tile 0 (its
-  /// x operands are filled in here from the panels, whose row groups must be
-  /// MRmax rows); n_total is the number of real outputs.
+  /// Output groups [g_begin, g_end), every row group, as tiles of NVmax
+  /// groups from g_begin (the last one of the range may be narrower: a range
+  /// need not start or end on a multiple of NVmax, and every output is the
+  /// same whatever tile computes it). `base` describes group 0 (its x operands
+  /// are filled in here from the panels, whose row groups must be MRmax rows);
+  /// n_total is the number of real outputs.
   ///
   /// Loop nest (GEMM blocking in the manner of Goto/BLIS): rows in chunks of
   /// kPanelChunkBytes of panel (M-blocking: with N outer and all of M inner, a
@@ -202,23 +207,19 @@ struct gemm_runner {
   /// chunks of kWeightChunkBytes of weights (K-blocking: partial sums wait in
   /// y, see tile_args), each swept over the chunk's row groups. One row group
   /// (GEMV) takes the whole reduction at once.
-  static void run(const tile_args& base, const act_panel_ref& x0, const act_panel_ref* x1, index_t M, index_t groups,
-                  index_t n_total, index_t t0, index_t t1) {
+  static void run(const tile_args& base, const act_panel_ref& x0, const act_panel_ref* x1, index_t M, index_t n_total,
+                  index_t g_begin, index_t g_end) {
     const index_t row_groups = (M + MRmax - 1) / MRmax;
     const index_t group_bytes = x0.layout.group_stride() + (Corr ? x1->layout.group_stride() : 0);
     const index_t chunk = std::max<index_t>(1, kPanelChunkBytes / std::max<index_t>(1, group_bytes));
     const index_t nblk = base.nblk0;
     const index_t kc =
         row_groups == 1 ? nblk : std::max<index_t>(1, kWeightChunkBytes / (NVmax * group_block_bytes(K0, Block)));
-    // A whole tile (NVmax groups) in one slice per block of segment 0, whole lines.
-    const index_t tile_bytes = NVmax * base.group_stride;
-    const index_t per_block = (tile_bytes + std::max<index_t>(1, nblk) - 1) / std::max<index_t>(1, nblk);
-    const index_t next_tile_step = (per_block + kPrefetchLine - 1) / kPrefetchLine * kPrefetchLine;
+    const index_t full_tile_bytes = tile_bytes(base.group_stride);
     for (index_t rg0 = 0; rg0 < row_groups; rg0 += chunk) {
       const index_t rg1 = std::min(row_groups, rg0 + chunk);
-      for (index_t t = t0; t < t1; ++t) {
-        const index_t g0 = t * NVmax;
-        const int nv = static_cast<int>(std::min<index_t>(NVmax, groups - g0));
+      for (index_t g0 = g_begin; g0 < g_end; g0 += NVmax) {
+        const int nv = static_cast<int>(std::min<index_t>(NVmax, g_end - g0));
         tile_args a = base;
         a.w1 = base.w1 ? base.w1 + g0 * base.group_stride : nullptr;
         if (a.bias)
@@ -244,10 +245,12 @@ struct gemm_runner {
         // prefetches hit L1: M = 32 −2%, M = 128 ±1%.
         if (row_groups == 1) {
           a.prefetch.ahead = 0;
-          const bool next = t + 1 < t1 && tile_bytes <= kNextTilePrefetchBytes;
+          const bool next = g0 + NVmax < g_end && full_tile_bytes <= kNextTilePrefetchBytes;
           a.prefetch.next = next ? base.w0 + (g0 + NVmax) * base.group_stride : nullptr;
-          a.prefetch.bytes = next ? std::min<index_t>(NVmax, groups - g0 - NVmax) * base.group_stride : 0;
-          a.prefetch.step = next_tile_step;
+          a.prefetch.bytes = next ? std::min<index_t>(NVmax, g_end - g0 - NVmax) * base.group_stride : 0;
+          // One slice per block of this tile, whole lines.
+          const index_t per_block = (full_tile_bytes + std::max<index_t>(1, nblk) - 1) / std::max<index_t>(1, nblk);
+          a.prefetch.step = (per_block + kPrefetchLine - 1) / kPrefetchLine * kPrefetchLine;
         } else {
           a.prefetch.ahead = kWeightPrefetchBytes;
         }
@@ -393,17 +396,36 @@ struct linear_driver {
     const bool parallel = macs >= (index_t{1} << 20);
     if (M <= Isa::kGemvRows) {
       using G = gemm_runner<Isa, B, K0, Corr, S, Isa::kGemvRows, Isa::kGemvGroups>;
-      // GEMV tasks are runs of contiguous tiles, so the next-tile prefetch
-      // (G::run) has a next tile within its task: up to kGemvRunBytes of
-      // weights a run, and at least 16 runs (balance, for executors that
-      // hand out one task at a time).
+      // GEMV tasks are contiguous ranges of groups with up to kGemvRunBytes
+      // of weights each, so that a task holds several tiles and the
+      // next-tile prefetch (G::run) has a next tile to fetch.
+      // * The executor's concurrency c known (> 1): a multiple of c tasks, of
+      //   equal size to a group (a task's last tile may be narrower). A
+      //   decode step's layers are a few tiles each (SmolLM2's o and down: 9
+      //   tiles of 4 groups), which whole tiles split 5 : 4 on two threads;
+      //   equal ranges split them 18 : 18 groups.
+      // * Unknown: runs of whole tiles, and at least 16 of them where there
+      //   are enough tiles (balance, for executors that hand out one task at
+      //   a time).
       const index_t tiles = G::tiles(groups);
-      const index_t tile_bytes = std::max<index_t>(1, Isa::kGemvGroups * a.group_stride);
-      const index_t run = std::clamp<index_t>(std::min(tiles / 16, kGemvRunBytes / tile_bytes), 1, tiles);
-      run_tiles_as<G>(a, x0, x1, M, groups, n_total, parallel, exec, run);
-    } else
-      run_tiles_as<gemm_runner<Isa, B, K0, Corr, S, Isa::kGemmRows, Isa::kGemmGroups>>(a, x0, x1, M, groups, n_total,
-                                                                                       parallel, exec);
+      const index_t c = concurrency_of(exec);
+      if (c > 1) {
+        const index_t bytes = std::max<index_t>(1, groups * a.group_stride);
+        index_t n = (bytes + kGemvRunBytes - 1) / kGemvRunBytes;
+        n = std::min(groups, (n + c - 1) / c * c);
+        run_group_ranges<G>(a, x0, x1, M, groups, n_total, parallel, exec, n,
+                            [=](index_t i) { return split_begin(groups, n, i); });
+      } else {
+        const index_t run = std::clamp<index_t>(
+            std::min(tiles / 16, kGemvRunBytes / std::max<index_t>(1, G::tile_bytes(a.group_stride))), 1, tiles);
+        run_group_ranges<G>(a, x0, x1, M, groups, n_total, parallel, exec, (tiles + run - 1) / run,
+                            [=](index_t i) { return std::min(groups, i * run * Isa::kGemvGroups); });
+      }
+    } else {
+      using G = gemm_runner<Isa, B, K0, Corr, S, Isa::kGemmRows, Isa::kGemmGroups>;
+      run_group_ranges<G>(a, x0, x1, M, groups, n_total, parallel, exec, G::tiles(groups),
+                          [=](index_t i) { return std::min(groups, i * Isa::kGemmGroups); });
+    }
   }
   /// u = Q(x)·A: only rank/16 groups (2 for rank 32), so one group per task,
   /// and worth splitting from 2^16 MACs on: at M = 1 it is mostly reading A
@@ -412,25 +434,25 @@ struct linear_driver {
   static void run_lowrank_tiles(const tile_args& a, const act_panel_ref& x, index_t M, index_t groups, index_t R,
                                 E& exec) {
     const bool parallel = M * a.nblk0 * B * R >= (index_t{1} << 16);
+    const auto one_group = [](index_t i) { return i; };
     if (M <= Isa::kGemvRows)
-      run_tiles_as<gemm_runner<Isa, B, code_kind::byte, false, S, Isa::kGemvRows, 1>>(a, x, nullptr, M, groups, R,
-                                                                                      parallel, exec);
+      run_group_ranges<gemm_runner<Isa, B, code_kind::byte, false, S, Isa::kGemvRows, 1>>(
+          a, x, nullptr, M, groups, R, parallel, exec, groups, one_group);
     else
-      run_tiles_as<gemm_runner<Isa, B, code_kind::byte, false, S, Isa::kGemmRows, 1>>(a, x, nullptr, M, groups, R,
-                                                                                      parallel, exec);
+      run_group_ranges<gemm_runner<Isa, B, code_kind::byte, false, S, Isa::kGemmRows, 1>>(
+          a, x, nullptr, M, groups, R, parallel, exec, groups, one_group);
   }
 
-  /// Tasks of `run` contiguous tiles each (the last may be shorter).
-  template <class G, class E>
-  static void run_tiles_as(const tile_args& a, const act_panel_ref& x0, const act_panel_ref* x1, index_t M,
-                           index_t groups, index_t n_total, bool parallel, E& exec, index_t run = 1) {
-    const index_t tiles = G::tiles(groups);
-    if (!parallel || tiles == 1) {
-      G::run(a, x0, x1, M, groups, n_total, 0, tiles);
+  /// n_tasks tasks; task i computes groups [cut(i), cut(i + 1)), with
+  /// cut(0) = 0 and cut(n_tasks) = groups (cut increasing). A range of tasks
+  /// that one call receives is one range of groups.
+  template <class G, class E, class Cut>
+  static void run_group_ranges(const tile_args& a, const act_panel_ref& x0, const act_panel_ref* x1, index_t M,
+                               index_t groups, index_t n_total, bool parallel, E& exec, index_t n_tasks, Cut cut) {
+    if (!parallel || n_tasks == 1) {
+      G::run(a, x0, x1, M, n_total, 0, groups);
     } else {
-      exec.parallel_for((tiles + run - 1) / run, [&](index_t r0, index_t r1) {
-        G::run(a, x0, x1, M, groups, n_total, r0 * run, std::min(tiles, r1 * run));
-      });
+      exec.parallel_for(n_tasks, [&](index_t r0, index_t r1) { G::run(a, x0, x1, M, n_total, cut(r0), cut(r1)); });
     }
   }
 };

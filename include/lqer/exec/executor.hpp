@@ -69,7 +69,9 @@ static_assert(executor<serial_executor>);
 /// e.concurrency() when E has one (see the file comment), else 0: unknown.
 template <class E>
 int concurrency_of(const E& e) noexcept {
-  if constexpr (requires { { e.concurrency() } -> std::convertible_to<int>; })
+  if constexpr (requires {
+                  { e.concurrency() } -> std::convertible_to<int>;
+                })
     return static_cast<int>(e.concurrency());
   else
     return 0;
@@ -86,8 +88,10 @@ class executor_ref {
   /// Implicit, as a reference converts: any executor passes where an executor_ref is taken.
   template <class E>
   requires(executor<E> && !std::same_as<std::remove_cv_t<E>, executor_ref>) executor_ref(E& exec)
-  noexcept : exec_(const_cast<void*>(static_cast<const void*>(&exec))), run_(&run_on<E>),
-              concurrency_(concurrency_of(exec)) {}
+  noexcept
+      : exec_(const_cast<void*>(static_cast<const void*>(&exec))),
+        run_(&run_on<E>),
+        concurrency_(concurrency_of(exec)) {}
 
   /// The referenced executor's concurrency(), or 0 when it has none (unknown).
   int concurrency() const noexcept { return concurrency_; }

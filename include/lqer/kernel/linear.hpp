@@ -216,6 +216,9 @@ struct gemm_runner {
     const index_t kc =
         row_groups == 1 ? nblk : std::max<index_t>(1, kWeightChunkBytes / (NVmax * group_block_bytes(K0, Block)));
     const index_t full_tile_bytes = tile_bytes(base.group_stride);
+    // GEMV's next-tile prefetch: one slice per block of this tile, whole lines.
+    const index_t per_block = (full_tile_bytes + std::max<index_t>(1, nblk) - 1) / std::max<index_t>(1, nblk);
+    const index_t next_tile_step = (per_block + kPrefetchLine - 1) / kPrefetchLine * kPrefetchLine;
     for (index_t rg0 = 0; rg0 < row_groups; rg0 += chunk) {
       const index_t rg1 = std::min(row_groups, rg0 + chunk);
       for (index_t g0 = g_begin; g0 < g_end; g0 += NVmax) {
@@ -248,9 +251,7 @@ struct gemm_runner {
           const bool next = g0 + NVmax < g_end && full_tile_bytes <= kNextTilePrefetchBytes;
           a.prefetch.next = next ? base.w0 + (g0 + NVmax) * base.group_stride : nullptr;
           a.prefetch.bytes = next ? std::min<index_t>(NVmax, g_end - g0 - NVmax) * base.group_stride : 0;
-          // One slice per block of this tile, whole lines.
-          const index_t per_block = (full_tile_bytes + std::max<index_t>(1, nblk) - 1) / std::max<index_t>(1, nblk);
-          a.prefetch.step = (per_block + kPrefetchLine - 1) / kPrefetchLine * kPrefetchLine;
+          a.prefetch.step = next_tile_step;
         } else {
           a.prefetch.ahead = kWeightPrefetchBytes;
         }
@@ -399,15 +400,15 @@ struct linear_driver {
       // GEMV tasks are contiguous ranges of groups with up to kGemvRunBytes
       // of weights each, so that a task holds several tiles and the
       // next-tile prefetch (G::run) has a next tile to fetch.
-      // * The executor's concurrency c known (> 1): a multiple of c tasks, of
-      //   equal size to a group (a task's last tile may be narrower). A
+      // * The executor's concurrency c known (> 1): a multiple of c tasks
+      //   whose sizes differ by one group at most (a task's last tile may be
+      //   narrower). A
       //   decode step's layers are a few tiles each (SmolLM2's o and down: 9
       //   tiles of 4 groups), which whole tiles split 5 : 4 on two threads;
       //   equal ranges split them 18 : 18 groups.
       // * Unknown: runs of whole tiles, and at least 16 of them where there
       //   are enough tiles (balance, for executors that hand out one task at
       //   a time).
-      const index_t tiles = G::tiles(groups);
       const index_t c = concurrency_of(exec);
       if (c > 1) {
         const index_t bytes = std::max<index_t>(1, groups * a.group_stride);
@@ -416,6 +417,7 @@ struct linear_driver {
         run_group_ranges<G>(a, x0, x1, M, groups, n_total, parallel, exec, n,
                             [=](index_t i) { return split_begin(groups, n, i); });
       } else {
+        const index_t tiles = G::tiles(groups);
         const index_t run = std::clamp<index_t>(
             std::min(tiles / 16, kGemvRunBytes / std::max<index_t>(1, G::tile_bytes(a.group_stride))), 1, tiles);
         run_group_ranges<G>(a, x0, x1, M, groups, n_total, parallel, exec, (tiles + run - 1) / run,

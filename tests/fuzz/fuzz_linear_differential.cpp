@@ -13,7 +13,10 @@
 //
 // Layer construction (no factorization: W, A, B are quantized directly, like
 // tests/kernel/kernel_test_util.hpp's random_layer, so the target stays fast):
-//   byte 0  formats: W4A8 MXINT block 16 (LQER rule), OCP block 32, W8A8, W3 + OCP factors
+//   byte 0  formats: W4A8 MXINT block 16 (LQER rule), OCP block 32, W8A8, W3 + OCP factors;
+//           real scales (scale_mode::real): Q4_0 × Q8_0 with a Q8_0 correction, INT4
+//           group-16 fp32 weights under MXINT8, MXINT4 under Q8_0, Q8_0 weights
+//           with an MXINT8 correction
 //   byte 1  M = 1..9          byte 2  K = 1..96 (tails of every length)
 //   byte 3  N = 1..40         byte 4  rank = 0..20
 //   byte 5  bias, strided x/y  bytes 6..8  power-of-two scales of W, A/B, x
@@ -34,11 +37,12 @@
 #include "lqer/error.hpp"
 #include "lqer/exec/executor.hpp"
 #include "lqer/exec/thread_pool.hpp"
-#include "lqer/layer/layer.hpp"
-#include "lqer/layer/reference_forward.hpp"
+#include "lqer/format/intq.hpp"
 #include "lqer/kernel/dispatch.hpp"
 #include "lqer/kernel/linear.hpp"
 #include "lqer/kernel/pack.hpp"
+#include "lqer/layer/layer.hpp"
+#include "lqer/layer/reference_forward.hpp"
 #include "lqer/tensor/quantized_matrix.hpp"
 
 namespace {
@@ -145,7 +149,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   using namespace lqer;
   if (size < 6) return 0;
   byte_source src(data, size);
-  const int kind = src.next() % 4;
+  const int kind = src.next() % 8;
   const index_t M = 1 + src.next() % 9;
   const index_t K = 1 + src.next() % 96;
   const index_t N = 1 + src.next() % 40;
@@ -154,17 +158,24 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   switch (kind) {
     case 0:
       run<mxint<4, 16, mx_rule::lqer>, mxint<8, 16, mx_rule::lqer>, mxint<8, 16, mx_rule::lqer>>(src, M, K, N, rank,
-                                                                                                  flags);
+                                                                                                 flags);
       break;
     case 1: run<mxint4_ocp<32>, mxint8_ocp<32>, mxint8_ocp<32>>(src, M, K, N, rank, flags); break;
     case 2:
       run<mxint<8, 16, mx_rule::lqer>, mxint<8, 16, mx_rule::lqer>, mxint<8, 16, mx_rule::lqer>>(src, M, K, N, rank,
-                                                                                                  flags);
+                                                                                                 flags);
       break;
-    default:
+    case 3:
       run<mxint<3, 16, mx_rule::lqer>, mxint<8, 16, mx_rule::ocp>, mxint<8, 16, mx_rule::ocp>>(src, M, K, N, rank,
-                                                                                                flags);
+                                                                                               flags);
       break;
+    case 4: run<q4_0, q8_0, q8_0>(src, M, K, N, rank, flags); break;
+    case 5:
+      run<intq<4, 16, int_scheme::symmetric, scale_dtype::f32>, intq<8, 16, int_scheme::symmetric, scale_dtype::f32>,
+          mxint<8, 16, mx_rule::lqer>>(src, M, K, N, rank, flags);
+      break;
+    case 6: run<mxint4_ocp<32>, mxint8_ocp<32>, q8_0>(src, M, K, N, rank, flags); break;
+    default: run<q8_0, mxint8_ocp<32>, q8_0>(src, M, K, N, rank, flags); break;
   }
   return 0;
 }

@@ -11,12 +11,13 @@
 
 #include "kernel_test_util.hpp"
 #include "lqer/exec/thread_pool.hpp"
-#include "lqer/layer/reference_forward.hpp"
+#include "lqer/format/intq.hpp"
 #include "lqer/kernel/linear.hpp"
+#include "lqer/layer/reference_forward.hpp"
 
 #if defined(__x86_64__)
 namespace lqer::detail::test_evex_ymm {
-#define LQER_YMM_TARGET "avx2,fma,avx512f,avx512vl,avx512vnni"
+#define LQER_YMM_TARGET "avx2,fma,f16c,avx512f,avx512vl,avx512vnni"
 #define LQER_YMM_DOT 2
 #define LQER_YMM_PATH kernel_path::avx_vnni
 #include "lqer/kernel/arch/x86_ymm.inl"
@@ -73,6 +74,15 @@ TEST_CASE("avx_vnni body (EVEX ymm encoding) == reference_forward(fused)") {
   using Wo = mxint4_ocp<32>;
   using Lo = mxint8_ocp<32>;
   check<Lo>(random_layer<Wo, Lo>(50, 200, 40, true, 9700), 6, 9701, pool);
+  // Real scales (scale_mode::real): Q4_0 × Q8_0 with a Q8_0 correction, INT8
+  // group-32 fp32 weights under MXINT8 activations, MXINT4 under Q8_0.
+  for (index_t rank : {0, 32})
+    for (index_t M : {1, 2, 5}) {
+      check<q8_0>(random_layer<q4_0, q8_0>(45, 300, rank, true, 9900 + rank + M), M, 9910 + M, pool);
+      using I8 = intq<8, 32, int_scheme::symmetric, scale_dtype::f32>;
+      check<mxint8_ocp<32>>(random_layer<I8, I8>(33, 100, rank, false, 9920 + rank + M), M, 9930 + M, pool);
+      check<q8_0>(random_layer<Wo, Lo>(20, 4096, rank, true, 9940 + rank + M), M, 9950 + M, pool);
+    }
   // Outside the fast exponent window (exact scale mode).
   check<Act>(random_layer<W4, W8>(40, 200, 16, true, 9800, std::ldexp(0.05f, -20)), 3, 9801, pool,
              std::ldexp(1.0f, -115));

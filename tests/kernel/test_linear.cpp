@@ -9,14 +9,16 @@
 #include <functional>
 #include <limits>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
 #include "kernel_test_util.hpp"
 #include "lqer/exec/thread_pool.hpp"
-#include "lqer/layer/reference_forward.hpp"
+#include "lqer/format/intq.hpp"
 #include "lqer/kernel/linear.hpp"
 #include "lqer/kernel/pack.hpp"
+#include "lqer/layer/reference_forward.hpp"
 
 using namespace lqer;
 using namespace lqer_test;
@@ -105,8 +107,7 @@ TEST_CASE("linear == reference: GEMV tasks of several tiles, with and without th
       const auto layer = random_layer<W, Lr>(N, K, rank, /*bias=*/true, seed++);
       for (index_t M : {1, 2}) {
         const auto x = random_matrix(M, K, 1.0f, seed++, /*outliers=*/true);
-        const std::string what =
-            "rank=" + std::to_string(rank) + " M=" + std::to_string(M) + " K=" + std::to_string(K);
+        const std::string what = "rank=" + std::to_string(rank) + " M=" + std::to_string(M) + " K=" + std::to_string(K);
         check_all_paths<Act>(layer, x, M, what, pool);
         for (int c : {2, 3}) {
           reversed_executor rev{c};
@@ -135,7 +136,8 @@ TEST_CASE("linear == reference: W8A8 (8-bit weights), both ranks") {
   thread_pool_executor pool(2);
   std::uint32_t seed = 100;
   for (index_t rank : {0, 32})
-    for (auto [M, K, N] : {std::tuple<index_t, index_t, index_t>{1, 100, 13}, {3, 4096, 64}, {17, 272, 300}, {8, 48, 33}}) {
+    for (auto [M, K, N] :
+         {std::tuple<index_t, index_t, index_t>{1, 100, 13}, {3, 4096, 64}, {17, 272, 300}, {8, 48, 33}}) {
       const auto layer = random_layer<W, Lr>(N, K, rank, true, seed++);
       const auto x = random_matrix(M, K, 1.0f, seed++, true);
       check_all_paths<Act>(layer, x, M, "W8A8 rank=" + std::to_string(rank) + " M=" + std::to_string(M), pool);
@@ -153,8 +155,9 @@ TEST_CASE("linear == reference: OCP rule, block 32 (4.25-bit weights), odd ranks
       for (auto [M, K, N] : {std::tuple<index_t, index_t, index_t>{1, 4096, 64}, {5, 100, 300}, {17, 32, 17}}) {
         const auto layer = random_layer<W, Lr>(N, K, rank, rank % 2 == 0, seed++);
         const auto x = random_matrix(M, K, 1.0f, seed++, true);
-        check_all_paths<Act>(layer, x, M, "OCP b32 rank=" + std::to_string(rank) + " M=" + std::to_string(M) + " K=" +
-                                              std::to_string(K) + " N=" + std::to_string(N),
+        check_all_paths<Act>(layer, x, M,
+                             "OCP b32 rank=" + std::to_string(rank) + " M=" + std::to_string(M) +
+                                 " K=" + std::to_string(K) + " N=" + std::to_string(N),
                              pool);
       }
   }
@@ -169,6 +172,72 @@ TEST_CASE("linear == reference: OCP rule, block 32 (4.25-bit weights), odd ranks
   }
 }
 
+namespace {
+/// check_all_paths over ranks 0 and 32 and the GEMV, small-GEMM, K-blocked
+/// GEMM and tail shapes, for one combination of formats.
+template <class W, class Lr, class Act>
+void check_family(const std::string& name, std::uint32_t seed, thread_pool_executor& pool) {
+  static_assert(kernel_supports_formats<W, Lr, Act>);
+  constexpr index_t B = Act::kBlock;
+  for (index_t rank : {0, 32})
+    for (auto [M, K, N] : {std::tuple<index_t, index_t, index_t>{1, 576, 300},
+                           {2, 4 * B + 8, 13},
+                           {3, 100, 64},
+                           {5, 2 * B, 1},
+                           {9, 4096, 40},
+                           {17, B, 33}}) {
+      const auto layer = random_layer<W, Lr>(N, K, rank, /*bias=*/rank == 0 || N % 2 == 1, seed++);
+      const auto x = random_matrix(M, K, 1.0f, seed++, /*outliers=*/true);
+      check_all_paths<Act>(layer, x, M,
+                           name + " rank=" + std::to_string(rank) + " M=" + std::to_string(M) +
+                               " K=" + std::to_string(K) + " N=" + std::to_string(N),
+                           pool);
+    }
+}
+}  // namespace
+
+TEST_CASE("linear == reference: scaled-integer families with real scales (Q4_0, Q8_0, INT4/INT8 groups)") {
+  // Real fp16 / fp32 block scales in any operand run scale_mode::real
+  // (linear.hpp): the reference's own float(dot)·(sx·sw) and add, so the
+  // result is bit-identical on every path, as for the MX formats.
+  thread_pool_executor pool(2);
+  SUBCASE("llama.cpp's pair: Q4_0 weights (codes -8 … 7), Q8_0 activations, Q8_0 correction") {
+    check_family<q4_0, q8_0, q8_0>("q4_0/q8_0", 1000, pool);
+  }
+  SUBCASE("Q8_0 weights (W8A8 with fp16 scales)") { check_family<q8_0, q8_0, q8_0>("q8_0/q8_0", 1100, pool); }
+  SUBCASE("INT4 group 128, fp16 scales (GPTQ's symmetric layout), fp32 INT8 activations, MXINT8 correction") {
+    check_family<intq<4, 128, int_scheme::symmetric, scale_dtype::f16>, mxint<8, 128, mx_rule::lqer>,
+                 intq<8, 128, int_scheme::symmetric, scale_dtype::f32>>("int4_g128", 1200, pool);
+  }
+  SUBCASE("INT8 group 64, fp32 scales, under MXINT8 activations (real weights, power-of-two activations)") {
+    using I8 = intq<8, 64, int_scheme::symmetric, scale_dtype::f32>;
+    check_family<I8, I8, mxint<8, 64, mx_rule::lqer>>("int8_g64/mxint8", 1300, pool);
+  }
+  SUBCASE("MXINT4 weights and correction under Q8_0 activations (power-of-two weights, real activations)") {
+    check_family<mxint4_ocp<32>, mxint8_ocp<32>, q8_0>("mxint4/q8_0", 1400, pool);
+  }
+  SUBCASE("3-bit signed-extreme codes, block 16 (nibbles of -4 … 3)") {
+    using W3 = intq<3, 16, int_scheme::signed_extreme, scale_dtype::f16>;
+    using A8 = intq<8, 16, int_scheme::symmetric, scale_dtype::f16>;
+    check_family<W3, A8, A8>("int3_sext_g16", 1500, pool);
+  }
+  SUBCASE("fp16 scales near their limits (activations up to ~8e6, and subnormal fp16 scales)") {
+    const auto layer = random_layer<q4_0, q8_0>(40, 200, 16, true, 1600, /*w_sigma=*/3.0e3f);
+    const auto big = random_matrix(5, 200, 5.0e4f, 1601, true);  // outliers ×20: amax/127 up to ~3e4
+    check_all_paths<q8_0>(layer, big, 5, "q4_0 big activations", pool);
+    const auto small = random_matrix(5, 200, 1.0e-4f, 1602, true);  // d ~ 1e-5: subnormal halves
+    check_all_paths<q8_0>(layer, small, 5, "q4_0 subnormal fp16 activation scales", pool);
+  }
+  SUBCASE("fp32 scales: terms overflowing to ±Inf and products underflowing, as in the reference") {
+    using W = intq<4, 32, int_scheme::symmetric, scale_dtype::f32>;
+    using A = intq<8, 32, int_scheme::symmetric, scale_dtype::f32>;
+    const auto huge = random_layer<W, A>(40, 200, 16, true, 1603, /*w_sigma=*/1.0e15f, /*a_sigma=*/1.0e-30f);
+    check_all_paths<A>(huge, random_matrix(5, 200, 1.0e25f, 1604, true), 5, "huge (Inf outputs)", pool);
+    const auto tiny = random_layer<W, A>(40, 200, 16, true, 1605, /*w_sigma=*/1.0e-12f);
+    check_all_paths<A>(tiny, random_matrix(5, 200, 1.0e-30f, 1606, true), 5, "tiny (subnormal scale products)", pool);
+  }
+}
+
 TEST_CASE("linear == reference: zero rows, zero weight rows, strided views, in place") {
   using W = mxint<4, 16, mx_rule::lqer>;
   using Lr = mxint<8, 16, mx_rule::lqer>;
@@ -176,12 +245,12 @@ TEST_CASE("linear == reference: zero rows, zero weight rows, strided views, in p
   thread_pool_executor pool(2);
   const index_t K = 96, N = 96, M = 6;
   auto w = random_matrix(N, K, 0.05f, 400);
-  for (index_t k = 0; k < K; ++k) w[static_cast<std::size_t>(5 * K + k)] = 0.0f;  // an all-zero output row
+  for (index_t k = 0; k < K; ++k) w[static_cast<std::size_t>(5 * K + k)] = 0.0f;    // an all-zero output row
   for (index_t k = 16; k < 32; ++k) w[static_cast<std::size_t>(9 * K + k)] = 0.0f;  // one all-zero block
   lqer_layer<W, Lr> layer = random_layer<W, Lr>(N, K, 32, true, 401);
   layer.wq = quantized_matrix<W>::quantize(matrix_view<const float>(w.data(), N, K), block_axis::cols);
   auto x = random_matrix(M, K, 1.0f, 402, true);
-  for (index_t k = 0; k < K; ++k) x[static_cast<std::size_t>(2 * K + k)] = 0.0f;  // an all-zero input row
+  for (index_t k = 0; k < K; ++k) x[static_cast<std::size_t>(2 * K + k)] = 0.0f;     // an all-zero input row
   for (index_t k = 32; k < 48; ++k) x[static_cast<std::size_t>(4 * K + k)] = -0.0f;  // one (negative) zero block
   check_all_paths<Act>(layer, x, M, "zeros", pool);
 
@@ -194,7 +263,8 @@ TEST_CASE("linear == reference: zero rows, zero weight rows, strided views, in p
     const index_t ldx = K + 5, ldy = N + 3;
     std::vector<float> xs(static_cast<std::size_t>(M * ldx), 777.0f), ys(static_cast<std::size_t>(M * ldy), -1.0f);
     for (index_t m = 0; m < M; ++m)
-      for (index_t k = 0; k < K; ++k) xs[static_cast<std::size_t>(m * ldx + k)] = x[static_cast<std::size_t>(m * K + k)];
+      for (index_t k = 0; k < K; ++k)
+        xs[static_cast<std::size_t>(m * ldx + k)] = x[static_cast<std::size_t>(m * K + k)];
     linear(packed, matrix_view<const float>(xs.data(), M, K, ldx), matrix_view<float>(ys.data(), M, N, ldy), pool,
            path);
     index_t bad = 0, gap = 0;
@@ -285,8 +355,8 @@ TEST_CASE("linear: bad input throws and leaves y untouched") {
       auto xb = x;
       xb[static_cast<std::size_t>(2 * K + 37)] = bad;
       try {
-        linear(packed, matrix_view<const float>(xb.data(), M, K), matrix_view<float>(y.data(), M, N),
-               serial_executor{}, path);
+        linear(packed, matrix_view<const float>(xb.data(), M, K), matrix_view<float>(y.data(), M, N), serial_executor{},
+               path);
         FAIL("no exception for a non-finite x");
       } catch (const value_error& e) {
         CHECK(std::string(e.what()).find("(2, 37)") != std::string::npos);
@@ -304,9 +374,48 @@ TEST_CASE("linear: bad input throws and leaves y untouched") {
                     value_error);
     CHECK(untouched());
   }
-  CHECK_THROWS_AS(linear(packed_layer<W, Lr, Act>{}, matrix_view<const float>(x.data(), M, K),
-                         matrix_view<float>(y.data(), M, N)),
-                  shape_error);
+  CHECK_THROWS_AS(
+      linear(packed_layer<W, Lr, Act>{}, matrix_view<const float>(x.data(), M, K), matrix_view<float>(y.data(), M, N)),
+      shape_error);
+}
+
+TEST_CASE("linear: activations whose fp16 block scale would overflow are refused, as quantize refuses them") {
+  // Q8_0 activations: d = amax/127 must fit fp16 (≤ 65504), so |x| ≲ 8.3e6.
+  // The reference (quantized_matrix::quantize) throws value_error; so must
+  // linear(), for x and for the correction's intermediate Q(x)·A, on every
+  // path, leaving y untouched.
+  const index_t K = 100, N = 20, M = 3;
+  const auto layer = random_layer<q4_0, q8_0>(N, K, 16, true, 650);
+  const auto packed = pack<q8_0>(layer);
+  auto x = random_matrix(M, K, 1.0f, 651);
+  x[static_cast<std::size_t>(1 * K + 70)] = 1.0e7f;  // row 1, the block of columns 64…95
+  std::vector<float> y(static_cast<std::size_t>(M * N), 42.0f), ref = y;
+  CHECK_THROWS_AS(
+      reference_forward<q8_0>(layer, matrix_view<const float>(x.data(), M, K), matrix_view<float>(ref.data(), M, N)),
+      value_error);
+  for (kernel_path path : paths_to_test()) {
+    INFO("path=" << std::string(to_string(path)));
+    CHECK_THROWS_WITH_AS(
+        linear(packed, matrix_view<const float>(x.data(), M, K), matrix_view<float>(y.data(), M, N), serial_executor{},
+               path),
+        doctest::Contains("x: the block at row 1, columns 64…95 needs a scale beyond the range of int8_g32_sym_f16"),
+        value_error);
+    for (float v : y) CHECK(v == 42.0f);
+  }
+  // Q(x)·A beyond fp16's range with a finite, quantizable x: A's entries ~1e4.
+  const auto big_a = random_layer<q4_0, q8_0>(N, K, 16, true, 652, 0.05f, /*a_sigma=*/3.0e4f);
+  const auto packed_a = pack<q8_0>(big_a);
+  auto xa = random_matrix(M, K, 1.0e3f, 653);
+  CHECK_THROWS_AS(
+      reference_forward<q8_0>(big_a, matrix_view<const float>(xa.data(), M, K), matrix_view<float>(ref.data(), M, N)),
+      value_error);
+  for (kernel_path path : paths_to_test()) {
+    INFO("path=" << std::string(to_string(path)));
+    CHECK_THROWS_WITH_AS(linear(packed_a, matrix_view<const float>(xa.data(), M, K), matrix_view<float>(y.data(), M, N),
+                                serial_executor{}, path),
+                         doctest::Contains("the correction's intermediate Q(x)·A: the block at row"), value_error);
+    for (float v : y) CHECK(v == 42.0f);
+  }
 }
 
 TEST_CASE("linear: forcing a path") {
@@ -411,8 +520,9 @@ TEST_CASE("linear: one explicit workspace in two calls at once is refused with u
   exec.foreign = [&] {
     linear(packed, matrix_view<const float>(x.data(), M, K), matrix_view<float>(y2.data(), M, N), ws);
   };
-  CHECK_THROWS_AS(linear(packed, matrix_view<const float>(x.data(), M, K), matrix_view<float>(y.data(), M, N), ws, exec),
-                  usage_error);
+  CHECK_THROWS_AS(
+      linear(packed, matrix_view<const float>(x.data(), M, K), matrix_view<float>(y.data(), M, N), ws, exec),
+      usage_error);
   // The claim is released on the way out: the workspace serves the next call.
   CHECK_NOTHROW(linear(packed, matrix_view<const float>(x.data(), M, K), matrix_view<float>(y.data(), M, N), ws));
 }

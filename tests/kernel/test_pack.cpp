@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "kernel_test_util.hpp"
+#include "lqer/format/intq.hpp"
 #include "lqer/kernel/arch/generic.hpp"
 #include "lqer/kernel/pack.hpp"
 
@@ -22,7 +23,7 @@ void check_operand(const quantized_matrix<F>& q, const std::uint8_t* base, index
   index_t bad_codes = 0, bad_scales = 0;
   for (index_t g = 0; g < groups; ++g)
     for (index_t b = 0; b < nblk; ++b) {
-      const std::uint8_t* blk = base + g * gstride + b * group_block_bytes(K, B);
+      const std::uint8_t* blk = base + g * gstride + b * group_block_bytes(K, B, F::kScaleKind);
       for (int j = 0; j < 16; ++j) {
         const index_t lane = 16 * g + j;
         bool any = false;
@@ -31,8 +32,17 @@ void check_operand(const quantized_matrix<F>& q, const std::uint8_t* base, index
           any |= want != 0;
           bad_codes += unpack_code<K>(blk, j, kk) != want;
         }
-        const std::uint8_t want_scale = any ? q.lane_scales(lane)[static_cast<std::size_t>(b)].bits : 127;
-        bad_scales += blk[group_code_bytes(K, B) + j] != want_scale;
+        const std::uint8_t* rec = layout_n16c4::scale_record<K, F::kScaleKind>(blk, B, j);
+        if constexpr (F::kScaleKind == scale_kind::e8m0_pow2) {
+          const std::uint8_t want_scale = any ? q.lane_scales(lane)[static_cast<std::size_t>(b)].bits : 127;
+          bad_scales += *rec != want_scale;
+        } else {
+          // Real scales as the format stores them, unchanged (+0 for padding outputs).
+          typename F::stored_scale want{}, got{};
+          if (lane < q.lanes()) want = F::store_scale(q.lane_scales(lane)[static_cast<std::size_t>(b)]);
+          std::memcpy(&got, rec, sizeof got);
+          bad_scales += std::memcmp(&got, &want, sizeof got) != 0;
+        }
       }
     }
   CHECK(bad_codes == 0);
@@ -104,7 +114,7 @@ TEST_CASE("pack: every code width the stream takes, block 16 and 32") {
     const auto layer = random_layer<W, Lr>(35, 3 * W::kBlock + 5, 19, false, 31);
     const auto p = pack<mxint<8, W::kBlock, W::kRule>>(layer);
     check_operand<std::remove_cvref_t<decltype(p)>::kWeightKind>(layer.wq, p.stream(), p.group_stride(), p.groups(),
-                                                     p.weight_blocks());
+                                                                 p.weight_blocks());
     check_operand<code_kind::byte>(layer.b, p.stream() + p.correction_offset(), p.group_stride(), p.groups(),
                                    p.lowrank_blocks());
     check_operand<code_kind::byte>(layer.a, p.a_stream(), p.a_group_stride(), p.a_groups(), p.weight_blocks());
@@ -113,6 +123,40 @@ TEST_CASE("pack: every code width the stream takes, block 16 and 32") {
   SUBCASE("mxint3 / mxint8 b16") { check.operator()<mxint<3, 16, mx_rule::lqer>, mxint<8, 16, mx_rule::lqer>>(); }
   SUBCASE("mxint4 / mxint4 b32") { check.operator()<mxint<4, 32, mx_rule::ocp>, mxint<4, 32, mx_rule::ocp>>(); }
   SUBCASE("mxint8 / mxint4 b32") { check.operator()<mxint<8, 32, mx_rule::lqer>, mxint<4, 32, mx_rule::lqer>>(); }
+}
+
+TEST_CASE("pack: real-scale formats (Q4_0, Q8_0, INT4 fp32) keep their codes and stored scales") {
+  const auto check = []<class W, class Lr, class Act>() {
+    const auto layer = random_layer<W, Lr>(35, 3 * W::kBlock + 5, 19, true, 41);
+    const auto p = pack<Act>(layer);
+    using P = std::remove_cvref_t<decltype(p)>;
+    CHECK(P::kRealScales);
+    CHECK(p.group_stride() % 64 == 0);
+    check_operand<P::kWeightKind>(layer.wq, p.stream(), p.group_stride(), p.groups(), p.weight_blocks());
+    check_operand<code_kind::byte>(layer.b, p.stream() + p.correction_offset(), p.group_stride(), p.groups(),
+                                   p.lowrank_blocks());
+    check_operand<code_kind::byte>(layer.a, p.a_stream(), p.a_group_stride(), p.a_groups(), p.weight_blocks());
+    for (index_t n = 0; n < 48; ++n) {
+      float b;
+      std::memcpy(&b, p.stream() + (n / 16) * p.group_stride() + p.bias_offset() + (n % 16) * 4, 4);
+      CHECK(b == (n < 35 ? layer.bias[static_cast<std::size_t>(n)] : 0.0f));
+    }
+  };
+  SUBCASE("q4_0 / q8_0") { check.operator()<q4_0, q8_0, q8_0>(); }
+  SUBCASE("int4 g64 fp32 / mxint8") {
+    check.operator()<intq<4, 64, int_scheme::symmetric, scale_dtype::f32>, mxint<8, 64, mx_rule::lqer>,
+                     mxint<8, 64, mx_rule::lqer>>();
+  }
+  SUBCASE("mxint4 / q8_0 factors (4-bit codes widened under real-scale factors)") {
+    check.operator()<mxint4_ocp<32>, q8_0, mxint8_ocp<32>>();
+  }
+  // Not every MX layer is real: only a real scale somewhere makes it so.
+  CHECK_FALSE(packed_layer<mxint4_ocp<32>, mxint8_ocp<32>, mxint8_ocp<32>>::kRealScales);
+  // Formats without a fused kernel are a compile-time error (pack.hpp's
+  // static_assert); kernel_supports_formats says which, in a constant.
+  CHECK_FALSE(kernel_supports_formats<int4_g128_asym, intq<8, 128>, intq<8, 128>>);                  // zero points
+  CHECK_FALSE(kernel_supports_formats<intq<4, 32>, q8_0, intq<8, 32, int_scheme::signed_extreme>>);  // act −128
+  CHECK_FALSE(kernel_supports_formats<intq<8, kPerRow>, q8_0, q8_0>);  // one scale per row
 }
 
 TEST_CASE("pack: invalid layers are rejected") {

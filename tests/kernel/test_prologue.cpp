@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "kernel_test_util.hpp"
+#include "lqer/format/intq.hpp"
 #include "lqer/format/mxint.hpp"
 #include "lqer/kernel/linear.hpp"
 #include "lqer/kernel/prologue.hpp"
@@ -33,13 +34,13 @@ struct prologue_out {
 /// Quantizes x (rows × cols) into a panel with row groups of 2 (so a last,
 /// partial group appears whenever rows is odd) and two consumers.
 template <class Act, class Isa>
-prologue_out run_prologue(const std::vector<float>& x, index_t rows, index_t cols) {
+prologue_out run_prologue(const std::vector<float>& x, index_t rows, index_t cols, bool real = false) {
   constexpr int B = Act::kBlock;
   prologue_out o;
   o.lay = act_panel_layout{rows, 2, B, (cols + B - 1) / B, 2};
   o.panel.assign(static_cast<std::size_t>(o.lay.bytes()), std::uint8_t{99});
   o.status.resize(static_cast<std::size_t>(rows));
-  const act_consumer cons[2] = {{8, 3}, {128, 7}};
+  const act_consumer cons[2] = {{8, 3, real}, {128, 7, real}};
   Isa::template quantize_rows<Act>(x.data(), cols, cols, 0, rows, o.lay, o.panel.data(), cons, o.status.data());
   return o;
 }
@@ -50,30 +51,36 @@ bool same_meta(const act_block_meta& a, const act_block_meta& b) {
 
 template <class Act>
 void compare_paths(const std::vector<float>& x, index_t rows, index_t cols, const char* what) {
-  auto want = run_prologue<Act, generic_isa>(x, rows, cols);
-  for (kernel_path path : paths_to_test()) {
-    with_isa(path, [&](auto isa) {
-      using Isa = decltype(isa);
-      auto got = run_prologue<Act, Isa>(x, rows, cols);
-      INFO(what << " " << Act::name() << " path=" << std::string(to_string(path)) << " cols=" << cols);
-      for (index_t r = 0; r < rows; ++r) {
-        INFO("row " << r);
-        REQUIRE(got.status[r].bad_col == want.status[r].bad_col);
-        if (want.status[r].bad_col >= 0) continue;  // the rest of such a row is unspecified
-        CHECK(got.status[r].ex.lo == want.status[r].ex.lo);
-        CHECK(got.status[r].ex.hi == want.status[r].ex.hi);
-        index_t bad_codes = 0, bad_meta = 0;
-        for (index_t b = 0; b < want.lay.nblk; ++b) {
-          const std::int8_t* cg = got.lay.codes(got.panel.data(), r, b);
-          const std::int8_t* cw = want.lay.codes(want.panel.data(), r, b);
-          for (int i = 0; i < Act::kBlock; ++i) bad_codes += cg[i] != cw[i];  // padding codes included
-          for (index_t k = 0; k < 2; ++k)
-            bad_meta += !same_meta(*got.lay.meta(got.panel.data(), r, b, k), *want.lay.meta(want.panel.data(), r, b, k));
+  // Records for magic/exact-mode consumers and for real-mode ones (a layer
+  // with a real scale elsewhere: act_block_meta::real).
+  for (bool real : {false, true}) {
+    auto want = run_prologue<Act, generic_isa>(x, rows, cols, real);
+    for (kernel_path path : paths_to_test()) {
+      with_isa(path, [&](auto isa) {
+        using Isa = decltype(isa);
+        auto got = run_prologue<Act, Isa>(x, rows, cols, real);
+        INFO(what << " " << Act::name() << " path=" << std::string(to_string(path)) << " cols=" << cols
+                  << " real=" << real);
+        for (index_t r = 0; r < rows; ++r) {
+          INFO("row " << r);
+          REQUIRE(got.status[r].bad_col == want.status[r].bad_col);
+          if (want.status[r].bad_col >= 0) continue;  // the rest of such a row is unspecified
+          CHECK(got.status[r].ex.lo == want.status[r].ex.lo);
+          CHECK(got.status[r].ex.hi == want.status[r].ex.hi);
+          index_t bad_codes = 0, bad_meta = 0;
+          for (index_t b = 0; b < want.lay.nblk; ++b) {
+            const std::int8_t* cg = got.lay.codes(got.panel.data(), r, b);
+            const std::int8_t* cw = want.lay.codes(want.panel.data(), r, b);
+            for (int i = 0; i < Act::kBlock; ++i) bad_codes += cg[i] != cw[i];  // padding codes included
+            for (index_t k = 0; k < 2; ++k)
+              bad_meta +=
+                  !same_meta(*got.lay.meta(got.panel.data(), r, b, k), *want.lay.meta(want.panel.data(), r, b, k));
+          }
+          CHECK(bad_codes == 0);
+          CHECK(bad_meta == 0);
         }
-        CHECK(bad_codes == 0);
-        CHECK(bad_meta == 0);
-      }
-    });
+      });
+    }
   }
 }
 
@@ -103,8 +110,10 @@ std::vector<std::vector<float>> data_sets(index_t rows, index_t cols, int block,
   // Subnormal and tiny: blocks entirely subnormal, mixed with normal ones.
   for (std::size_t i = 0; i < n; ++i) {
     const int k = pick(rng);
-    v[i] = k < 4 ? std::ldexp(nd(rng), -140) : k < 7 ? std::ldexp(nd(rng), -128) : k < 8 ? FLT_TRUE_MIN * float(small(rng))
-                                                                                         : std::ldexp(nd(rng), -120);
+    v[i] = k < 4   ? std::ldexp(nd(rng), -140)
+           : k < 7 ? std::ldexp(nd(rng), -128)
+           : k < 8 ? FLT_TRUE_MIN * float(small(rng))
+                   : std::ldexp(nd(rng), -120);
   }
   sets.push_back(v);
   // Huge: near FLT_MAX, 2^127, and the E8M0 saturation of the LQER rule above 2^127.
@@ -155,8 +164,12 @@ TEST_CASE("block_exponent == shared_scale for every exponent, subnormals and ran
   CHECK(bad_lqer == 0);
 }
 
-TEST_CASE("prologue: every path == the scalar format, LQER rule block 16") { check_format<mxint<8, 16, mx_rule::lqer>>(); }
-TEST_CASE("prologue: every path == the scalar format, OCP rule block 32") { check_format<mxint<8, 32, mx_rule::ocp>>(); }
+TEST_CASE("prologue: every path == the scalar format, LQER rule block 16") {
+  check_format<mxint<8, 16, mx_rule::lqer>>();
+}
+TEST_CASE("prologue: every path == the scalar format, OCP rule block 32") {
+  check_format<mxint<8, 32, mx_rule::ocp>>();
+}
 TEST_CASE("prologue: every path == the scalar format, block 8 and 4-bit activations") {
   check_format<mxint<8, 8, mx_rule::lqer>>();
   check_format<mxint<4, 16, mx_rule::ocp>>();
@@ -190,6 +203,54 @@ TEST_CASE("prologue: records give back −off·Σcodes and 2^(ex − Fx) exactly
         bad += m.scale(wfrac[k]) != std::ldexp(1.0f, ex - Act::kFractionBits);
       }
     }
+  CHECK(bad == 0);
+}
+
+TEST_CASE("prologue: real-mode records give back −off·Σcodes and the activation scale as a float") {
+  const index_t rows = 3, cols = 200;
+  auto x = random_matrix(rows, cols, 1.0f, 6, true);
+  for (index_t i = 32; i < 64; ++i) x[static_cast<std::size_t>(i)] = 0.0f;  // an all-zero block: scale 0
+  const int offsets[2] = {8, 128};
+  index_t bad = 0;
+  {
+    // Q8_0 activations (fp16 scales): the scalar prologue, every path's for real-scale activations.
+    const auto o = run_prologue<q8_0, generic_isa>(x, rows, cols, true);
+    for (index_t r = 0; r < rows; ++r)
+      for (index_t b = 0; b < o.lay.nblk; ++b) {
+        std::int8_t q[32];
+        const index_t n = std::min<index_t>(32, cols - 32 * b);
+        const auto s = q8_0::quantize_block(x.data() + r * cols + 32 * b, n, 1, q);
+        int sum = 0;
+        for (index_t i = 0; i < n; ++i) sum += q[i];
+        for (int k = 0; k < 2; ++k) {
+          const act_block_meta& m = *o.lay.meta(const_cast<std::uint8_t*>(o.panel.data()), r, b, k);
+          bad += m.real_init() != -offsets[k] * sum;
+          bad += std::bit_cast<std::uint32_t>(m.real_scale()) != std::bit_cast<std::uint32_t>(q8_0::scale_value(s));
+        }
+      }
+  }
+  {
+    // MXINT8 activations for real-mode consumers: 2^(ex − Fx) (ex = 0 for an all-zero block).
+    using Act = mxint<8, 16, mx_rule::lqer>;
+    const auto o = run_prologue<Act, generic_isa>(x, rows, cols, true);
+    for (index_t r = 0; r < rows; ++r)
+      for (index_t b = 0; b < o.lay.nblk; ++b) {
+        std::int8_t q[16];
+        const index_t n = std::min<index_t>(16, cols - 16 * b);
+        const e8m0 s = Act::quantize_block(x.data() + r * cols + 16 * b, n, 1, q);
+        int sum = 0;
+        bool any = false;
+        for (index_t i = 0; i < n; ++i) {
+          sum += q[i];
+          any |= q[i] != 0;
+        }
+        for (int k = 0; k < 2; ++k) {
+          const act_block_meta& m = *o.lay.meta(const_cast<std::uint8_t*>(o.panel.data()), r, b, k);
+          bad += m.real_init() != -offsets[k] * sum;
+          bad += m.real_scale() != std::ldexp(1.0f, (any ? s.exponent() : 0) - Act::kFractionBits);
+        }
+      }
+  }
   CHECK(bad == 0);
 }
 

@@ -17,6 +17,24 @@ enum class rounding {
   half_to_even,         ///< 2.5 -> 2, 3.5 -> 4 (IEEE default; torch.round; LQER block_fp)
 };
 
+namespace detail {
+/// Keeps a compiler from contracting `a + b·c` into an FMA across this value
+/// (GCC contracts by default in GNU mode wherever the target has FMA, e.g.
+/// every AArch64 build): the reference and the kernels round a block term's
+/// product on its own, then add it.
+inline float no_contract(float v) noexcept {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  __asm__("" : "+x"(v));
+#elif defined(__GNUC__) && defined(__aarch64__)
+  __asm__("" : "+w"(v));
+#else
+  volatile float t = v;
+  v = t;
+#endif
+  return v;
+}
+}  // namespace detail
+
 // Both rules split x = t + f with t = trunc(x) (a float-to-int conversion,
 // which truncates whatever the rounding mode) and f = x − t. For |x| < 2^23
 // both steps are exact: t fits an int, and f is x with its integer bits

@@ -39,7 +39,7 @@ namespace lqer {
 /// A family of micro-kernels; see the file comment for the fallback order.
 enum class kernel_path {
   generic,       ///< portable C++ (auto-vectorized by the compiler for the baseline ISA)
-  avx2,          ///< AVX2 + FMA: vpmaddubsw + vpmaddwd (exact for u8 × int4 and |s8| × s8)
+  avx2,          ///< AVX2 + FMA + F16C: vpmaddubsw + vpmaddwd (exact for u8 × int4 and |s8| × s8)
   avx_vnni,      ///< AVX2 + AVX-VNNI: VEX vpdpbusd on ymm (Alder Lake, Zen 5)
   avx512_vnni,   ///< AVX-512 F/BW/VL + VNNI: vpdpbusd on zmm (Cascade Lake, Ice Lake, Zen 4)
   neon_dotprod,  ///< AArch64 Advanced SIMD + dot product: sdot (Armv8.2-A+dotprod)
@@ -49,7 +49,7 @@ namespace detail {
 
 /// What the CPU (and the OS, via XCR0) lets us run.
 struct cpu_features {
-  bool avx2 = false;         // AVX2 + FMA + OS-enabled ymm state
+  bool avx2 = false;         // AVX2 + FMA + F16C (fp16 block scales) + OS-enabled ymm state
   bool avx_vnni = false;     // the above + AVX-VNNI (CPUID.(7,1):EAX[4])
   bool avx512_vnni = false;  // AVX-512 F/BW/VL/VNNI + OS-enabled opmask/zmm state
   bool neon_dotprod = false;
@@ -75,7 +75,7 @@ inline cpu_features detect_cpu_features() noexcept {
   cpuid(0, 0, r);
   const std::uint32_t max_leaf = r[0];
   cpuid(1, 0, r);
-  const bool fma = (r[2] >> 12) & 1, osxsave = (r[2] >> 27) & 1, avx = (r[2] >> 28) & 1;
+  const bool fma = (r[2] >> 12) & 1, osxsave = (r[2] >> 27) & 1, avx = (r[2] >> 28) & 1, f16c = (r[2] >> 29) & 1;
   if (!osxsave || !avx || max_leaf < 7) return f;
   const std::uint64_t xcr0 = xgetbv0();
   const bool ymm_state = (xcr0 & 0x6) == 0x6;    // XMM (bit 1) + YMM (bit 2)
@@ -90,7 +90,7 @@ inline cpu_features detect_cpu_features() noexcept {
     cpuid(7, 1, r);
     avxvnni = (r[0] >> 4) & 1;
   }
-  f.avx2 = avx2 && fma && ymm_state;
+  f.avx2 = avx2 && fma && f16c && ymm_state;  // every AVX2 CPU has F16C (Ivy Bridge, Piledriver on)
   f.avx_vnni = f.avx2 && avxvnni;
   f.avx512_vnni = f.avx2 && zmm_state && avx512f && avx512bw && avx512vl && avx512vnni;
 #elif defined(__aarch64__) && defined(__linux__)

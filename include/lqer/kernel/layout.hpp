@@ -17,9 +17,12 @@
 //               vpdpbusd yields one int32 per output, no horizontal sums);
 //               ≤ 4-bit codes pair lane-groups 2p and 2p+1 in the low and high
 //               nibbles of one 64-byte vector (8·Block bytes per block)
-//        scales: 16 E8M0 bytes, one per output
+//        scales: one per output, 16 records of the format's scale kind:
+//               E8M0 bytes (MX), fp16 (Q4_0, Q8_0, intq f16) or fp32 (intq f32),
+//               stored as the format stores them (fp16 stays fp16: a Q4_0
+//               block record is 16·18 bytes, ggml's bytes per weight)
 //     for each block b of B along `k`:         (nblk_b = ceil(rank / Block), bytes, u = q + 128)
-//        codes (16·Block bytes) and 16 scale bytes, as above
+//        codes (16·Block bytes) and 16 scales of B's format, as above
 //     bias: 16 floats (only if the layer has a bias)
 //
 // A is packed alone the same way with its k columns as the "outputs" (groups
@@ -30,9 +33,11 @@
 // outputs past N in the last group, k past the end of the last block. Their
 // products are exactly 0 and their results are never stored.
 //
-// Scales of all-zero blocks are rewritten to 2^0: such a block's dot product
+// E8M0 scales of all-zero blocks are rewritten to 2^0: such a block's dot product
 // is exactly 0 whatever its scale, and a neutral exponent keeps every scale in
 // the stream inside the exponent window of the fast scale mode (linear.hpp).
+// Real scales are stored unchanged (their mode multiplies as the reference
+// does, so 0·s is whatever the reference's 0·s is, NaN for s = ±Inf included).
 // `*_exponent_range` record the range of stream exponents of each operand
 // (0 always included) for that window test.
 #pragma once
@@ -45,6 +50,7 @@
 #include "lqer/config.hpp"
 #include "lqer/error.hpp"
 #include "lqer/format/e8m0.hpp"
+#include "lqer/format/format.hpp"
 #include "lqer/tensor/quantized_matrix.hpp"
 
 namespace lqer {
@@ -133,7 +139,6 @@ struct layout_n16c4 {
   static constexpr int kGroup = 16;                                     ///< outputs per group
   static constexpr int kLaneK = 4;                                      ///< consecutive k per 32-bit lane
   static constexpr index_t kLaneGroupBytes = index_t{kGroup} * kLaneK;  ///< one 4-k step of a group: 64 bytes
-  static constexpr index_t kScaleBytes = kGroup;                        ///< one E8M0 byte per output and block
   static constexpr index_t kBiasBytes = index_t{kGroup} * sizeof(float);
   static constexpr index_t kAlign = 64;  ///< every group starts on a cache line
   static constexpr const char* name() noexcept { return "n16c4"; }
@@ -144,12 +149,16 @@ struct layout_n16c4 {
 
   /// Bytes of the codes of one block of one group (nibbles pair two lane
   /// groups in one 64-byte vector), and of the block record: codes, then
-  /// kScaleBytes scales.
+  /// scale_bytes(scale kind) of scales.
   static constexpr index_t code_bytes(detail::code_kind k, int block) noexcept {
     return k == detail::code_kind::nibble ? index_t{kGroup} * block / 2 : index_t{kGroup} * block;
   }
-  static constexpr index_t block_bytes(detail::code_kind k, int block) noexcept {
-    return code_bytes(k, block) + kScaleBytes;
+  /// Bytes of one block's kGroup scales: one record of the scale kind per output.
+  static constexpr index_t scale_bytes(scale_kind s) noexcept {
+    return index_t{kGroup} * (s == scale_kind::e8m0_pow2 ? 1 : s == scale_kind::f16 ? 2 : 4);
+  }
+  static constexpr index_t block_bytes(detail::code_kind k, int block, scale_kind s = scale_kind::e8m0_pow2) noexcept {
+    return code_bytes(k, block) + scale_bytes(s);
   }
 
   /// The signed code of output j, element kk of one block record of kind K.
@@ -164,22 +173,31 @@ struct layout_n16c4 {
     }
   }
 
+  /// Output j's scale record in a block record of code kind K and scale kind S
+  /// (one E8M0 byte, fp16 bits or a float, as the format stores it).
+  template <detail::code_kind K, scale_kind S>
+  static const std::uint8_t* scale_record(const std::uint8_t* blk, int block, int j) noexcept {
+    return blk + code_bytes(K, block) + j * (scale_bytes(S) / kGroup);
+  }
+
   /// Where the parts of one group of a packed layer start: Wq's blocks at 0,
   /// then B's, then the bias; `stride` is the distance between groups.
   struct group_offsets {
     index_t correction = 0, bias = 0, stride = 0;
   };
-  static constexpr group_offsets main_group(detail::code_kind weight_kind, int block, index_t weight_blocks,
+  static constexpr group_offsets main_group(detail::code_kind weight_kind, scale_kind weight_scale,
+                                            scale_kind lowrank_scale, int block, index_t weight_blocks,
                                             index_t lowrank_blocks, bool has_bias) noexcept {
     group_offsets o;
-    o.correction = weight_blocks * block_bytes(weight_kind, block);
-    o.bias = o.correction + lowrank_blocks * block_bytes(detail::code_kind::byte, block);
+    o.correction = weight_blocks * block_bytes(weight_kind, block, weight_scale);
+    o.bias = o.correction + lowrank_blocks * block_bytes(detail::code_kind::byte, block, lowrank_scale);
     o.stride = align(o.bias + (has_bias ? kBiasBytes : 0));
     return o;
   }
   /// Distance between the groups of A's stream (byte codes, blocks along `in`).
-  static constexpr index_t a_group_stride(int block, index_t weight_blocks) noexcept {
-    return align(weight_blocks * block_bytes(detail::code_kind::byte, block));
+  static constexpr index_t a_group_stride(int block, index_t weight_blocks,
+                                          scale_kind lowrank_scale = scale_kind::e8m0_pow2) noexcept {
+    return align(weight_blocks * block_bytes(detail::code_kind::byte, block, lowrank_scale));
   }
 
   /// Packs lanes [lane0, lane0 + 16) (missing lanes: zero codes) of `q`, blocks
@@ -198,20 +216,29 @@ struct layout_n16c4 {
     constexpr int B = F::kBlock;
     // Stream words per lane and block: one per lane-group pair (nibbles) or lane-group (bytes).
     constexpr index_t kWords = Kind == detail::code_kind::nibble ? B / (2 * kLaneK) : B / kLaneK;
-    constexpr index_t kBlockBytes = block_bytes(Kind, B);
-    static_assert(kLaneK == 4 && kBlockBytes == kWords * kLaneGroupBytes + kScaleBytes,
+    constexpr scale_kind kScale = F::kScaleKind;
+    constexpr bool kPow2 = kScale == scale_kind::e8m0_pow2;
+    constexpr index_t kRecordBytes = scale_bytes(kScale) / kGroup;  // one output's scale
+    constexpr index_t kBlockBytes = block_bytes(Kind, B, kScale);
+    static_assert(kLaneK == 4 && kBlockBytes == kWords * kLaneGroupBytes + scale_bytes(kScale),
                   "pack: a block is its lane-groups and its scales; a stream word is one 32-bit lane of 4 k");
+    static_assert(
+        kPow2 || requires { F::store_scale(typename F::block_scale{}); },
+        "pack: a real-scale format must say how its scale is stored (storable_format)");
     constexpr index_t kSourceBlockBytes = kWords * words::kUnitBytes;  // blocks start on a byte
     constexpr index_t kChunk = 64;  // blocks per pass over a lane (the words live on the stack)
     const std::uint8_t kNeutralScale = e8m0::from_exponent(0).bits;
     for (int j = 0; j < kGroup; ++j) {
       std::uint8_t* lane_out = out + kLaneK * j;
-      std::uint8_t* scale_out = out + kWords * kLaneGroupBytes + j;
+      std::uint8_t* scale_out = out + kWords * kLaneGroupBytes + kRecordBytes * j;
       if (lane0 + j >= q.lanes()) {
         for (index_t b = 0; b < nblk; ++b) {
           for (index_t t = 0; t < kWords; ++t)
             std::memcpy(lane_out + b * kBlockBytes + kLaneGroupBytes * t, &words::kZero, 4);
-          scale_out[b * kBlockBytes] = kNeutralScale;
+          if constexpr (kPow2)
+            scale_out[b * kBlockBytes] = kNeutralScale;
+          else
+            std::memset(scale_out + b * kBlockBytes, 0, kRecordBytes);  // +0: a padding output's term is 0·0
         }
         continue;
       }
@@ -229,14 +256,20 @@ struct layout_n16c4 {
             any |= words::source_unit(chunk, b * kWords + t);
             std::memcpy(blk + kLaneGroupBytes * t, &w[b * kWords + t], 4);
           }
-          std::uint8_t bits = kNeutralScale;
-          if (any != 0) {
-            const e8m0 s = scales[b0 + b];
-            if (s.is_nan()) throw value_error("pack: a block scale is the E8M0 NaN encoding (255)");
-            range.add(s.exponent());
-            bits = s.bits;
+          if constexpr (kPow2) {
+            std::uint8_t bits = kNeutralScale;
+            if (any != 0) {
+              const e8m0 s = scales[b0 + b];
+              if (s.is_nan()) throw value_error("pack: a block scale is the E8M0 NaN encoding (255)");
+              range.add(s.exponent());
+              bits = s.bits;
+            }
+            scale_out[(b0 + b) * kBlockBytes] = bits;
+          } else {
+            const auto stored = F::store_scale(scales[b0 + b]);  // float, or half_bits
+            static_assert(sizeof stored == kRecordBytes, "pack: a real scale record is 2 or 4 bytes");
+            std::memcpy(scale_out + (b0 + b) * kBlockBytes, &stored, kRecordBytes);
           }
-          scale_out[(b0 + b) * kBlockBytes] = bits;
         }
       }
     }
@@ -247,7 +280,9 @@ struct layout_n16c4 {
 namespace detail {
 /// layout_n16c4's block sizes and code lookup, by the names the kernels and tests use.
 constexpr index_t group_code_bytes(code_kind k, int block) noexcept { return layout_n16c4::code_bytes(k, block); }
-constexpr index_t group_block_bytes(code_kind k, int block) noexcept { return layout_n16c4::block_bytes(k, block); }
+constexpr index_t group_block_bytes(code_kind k, int block, scale_kind s = scale_kind::e8m0_pow2) noexcept {
+  return layout_n16c4::block_bytes(k, block, s);
+}
 /// layout_n16c4::code_at: the signed code of output j, element kk of a block record.
 template <code_kind K>
 int unpack_code(const std::uint8_t* blk, int j, int kk) noexcept {

@@ -37,6 +37,13 @@
 //     multiply and the accumulation by a separate add: the reference's own
 //     operations, bit-identical for every finite input. Used outside the
 //     window (and for blocks > 256).
+//   * real: a layer with a real (fp16 / fp32) scale in any of its formats —
+//     Q4_0 or INT4 group-128 weights, Q8_0-style activations (params.hpp's
+//     kernel_supports_formats) — runs exact mode's operations with sw read
+//     from the stream as the format stores it (fp16 converted exactly) and sx
+//     from the activation record: float(dot)·(sx·sw), then the add, which is
+//     the reference's term for every input (the reference forms the same
+//     exact dot and multiplies the same two floats).
 // The driver checks the window from the packed layer's exponent ranges and the
 // prologue's; realistic data (|E| ≲ 40 for LLM layers) always takes the magic
 // mode. So linear() reproduces reference_forward(..., correction_mode::fused)
@@ -156,14 +163,15 @@ inline bool in_magic_window(exponent_range w, exponent_range x, int wfrac, int x
 
 /// Runs tiles of Isa's micro-kernel — at most MRmax rows × NVmax groups —
 /// over rows [0, M) × a range of groups.
-template <class Isa, int Block, code_kind K0, bool Corr, scale_mode S, int MRmax, int NVmax>
+template <class Isa, int Block, code_kind K0, bool Corr, scale_mode S, int MRmax, int NVmax,
+          scale_kind WS0 = scale_kind::e8m0_pow2, scale_kind WS1 = scale_kind::e8m0_pow2>
 struct gemm_runner {
   using tile_fn = void (*)(const tile_args&);
   static constexpr int kGroup = Isa::layout::kGroup;  ///< outputs per group of the path's layout
 
   template <int I>
   static constexpr tile_fn entry() {
-    return &Isa::template tile<I % MRmax + 1, I / MRmax + 1, Block, K0, Corr, S>;
+    return &Isa::template tile<I % MRmax + 1, I / MRmax + 1, Block, K0, Corr, S, WS0, WS1>;
   }
   template <int... I>
   static constexpr std::array<tile_fn, sizeof...(I)> make_table(std::integer_sequence<int, I...>) {
@@ -214,7 +222,7 @@ struct gemm_runner {
     const index_t chunk = std::max<index_t>(1, kPanelChunkBytes / std::max<index_t>(1, group_bytes));
     const index_t nblk = base.nblk0;
     const index_t kc =
-        row_groups == 1 ? nblk : std::max<index_t>(1, kWeightChunkBytes / (NVmax * group_block_bytes(K0, Block)));
+        row_groups == 1 ? nblk : std::max<index_t>(1, kWeightChunkBytes / (NVmax * group_block_bytes(K0, Block, WS0)));
     const index_t full_tile_bytes = tile_bytes(base.group_stride);
     // GEMV's next-tile prefetch: one slice per block of this tile, whole lines.
     const index_t per_block = (full_tile_bytes + std::max<index_t>(1, nblk) - 1) / std::max<index_t>(1, nblk);
@@ -257,7 +265,7 @@ struct gemm_runner {
         }
         const tile_fn full = kTable[static_cast<std::size_t>((nv - 1) * MRmax + (MRmax - 1))];
         for (index_t k0 = 0; k0 < nblk; k0 += kc) {
-          a.w0 = base.w0 + g0 * base.group_stride + k0 * group_block_bytes(K0, Block);
+          a.w0 = base.w0 + g0 * base.group_stride + k0 * group_block_bytes(K0, Block, WS0);
           a.nblk0 = std::min(kc, nblk - k0);
           a.load_acc = k0 > 0;
           a.finish = k0 + kc >= nblk;
@@ -287,7 +295,11 @@ struct linear_driver {
     using Lr = typename P::lowrank_format;
     constexpr int B = P::kBlock;
     constexpr code_kind KW = P::kWeightKind;
-    constexpr int Fx = Act::kFractionBits, Fw = W::kFractionBits, Flr = Lr::kFractionBits;
+    constexpr scale_kind SW = P::kWeightScale, SLr = P::kLowrankScale;
+    constexpr bool kReal = P::kRealScales;
+    // Fraction bits of E8M0 formats (the magic and exact modes'); real-scale
+    // formats carry theirs in the scale itself.
+    constexpr int Fx = fraction_bits<Act>(), Fw = fraction_bits<W>(), Flr = fraction_bits<Lr>();
     const index_t M = x.rows, K = p.in_features(), N = p.out_features(), R = p.rank();
     const index_t nbw = p.weight_blocks(), nbb = p.lowrank_blocks();
 
@@ -298,15 +310,16 @@ struct linear_driver {
     const act_panel_layout xlay{M, G, B, nbw, R > 0 ? 2 : 1};
     std::uint8_t* xpanel = linear_workspace::sized(ws.xq_, xlay.bytes());
     row_status* status = linear_workspace::sized(ws.status_, M);
-    const act_consumer cons_x[2] = {{Isa::code_offset(KW), Fw}, {Isa::code_offset(code_kind::byte), Flr}};
+    const act_consumer cons_x[2] = {{Isa::code_offset(KW), Fw, kReal}, {Isa::code_offset(code_kind::byte), Flr, kReal}};
     auto prologue = [&](index_t r0, index_t r1) {
-      Isa::template quantize_rows<Act>(x.data, x.row_stride, K, r0, r1, xlay, xpanel, cons_x, status);
+      quantize_rows<Isa, Act>(x.data, x.row_stride, K, r0, r1, xlay, xpanel, cons_x, status);
     };
     if (M >= 2 && M * K >= (index_t{1} << 15))
       exec.parallel_for(M, prologue);
     else
       prologue(0, M);
     const exponent_range ex_x = merge_status(status, M, [&](index_t r, index_t c) {
+      if (status[r].bad_scale) throw value_error(scale_overflow_message<Act>("x", r, c));
       throw value_error("linear: x element (" + std::to_string(r) + ", " + std::to_string(c) + ") is " +
                         non_finite_name(x(r, c)));
     });
@@ -325,16 +338,21 @@ struct linear_driver {
       a.ldy = R;
       a.wfrac0 = Flr;
       const act_panel_ref xa{xlay, xpanel, 1};
-      const bool magic = in_magic_window<B>(p.a_exponent_range(), ex_x, Flr, Fx);
-      if (magic)
-        run_lowrank_tiles<Isa, B, scale_mode::magic>(a, xa, M, p.a_groups(), R, exec);
-      else
-        run_lowrank_tiles<Isa, B, scale_mode::exact>(a, xa, M, p.a_groups(), R, exec);
+      if constexpr (kReal) {
+        run_lowrank_tiles<Isa, B, scale_mode::real, SLr>(a, xa, M, p.a_groups(), R, exec);
+      } else {
+        if (in_magic_window<B>(p.a_exponent_range(), ex_x, Flr, Fx))
+          run_lowrank_tiles<Isa, B, scale_mode::magic, SLr>(a, xa, M, p.a_groups(), R, exec);
+        else
+          run_lowrank_tiles<Isa, B, scale_mode::exact, SLr>(a, xa, M, p.a_groups(), R, exec);
+      }
 
       tpanel = linear_workspace::sized(ws.tq_, tlay.bytes());
-      const act_consumer cons_t[1] = {{Isa::code_offset(code_kind::byte), Flr}};
-      Isa::template quantize_rows<Act>(u, R, R, 0, M, tlay, tpanel, cons_t, status);
+      const act_consumer cons_t[1] = {{Isa::code_offset(code_kind::byte), Flr, kReal}};
+      quantize_rows<Isa, Act>(u, R, R, 0, M, tlay, tpanel, cons_t, status);
       ex_t = merge_status(status, M, [&](index_t r, index_t c) {
+        if (status[r].bad_scale)
+          throw value_error(scale_overflow_message<Act>("the correction's intermediate Q(x)·A", r, c));
         throw value_error("linear: the correction's intermediate Q(x)·A has a non-finite element (" +
                           std::to_string(r) + ", " + std::to_string(c) + ") = " + non_finite_name(u[r * R + c]) +
                           ": x is too large for this layer's low-rank factors");
@@ -356,20 +374,53 @@ struct linear_driver {
     a.y = y.data;
     a.ldy = y.row_stride;
     const act_panel_ref x0{xlay, xpanel, 0}, x1{tlay, tpanel, 0};
-    const bool magic = in_magic_window<B>(p.weight_exponent_range(), ex_x, Fw, Fx) &&
-                       (R == 0 || in_magic_window<B>(p.b_exponent_range(), ex_t, Flr, Fx));
     const index_t work = M * N * (K + R);
-    if (R > 0) {
-      if (magic)
-        run_tiles<Isa, B, KW, true, scale_mode::magic>(a, x0, &x1, M, p.groups(), N, work, exec);
+    const auto run_main = [&]<scale_mode S>() {
+      if (R > 0)
+        run_tiles<Isa, B, KW, true, S, SW, SLr>(a, x0, &x1, M, p.groups(), N, work, exec);
       else
-        run_tiles<Isa, B, KW, true, scale_mode::exact>(a, x0, &x1, M, p.groups(), N, work, exec);
+        run_tiles<Isa, B, KW, false, S, SW, SLr>(a, x0, nullptr, M, p.groups(), N, work, exec);
+    };
+    if constexpr (kReal) {
+      run_main.template operator()<scale_mode::real>();
     } else {
+      const bool magic = in_magic_window<B>(p.weight_exponent_range(), ex_x, Fw, Fx) &&
+                         (R == 0 || in_magic_window<B>(p.b_exponent_range(), ex_t, Flr, Fx));
       if (magic)
-        run_tiles<Isa, B, KW, false, scale_mode::magic>(a, x0, nullptr, M, p.groups(), N, work, exec);
+        run_main.template operator()<scale_mode::magic>();
       else
-        run_tiles<Isa, B, KW, false, scale_mode::exact>(a, x0, nullptr, M, p.groups(), N, work, exec);
+        run_main.template operator()<scale_mode::exact>();
     }
+  }
+
+  /// The value_error of activations (`what`) whose block at row r, column c
+  /// needs a scale beyond the range of the activation format's scale type.
+  template <class Act>
+  static std::string scale_overflow_message(const char* what, index_t r, index_t c) {
+    return std::string("linear: ") + what + ": the block at row " + std::to_string(r) + ", columns " +
+           std::to_string(c) + "…" + std::to_string(c + Act::kBlock - 1) + " needs a scale beyond the range of " +
+           Act::name() + "'s scale type";
+  }
+
+  /// Fraction bits F of an MX format (value = q·2^(e − F)); 0 for a real-scale format.
+  template <class F>
+  static constexpr int fraction_bits() noexcept {
+    if constexpr (is_mxint<F>::value)
+      return F::kFractionBits;
+    else
+      return 0;
+  }
+
+  /// The path's vectorized prologue for MX activations; the scalar one
+  /// (ActFormat::quantize_block itself) for activations with real scales.
+  template <class Isa, class Act>
+  static void quantize_rows(const float* x, index_t ldx, index_t cols, index_t r0, index_t r1,
+                            const act_panel_layout& lay, std::uint8_t* panel, const act_consumer* cons,
+                            row_status* status) {
+    if constexpr (is_mxint<Act>::value)
+      Isa::template quantize_rows<Act>(x, ldx, cols, r0, r1, lay, panel, cons, status);
+    else
+      quantize_rows_scalar<Act>(x, ldx, cols, r0, r1, lay, panel, cons, status);
   }
 
   /// Merges the rows' statuses: calls on_bad(row, col) for the first row with
@@ -391,12 +442,12 @@ struct linear_driver {
   /// Output tiles as tasks on the executor — GEMV tiles (all M ≤ kGemvRows
   /// rows at once) or GEMM tiles; small problems (< 2^20 MACs, a few µs) run
   /// on the calling thread, where waking workers would cost more.
-  template <class Isa, int B, code_kind K0, bool Corr, scale_mode S, class E>
+  template <class Isa, int B, code_kind K0, bool Corr, scale_mode S, scale_kind WS0, scale_kind WS1, class E>
   static void run_tiles(const tile_args& a, const act_panel_ref& x0, const act_panel_ref* x1, index_t M, index_t groups,
                         index_t n_total, index_t macs, E& exec) {
     const bool parallel = macs >= (index_t{1} << 20);
     if (M <= Isa::kGemvRows) {
-      using G = gemm_runner<Isa, B, K0, Corr, S, Isa::kGemvRows, Isa::kGemvGroups>;
+      using G = gemm_runner<Isa, B, K0, Corr, S, Isa::kGemvRows, Isa::kGemvGroups, WS0, WS1>;
       // GEMV tasks are contiguous ranges of groups with up to kGemvRunBytes
       // of weights each, so that a task holds several tiles and the
       // next-tile prefetch (G::run) has a next tile to fetch.
@@ -424,7 +475,7 @@ struct linear_driver {
                             [=](index_t i) { return std::min(groups, i * run * Isa::kGemvGroups); });
       }
     } else {
-      using G = gemm_runner<Isa, B, K0, Corr, S, Isa::kGemmRows, Isa::kGemmGroups>;
+      using G = gemm_runner<Isa, B, K0, Corr, S, Isa::kGemmRows, Isa::kGemmGroups, WS0, WS1>;
       run_group_ranges<G>(a, x0, x1, M, groups, n_total, parallel, exec, G::tiles(groups),
                           [=](index_t i) { return std::min(groups, i * Isa::kGemmGroups); });
     }
@@ -432,16 +483,16 @@ struct linear_driver {
   /// u = Q(x)·A: only rank/16 groups (2 for rank 32), so one group per task,
   /// and worth splitting from 2^16 MACs on: at M = 1 it is mostly reading A
   /// (≈ 140 KB for in = 4096), which two threads do in half the time.
-  template <class Isa, int B, scale_mode S, class E>
+  template <class Isa, int B, scale_mode S, scale_kind WS, class E>
   static void run_lowrank_tiles(const tile_args& a, const act_panel_ref& x, index_t M, index_t groups, index_t R,
                                 E& exec) {
     const bool parallel = M * a.nblk0 * B * R >= (index_t{1} << 16);
     const auto one_group = [](index_t i) { return i; };
     if (M <= Isa::kGemvRows)
-      run_group_ranges<gemm_runner<Isa, B, code_kind::byte, false, S, Isa::kGemvRows, 1>>(
+      run_group_ranges<gemm_runner<Isa, B, code_kind::byte, false, S, Isa::kGemvRows, 1, WS>>(
           a, x, nullptr, M, groups, R, parallel, exec, groups, one_group);
     else
-      run_group_ranges<gemm_runner<Isa, B, code_kind::byte, false, S, Isa::kGemmRows, 1>>(
+      run_group_ranges<gemm_runner<Isa, B, code_kind::byte, false, S, Isa::kGemmRows, 1, WS>>(
           a, x, nullptr, M, groups, R, parallel, exec, groups, one_group);
   }
 

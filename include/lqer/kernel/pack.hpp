@@ -70,11 +70,14 @@ class aligned_bytes {
 template <quantization_format WFormat, quantization_format LrFormat = default_lowrank_format,
           quantization_format ActFormat = default_activation_format, class Layout = layout_n16c4>
 class packed_layer {
-  static_assert(detail::is_mxint<WFormat>::value && detail::is_mxint<LrFormat>::value &&
-                    detail::is_mxint<ActFormat>::value,
-                "packed_layer: the fused kernels support MX integer formats only (mxint: a power-of-two E8M0 "
-                "scale per block, symmetric codes); scaled-integer formats with real scales or zero points "
-                "(intq, ggml Q4_0/Q8_0) have no fused kernel: run them with reference_forward");
+  static_assert(detail::is_kernel_operand_format<WFormat>() && detail::is_kernel_operand_format<LrFormat>() &&
+                    detail::is_kernel_operand_format<ActFormat>(),
+                "packed_layer: the fused kernels take MX integers (mxint) and symmetric scaled integers with an "
+                "fp16 or fp32 scale per block of a multiple of 8 (intq symmetric or signed-extreme, Q4_0, Q8_0); "
+                "formats with zero points (intq asymmetric) or one scale per row have no fused kernel yet: run "
+                "them with reference_forward");
+  static_assert(detail::kActivationCodesFit<ActFormat>,
+                "packed_layer: activation codes must be int8 in [-127, 127] (the dot products' signed operand)");
   static_assert(WFormat::kBlock == ActFormat::kBlock && LrFormat::kBlock == ActFormat::kBlock,
                 "packed_layer: the weight, low-rank and activation formats must share one block length: the "
                 "kernels multiply block by block");
@@ -90,6 +93,11 @@ class packed_layer {
   using layout = Layout;
   static constexpr int kBlock = ActFormat::kBlock;
   static constexpr detail::code_kind kWeightKind = detail::kCodeKindFor<WFormat::kBits>;
+  /// How each stream stores its block scales (layout_n16c4).
+  static constexpr scale_kind kWeightScale = WFormat::kScaleKind;
+  static constexpr scale_kind kLowrankScale = LrFormat::kScaleKind;
+  /// A real scale anywhere: every product runs scale_mode::real (params.hpp).
+  static constexpr bool kRealScales = detail::kAnyRealScale<WFormat, LrFormat, ActFormat>;
 
   packed_layer() = default;
 
@@ -112,10 +120,11 @@ class packed_layer {
 
   /// A's stream: ceil(rank / Layout::kGroup) groups of weight_blocks() byte blocks.
   index_t a_groups() const noexcept { return Layout::groups(rank_); }
-  index_t a_group_stride() const noexcept { return Layout::a_group_stride(kBlock, weight_blocks()); }
+  index_t a_group_stride() const noexcept { return Layout::a_group_stride(kBlock, weight_blocks(), kLowrankScale); }
   const std::uint8_t* a_stream() const noexcept { return a_.data(); }
 
-  /// Exponent ranges of the stream's block scales (0 included), per operand.
+  /// Exponent ranges of the stream's E8M0 block scales (0 included), per
+  /// operand (unused, {0, 0}, for an operand with real scales).
   exponent_range weight_exponent_range() const noexcept { return w_range_; }
   exponent_range a_exponent_range() const noexcept { return a_range_; }
   exponent_range b_exponent_range() const noexcept { return b_range_; }
@@ -128,7 +137,8 @@ class packed_layer {
 
  private:
   typename Layout::group_offsets offsets() const noexcept {
-    return Layout::main_group(kWeightKind, kBlock, weight_blocks(), lowrank_blocks(), has_bias_);
+    return Layout::main_group(kWeightKind, kWeightScale, kLowrankScale, kBlock, weight_blocks(), lowrank_blocks(),
+                              has_bias_);
   }
 
   index_t in_ = 0, out_ = 0, rank_ = 0;

@@ -54,6 +54,7 @@
 #endif
 
 #include "lqer/config.hpp"
+#include "lqer/format/format.hpp"
 #include "lqer/format/mxint.hpp"
 #include "lqer/kernel/layout.hpp"
 
@@ -80,6 +81,14 @@ inline constexpr std::int32_t kMagicOffset = std::int32_t{1} << 22;
 struct act_block_meta {
   std::int32_t magic_init;  ///< −off·Σx + 2^22 + Hx: the start of the block's int32 accumulator (magic mode)
   std::int32_t magic_c;     ///< 2^22 + Hx: the bits of 1.5·2^(23+E')
+
+  /// The same eight bytes in a panel written for scale_mode::real (every
+  /// consumer of a layer with a real scale anywhere, act_consumer::real):
+  /// word 0 is −off·Σx, word 1 the block's activation scale as a float —
+  /// ActFormat::scale_value of its record, exactly (2^(ex − Fx) for MX).
+  static act_block_meta real(std::int32_t init, float sx) noexcept { return {init, std::bit_cast<std::int32_t>(sx)}; }
+  std::int32_t real_init() const noexcept { return magic_init; }
+  float real_scale() const noexcept { return std::bit_cast<float>(magic_c); }
 
   /// −off·Σx: the start of the accumulator in exact mode.
   std::int32_t init() const noexcept {
@@ -227,6 +236,11 @@ struct tile_args {
 enum class scale_mode {
   magic,  ///< term built from the int dot's bits, one exact subtract: exact inside the exponent window
   exact,  ///< s and the term by IEEE multiplies, acc by a separate add: exact for every input
+  /// A layer with a real (fp16 / fp32) scale in any operand: sw read from the
+  /// stream in its operand's scale_kind (fp16 converted exactly), sx from the
+  /// record (act_block_meta::real), then exact mode's s = sx·sw, term and
+  /// add — the reference's operations, so bit-identical for every input.
+  real,
 };
 
 /// Largest block the magic mode takes: |dot| ≤ 127·127·Block must stay below 2^22.
@@ -241,13 +255,40 @@ static_assert(std::int64_t{127} * 127 * kMagicMaxBlock < kMagicOffset);
 
 }  // namespace detail
 
+namespace detail {
+/// One operand format the kernels take: linear integer codes with no zero
+/// point, |q| ≤ 127 in a byte (the u8 × s8 and sign-trick bounds above; a
+/// 4-bit code's nibble u = q + 8 ≤ 15 covers q = −8 too), blocks along the
+/// reduction (not one scale per row), and a scale that is a power of two
+/// (E8M0: MX integers) or a real fp16 / fp32 number (intq's symmetric and
+/// signed-extreme schemes, llama.cpp's Q4_0 and Q8_0).
+template <class F>
+consteval bool is_kernel_operand_format() {
+  if constexpr (is_mxint<F>::value) {
+    return true;
+  } else {
+    return !F::kHasZeroPoint && has_linear_codes<F>() && F::kBlock > 0 &&
+           (F::kBits <= 4 ? F::kQmin >= -8 : F::kQmin >= -127) && F::kQmax <= 127 &&
+           (F::kScaleKind == scale_kind::f16 || F::kScaleKind == scale_kind::f32);
+  }
+}
+/// True when any of the formats has a real scale: the layer then runs scale_mode::real.
+template <class... F>
+inline constexpr bool kAnyRealScale = ((F::kScaleKind != scale_kind::e8m0_pow2) || ...);
+/// Activations must be bytes of |q| ≤ 127 (the dot products' signed operand).
+template <class F>
+inline constexpr bool kActivationCodesFit = F::kBits <= 8 && F::kQmin >= -127;
+}  // namespace detail
+
 /// True when the fused kernels support this combination of formats: MX
-/// integer formats (a power-of-two E8M0 scale per block, no zero point) with one
-/// block length, a multiple of 8 (4-byte lanes, nibble pairs of lanes).
+/// integers (a power-of-two E8M0 scale per block) or symmetric scaled
+/// integers (a real fp16 / fp32 scale per block, no zero point: intq
+/// symmetric and signed-extreme, Q4_0, Q8_0), with one block length, a
+/// multiple of 8 (4-byte lanes, nibble pairs of lanes).
 template <class WFormat, class LrFormat, class ActFormat>
 inline constexpr bool kernel_supports_formats =
-    // Parenthesised: clang-format 14 reads `::value &&` as an rvalue-reference declarator.
-    (detail::is_mxint<WFormat>::value) && (detail::is_mxint<LrFormat>::value) && (detail::is_mxint<ActFormat>::value) &&
+    detail::is_kernel_operand_format<WFormat>() && detail::is_kernel_operand_format<LrFormat>() &&
+    detail::is_kernel_operand_format<ActFormat>() && detail::kActivationCodesFit<ActFormat> &&
     (WFormat::kBlock == ActFormat::kBlock) && (LrFormat::kBlock == ActFormat::kBlock) && (ActFormat::kBlock % 8 == 0);
 
 }  // namespace lqer

@@ -40,19 +40,32 @@ namespace lqer::detail {
 struct act_consumer {
   int offset = 0;
   int wfrac = 0;
+  /// The consumer runs scale_mode::real (a layer with a real scale
+  /// anywhere): its records are act_block_meta::real.
+  bool real = false;
 };
 
 /// What quantizing one row found.
 struct row_status {
-  index_t bad_col = -1;  ///< first non-finite column, or −1
-  exponent_range ex;     ///< range of the row's block exponents (neutral 0 included)
+  index_t bad_col = -1;    ///< first non-finite column, or −1
+  bool bad_scale = false;  ///< bad_col is instead the first column of a block whose scale overflows its type
+  exponent_range ex;       ///< range of the row's block exponents (neutral 0 included)
 };
 
 /// The meta record of one block for one consumer (params.hpp). The magic
 /// fields are computed modulo 2^32, as the kernels' integer adds wrap.
+/// The float 2^n for n in [−149, 127] (subnormal below −126), exactly.
+inline float exp2_exact(int n) noexcept {
+  if (n >= -126) return std::bit_cast<float>(static_cast<std::uint32_t>(n + 127) << 23);
+  return std::bit_cast<float>(std::uint32_t{1} << (n + 149));
+}
+
+/// The record of an MX activation block (exponent ex; a real-mode consumer
+/// gets its scale 2^(ex − Fx) as a float, which is mxint::scale_value).
 inline act_block_meta make_block_meta(int code_sum, int ex, int act_frac, const act_consumer& c) noexcept {
   act_block_meta m;
   const std::uint32_t init = static_cast<std::uint32_t>(-c.offset * code_sum);
+  if (c.real) return act_block_meta::real(static_cast<std::int32_t>(init), exp2_exact(ex - act_frac));
   // The exponent field of 2^(23 + ex − Fx − Fw), i.e. of 2^(23+E) without the weight's ew.
   const std::uint32_t hx = static_cast<std::uint32_t>(150 + ex - act_frac - c.wfrac) << 23;
   m.magic_c = static_cast<std::int32_t>(static_cast<std::uint32_t>(kMagicOffset) + hx);
@@ -80,16 +93,12 @@ inline int block_exponent(float amax) noexcept {
   return std::clamp(e, e8m0::kMinExponent, e8m0::kMaxExponent);
 }
 
-/// The float 2^n for n in [−149, 127] (subnormal below −126), exactly.
-inline float exp2_exact(int n) noexcept {
-  if (n >= -126) return std::bit_cast<float>(static_cast<std::uint32_t>(n + 127) << 23);
-  return std::bit_cast<float>(std::uint32_t{1} << (n + 149));
-}
-
 /// Scalar prologue for rows [r0, r1) of x (row r at x + r·ldx, `cols` floats)
 /// into the panel `lay` at `panel` (lay.consumers records per block, described
 /// by cons[0 … lay.consumers)). Calls ActFormat::quantize_block, so it is the
-/// format by construction.
+/// format by construction. The prologue of every path for activations with
+/// real scales (their consumers are all real: act_block_meta::real with the
+/// format's scale_value); the exponent range it reports is then {0, 0}.
 template <class ActFormat>
 void quantize_rows_scalar(const float* x, index_t ldx, index_t cols, index_t r0, index_t r1,
                           const act_panel_layout& lay, std::uint8_t* panel, const act_consumer* cons,
@@ -107,7 +116,7 @@ void quantize_rows_scalar(const float* x, index_t ldx, index_t cols, index_t r0,
       for (index_t b = 0; b < lay.nblk; ++b) {
         const index_t n = std::min<index_t>(B, cols - b * B);
         std::int8_t* q = lay.codes(panel, r, b);
-        const e8m0 s = ActFormat::quantize_block(xr + b * B, n, 1, q);
+        const auto s = ActFormat::quantize_block(xr + b * B, n, 1, q);
         std::fill(q + n, q + B, std::int8_t{0});
         int sum = 0;
         bool any = false;
@@ -115,10 +124,23 @@ void quantize_rows_scalar(const float* x, index_t ldx, index_t cols, index_t r0,
           sum += q[i];
           any |= q[i] != 0;
         }
-        const int ex = any ? s.exponent() : 0;
-        st.ex.add(ex);
-        for (index_t k = 0; k < lay.consumers; ++k)
-          *lay.meta(panel, r, b, k) = make_block_meta(sum, ex, ActFormat::kFractionBits, cons[k]);
+        if constexpr (is_mxint<ActFormat>::value) {
+          const int ex = any ? s.exponent() : 0;
+          st.ex.add(ex);
+          for (index_t k = 0; k < lay.consumers; ++k)
+            *lay.meta(panel, r, b, k) = make_block_meta(sum, ex, ActFormat::kFractionBits, cons[k]);
+        } else {
+          const float sx = ActFormat::scale_value(s);
+          // Finite data whose scale overflows its type (an fp16 scale past
+          // 65504): refused, as quantized_matrix::quantize refuses it.
+          if (is_non_finite(sx)) {
+            st.bad_col = b * B;
+            st.bad_scale = true;
+            break;
+          }
+          for (index_t k = 0; k < lay.consumers; ++k)
+            *lay.meta(panel, r, b, k) = act_block_meta::real(-cons[k].offset * sum, sx);
+        }
       }
     }
     status[r] = st;

@@ -28,6 +28,7 @@
 
 #include "lqer/config.hpp"
 #include "lqer/error.hpp"
+#include "lqer/format/rounding.hpp"
 #include "lqer/layer/layer.hpp"
 #include "lqer/tensor/check.hpp"
 #include "lqer/tensor/quantized_matrix.hpp"
@@ -59,7 +60,9 @@ float accumulate_block_dots(float acc, const quantized_matrix<FA>& qa, index_t l
     const index_t end = std::min((blk + 1) * len, qa.depth());  // padding codes are zero; skip them anyway
     for (index_t i = blk * len; i < end; ++i)
       dot += static_cast<std::int64_t>(qa.lane_code(la, i) - za) * static_cast<std::int64_t>(qb.lane_code(lb, i) - zb);
-    acc += static_cast<float>(dot) * (FA::scale_value(sa[blk]) * FB::scale_value(sb[blk]));
+    // The term rounded on its own, then added (no FMA contraction): exact for
+    // MX formats either way, but a real scale's product rounds.
+    acc += detail::no_contract(static_cast<float>(dot) * (FA::scale_value(sa[blk]) * FB::scale_value(sb[blk])));
   }
   return acc;
 }

@@ -1,7 +1,7 @@
-// lqer — the avx2 path: AVX2 + FMA (Haswell and later, Zen 1 and later): vpmaddubsw + vpmaddwd.
+// lqer — the avx2 path: AVX2 + FMA + F16C (Haswell and later, Zen 1 and later): vpmaddubsw + vpmaddwd.
 // The micro-kernels and the prologue are the shared ymm body in x86_ymm.inl
 // (see there for the arithmetic, the overflow bounds and the tile shape),
-// compiled here under target("avx2,fma") in namespace lqer::detail::avx2.
+// compiled here under target("avx2,fma,f16c") in namespace lqer::detail::avx2.
 #pragma once
 
 #if defined(__x86_64__)
@@ -20,7 +20,7 @@
 #include "lqer/kernel/prologue.hpp"
 
 namespace lqer::detail::avx2 {
-#define LQER_YMM_TARGET "avx2,fma"
+#define LQER_YMM_TARGET "avx2,fma,f16c"
 #define LQER_YMM_DOT 0
 #define LQER_YMM_PATH kernel_path::avx2
 #include "lqer/kernel/arch/x86_ymm.inl"

@@ -98,10 +98,11 @@ LQER_AVX512_INLINE __m512 opaque(__m512 v) {
 template <int MR, int Block>
 inline constexpr int kFmaRows = Block <= 16 ? MR / 2 : 0;
 
-template <int MR, int NV, int Block, code_kind K, scale_mode S>
+template <int MR, int NV, int Block, code_kind K, scale_kind WS, scale_mode S>
 LQER_AVX512_INLINE void segment(__m512 (&acc)[MR][NV], const act_operand& x, const std::uint8_t* w, index_t nblk,
                                 index_t gstride, int wfrac, const prefetch_hint& prefetch) {
-  constexpr index_t kBlockBytes = group_block_bytes(K, Block);
+  static_assert(WS == scale_kind::e8m0_pow2 || S == scale_mode::real, "segment: real scales take scale_mode::real");
+  constexpr index_t kBlockBytes = group_block_bytes(K, Block, WS);
   constexpr index_t kCodeBytes = group_code_bytes(K, Block);
   const __m512i low_nibbles = _mm512_set1_epi8(0x0f);
   const __m512i min_scale_bits = _mm512_set1_epi32(0x00400000);  // the float 2^-127 (exact mode)
@@ -123,12 +124,21 @@ LQER_AVX512_INLINE void segment(__m512 (&acc)[MR][NV], const act_operand& x, con
     // Block scales (16 E8M0 bytes per group after the codes): sbits = bw·2^23,
     // the float 2^ew; wbits = (bw − 127)·2^23 = ew·2^23, the weight's share of
     // the exponent field of 2^(23+E).
+    // Real scales (scale_mode::real): 16 fp16 or fp32 records, made floats exactly.
     __m512i sbits[NV], wbits[NV];
+    __m512 sreal[NV];
     LQER_UNROLL(4)
     for (int v = 0; v < NV; ++v) {
-      const __m128i e = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + v * gstride + kCodeBytes));
-      sbits[v] = _mm512_slli_epi32(_mm512_cvtepu8_epi32(e), 23);
-      wbits[v] = _mm512_sub_epi32(sbits[v], _mm512_set1_epi32(127 << 23));
+      const std::uint8_t* sp = wb + v * gstride + kCodeBytes;
+      if constexpr (WS == scale_kind::e8m0_pow2) {
+        const __m128i e = _mm_loadu_si128(reinterpret_cast<const __m128i*>(sp));
+        sbits[v] = _mm512_slli_epi32(_mm512_cvtepu8_epi32(e), 23);
+        wbits[v] = _mm512_sub_epi32(sbits[v], _mm512_set1_epi32(127 << 23));
+      } else if constexpr (WS == scale_kind::f16) {
+        sreal[v] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sp)));
+      } else {
+        sreal[v] = _mm512_loadu_ps(reinterpret_cast<const float*>(sp));
+      }
     }
     __m512i d[MR][NV];
     LQER_UNROLL(8)
@@ -137,6 +147,10 @@ LQER_AVX512_INLINE void segment(__m512 (&acc)[MR][NV], const act_operand& x, con
         const __m512i init = _mm512_set1_epi32(meta[m].magic_init);
         LQER_UNROLL(4)
         for (int v = 0; v < NV; ++v) d[m][v] = m < kFmaRows<MR, Block> ? init : _mm512_add_epi32(init, wbits[v]);
+      } else if constexpr (S == scale_mode::real) {
+        const __m512i init = _mm512_set1_epi32(meta[m].real_init());
+        LQER_UNROLL(4)
+        for (int v = 0; v < NV; ++v) d[m][v] = init;
       } else {
         const __m512i init = _mm512_set1_epi32(meta[m].init());
         LQER_UNROLL(4)
@@ -198,13 +212,17 @@ LQER_AVX512_INLINE void segment(__m512 (&acc)[MR][NV], const act_operand& x, con
         }
       }
     } else {
-      __m512 sw[NV];  // 2^(ew − Fw), exact: 2^ew (2^-127 for bw = 0) times 2^-Fw
+      __m512 sw[NV];  // 2^(ew − Fw), exact: 2^ew (2^-127 for bw = 0) times 2^-Fw; or the real scale
       LQER_UNROLL(4)
-      for (int v = 0; v < NV; ++v)
-        sw[v] = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_max_epu32(sbits[v], min_scale_bits)), inv_wfrac);
+      for (int v = 0; v < NV; ++v) {
+        if constexpr (WS == scale_kind::e8m0_pow2)
+          sw[v] = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_max_epu32(sbits[v], min_scale_bits)), inv_wfrac);
+        else
+          sw[v] = sreal[v];
+      }
       LQER_UNROLL(8)
       for (int m = 0; m < MR; ++m) {
-        const __m512 sx = _mm512_set1_ps(meta[m].scale(wfrac));
+        const __m512 sx = _mm512_set1_ps(S == scale_mode::real ? meta[m].real_scale() : meta[m].scale(wfrac));
         LQER_UNROLL(4)
         for (int v = 0; v < NV; ++v) {
           const __m512 s = opaque(_mm512_mul_ps(sx, sw[v]));
@@ -522,9 +540,10 @@ struct avx512_vnni_isa : path_tag::avx512_vnni {
     avx512::quantize_rows<ActFormat>(x, ldx, cols, r0, r1, lay, panel, cons, status);
   }
 
-  template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S>
+  template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S, scale_kind WS0 = scale_kind::e8m0_pow2,
+            scale_kind WS1 = scale_kind::e8m0_pow2>
   static void tile(const tile_args& a) {
-    avx512::gemm_qmx8_f32_qmxw_n16c4<MR, NV, Block, K0, Corr, S>(a);
+    avx512::gemm_qmx8_f32_qmxw_n16c4<MR, NV, Block, K0, Corr, S, WS0, WS1>(a);
   }
 };
 

@@ -1,7 +1,7 @@
 // lqer — the avx_vnni path: AVX2 + AVX-VNNI (Alder Lake, Sapphire Rapids, Zen 5): VEX-encoded vpdpbusd on ymm.
 // The micro-kernels and the prologue are the shared ymm body in x86_ymm.inl
 // (see there for the arithmetic, the overflow bounds and the tile shape),
-// compiled here under target("avx2,fma,avxvnni") in namespace lqer::detail::avx_vnni.
+// compiled here under target("avx2,fma,f16c,avxvnni") in namespace lqer::detail::avx_vnni.
 #pragma once
 
 #if defined(__x86_64__)
@@ -20,7 +20,7 @@
 #include "lqer/kernel/prologue.hpp"
 
 namespace lqer::detail::avx_vnni {
-#define LQER_YMM_TARGET "avx2,fma,avxvnni"
+#define LQER_YMM_TARGET "avx2,fma,f16c,avxvnni"
 #define LQER_YMM_DOT 1
 #define LQER_YMM_PATH kernel_path::avx_vnni
 #include "lqer/kernel/arch/x86_ymm.inl"

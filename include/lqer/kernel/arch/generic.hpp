@@ -19,6 +19,8 @@
 
 #include "lqer/config.hpp"
 #include "lqer/format/e8m0.hpp"
+#include "lqer/format/fp16.hpp"
+#include "lqer/format/rounding.hpp"
 #include "lqer/kernel/arch/common.hpp"
 #include "lqer/kernel/dispatch.hpp"
 #include "lqer/kernel/layout.hpp"
@@ -27,29 +29,31 @@
 
 namespace lqer::detail {
 
-/// Keeps a compiler from contracting `a + b·c` into an FMA across this value
-/// (GCC contracts by default in GNU mode): the reference rounds the product.
-inline float no_contract(float v) noexcept {
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-  __asm__("" : "+x"(v));
-#elif defined(__GNUC__) && defined(__aarch64__)
-  __asm__("" : "+w"(v));
-#else
-  volatile float t = v;
-  v = t;
-#endif
-  return v;
-}
-
 namespace portable {  // the path's own namespace, as every path has (tile.inl defines the same names in each)
 
+/// The float of one stored real scale record (fp16 or fp32), exactly.
+template <scale_kind WS>
+float real_scale_at(const std::uint8_t* p) noexcept {
+  if constexpr (WS == scale_kind::f16) {
+    half_bits h;
+    std::memcpy(&h.bits, p, 2);
+    return half_to_float(h);
+  } else {
+    float f;
+    std::memcpy(&f, p, 4);
+    return f;
+  }
+}
+
 /// One operand's blocks of an MR × NV-group tile, accumulated into
-/// acc[m][16·v + j] (see the file comment); the scale mode is ignored (this
-/// path is the reference's arithmetic in every case).
-template <int MR, int NV, int Block, code_kind K, scale_mode>
+/// acc[m][16·v + j] (see the file comment). Magic and exact modes are the
+/// same here (the reference's arithmetic in every case); real mode reads the
+/// activation records as act_block_meta::real.
+template <int MR, int NV, int Block, code_kind K, scale_kind WS, scale_mode S>
 void segment(float (&acc)[MR][16 * NV], const act_operand& x, const std::uint8_t* w, index_t nblk, index_t gstride,
              int wfrac, const prefetch_hint& /*compute-bound: not followed*/) {
-  constexpr index_t kBlockBytes = group_block_bytes(K, Block);
+  static_assert(WS == scale_kind::e8m0_pow2 || S == scale_mode::real, "segment: real scales take scale_mode::real");
+  constexpr index_t kBlockBytes = group_block_bytes(K, Block, WS);
   constexpr index_t kCodeBytes = group_code_bytes(K, Block);
   for (int v = 0; v < NV; ++v) {
     const std::uint8_t* wv = w + v * gstride;
@@ -58,7 +62,12 @@ void segment(float (&acc)[MR][16 * NV], const act_operand& x, const std::uint8_t
       for (int kk = 0; kk < Block; ++kk)
         for (int j = 0; j < 16; ++j) wq[kk][j] = path_tag::generic::layout::code_at<K>(wv, j, kk);
       float sw[16];
-      for (int j = 0; j < 16; ++j) sw[j] = mul_pow2(1.0f, static_cast<int>(wv[kCodeBytes + j]) - e8m0::kBias - wfrac);
+      for (int j = 0; j < 16; ++j) {
+        if constexpr (WS == scale_kind::e8m0_pow2)
+          sw[j] = mul_pow2(1.0f, static_cast<int>(wv[kCodeBytes + j]) - e8m0::kBias - wfrac);
+        else
+          sw[j] = real_scale_at<WS>(path_tag::generic::layout::scale_record<K, WS>(wv, Block, j));
+      }
       const std::uint8_t* xblk = x.base + b * x.block_stride;
       const auto* meta = reinterpret_cast<const act_block_meta*>(xblk + x.meta_offset);
       for (int m = 0; m < MR; ++m) {
@@ -66,7 +75,7 @@ void segment(float (&acc)[MR][16 * NV], const act_operand& x, const std::uint8_t
         std::int32_t dot[16] = {};
         for (int kk = 0; kk < Block; ++kk)
           for (int j = 0; j < 16; ++j) dot[j] += static_cast<std::int32_t>(xq[kk]) * wq[kk][j];
-        const float sx = meta[m].scale(wfrac);
+        const float sx = S == scale_mode::real ? meta[m].real_scale() : meta[m].scale(wfrac);
         for (int j = 0; j < 16; ++j) acc[m][16 * v + j] += no_contract(static_cast<float>(dot[j]) * (sx * sw[j]));
       }
     }
@@ -110,9 +119,10 @@ struct generic_isa : path_tag::generic {
   }
 
   /// gemm_qmx8_f32_qmxw_n16c4 of this namespace (tile.inl).
-  template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S>
+  template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S, scale_kind WS0 = scale_kind::e8m0_pow2,
+            scale_kind WS1 = scale_kind::e8m0_pow2>
   static void tile(const tile_args& a) {
-    portable::gemm_qmx8_f32_qmxw_n16c4<MR, NV, Block, K0, Corr, S>(a);
+    portable::gemm_qmx8_f32_qmxw_n16c4<MR, NV, Block, K0, Corr, S, WS0, WS1>(a);
   }
 };
 

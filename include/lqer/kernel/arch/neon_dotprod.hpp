@@ -61,29 +61,45 @@ LQER_NEON_INLINE int32x4_t dot_lane(int32x4_t d, int8x16_t w, int8x16_t x) {
   return vdotq_laneq_s32(d, w, x, L);
 }
 
-template <int MR, int NV, int Block, code_kind K, scale_mode S>
+template <int MR, int NV, int Block, code_kind K, scale_kind WS, scale_mode S>
 LQER_NEON_INLINE void segment(float32x4_t (&acc)[MR][4 * NV], const act_operand& x, const std::uint8_t* w, index_t nblk,
                               index_t gstride, int wfrac, const prefetch_hint& /*not followed: unmeasured here*/) {
+  static_assert(WS == scale_kind::e8m0_pow2 || S == scale_mode::real, "segment: real scales take scale_mode::real");
   constexpr int Q = 4 * NV;  // quads: quad q is outputs 4(q%4) … of group q/4
-  constexpr index_t kBlockBytes = group_block_bytes(K, Block);
+  constexpr index_t kBlockBytes = group_block_bytes(K, Block, WS);
   constexpr index_t kCodeBytes = group_code_bytes(K, Block);
   for (index_t b = 0; b < nblk; ++b) {
     const std::uint8_t* wb = w + b * kBlockBytes;
     const auto* xblk = reinterpret_cast<const std::int8_t*>(x.base + b * x.block_stride);
     const auto* meta = reinterpret_cast<const act_block_meta*>(x.base + b * x.block_stride + x.meta_offset);
     uint32x4_t sbits[Q];
+    float32x4_t sreal[Q];  // real scales (scale_mode::real): fp16 (converted exactly) or fp32 records
     LQER_UNROLL(4)
     for (int v = 0; v < NV; ++v) {
-      const uint8x16_t e = vld1q_u8(wb + v * gstride + kCodeBytes);
-      const uint16x8_t e0 = vmovl_u8(vget_low_u8(e)), e1 = vmovl_u8(vget_high_u8(e));
-      sbits[4 * v + 0] = vshlq_n_u32(vmovl_u16(vget_low_u16(e0)), 23);
-      sbits[4 * v + 1] = vshlq_n_u32(vmovl_u16(vget_high_u16(e0)), 23);
-      sbits[4 * v + 2] = vshlq_n_u32(vmovl_u16(vget_low_u16(e1)), 23);
-      sbits[4 * v + 3] = vshlq_n_u32(vmovl_u16(vget_high_u16(e1)), 23);
+      const std::uint8_t* sp = wb + v * gstride + kCodeBytes;
+      if constexpr (WS == scale_kind::e8m0_pow2) {
+        const uint8x16_t e = vld1q_u8(sp);
+        const uint16x8_t e0 = vmovl_u8(vget_low_u8(e)), e1 = vmovl_u8(vget_high_u8(e));
+        sbits[4 * v + 0] = vshlq_n_u32(vmovl_u16(vget_low_u16(e0)), 23);
+        sbits[4 * v + 1] = vshlq_n_u32(vmovl_u16(vget_high_u16(e0)), 23);
+        sbits[4 * v + 2] = vshlq_n_u32(vmovl_u16(vget_low_u16(e1)), 23);
+        sbits[4 * v + 3] = vshlq_n_u32(vmovl_u16(vget_high_u16(e1)), 23);
+      } else {
+        LQER_UNROLL(4)
+        for (int i = 0; i < 4; ++i) {
+          if constexpr (WS == scale_kind::f16)
+            sreal[4 * v + i] =
+                vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(reinterpret_cast<const std::uint16_t*>(sp) + 4 * i)));
+          else
+            sreal[4 * v + i] = vld1q_f32(reinterpret_cast<const float*>(sp) + 4 * i);
+        }
+      }
     }
     uint32x4_t wbits[Q];  // ew·2^23: the weight's share of the exponent field (magic mode)
-    LQER_UNROLL(16)
-    for (int q = 0; q < Q; ++q) wbits[q] = vsubq_u32(sbits[q], vdupq_n_u32(127u << 23));
+    if constexpr (WS == scale_kind::e8m0_pow2) {
+      LQER_UNROLL(16)
+      for (int q = 0; q < Q; ++q) wbits[q] = vsubq_u32(sbits[q], vdupq_n_u32(127u << 23));
+    }
     int32x4_t d[MR][Q];
     LQER_UNROLL(8)
     for (int m = 0; m < MR; ++m) {
@@ -91,6 +107,10 @@ LQER_NEON_INLINE void segment(float32x4_t (&acc)[MR][4 * NV], const act_operand&
         const uint32x4_t init = vdupq_n_u32(static_cast<std::uint32_t>(meta[m].magic_init));
         LQER_UNROLL(16)
         for (int q = 0; q < Q; ++q) d[m][q] = vreinterpretq_s32_u32(vaddq_u32(init, wbits[q]));
+      } else if constexpr (S == scale_mode::real) {
+        const int32x4_t init = vdupq_n_s32(meta[m].real_init());
+        LQER_UNROLL(16)
+        for (int q = 0; q < Q; ++q) d[m][q] = init;
       } else {
         const int32x4_t init = vdupq_n_s32(meta[m].init());
         LQER_UNROLL(16)
@@ -161,11 +181,15 @@ LQER_NEON_INLINE void segment(float32x4_t (&acc)[MR][4 * NV], const act_operand&
       const float32x4_t inv_wfrac = vdupq_n_f32(exp2_exact(-wfrac));
       float32x4_t sw[Q];
       LQER_UNROLL(16)
-      for (int q = 0; q < Q; ++q)
-        sw[q] = opaque(vmulq_f32(vreinterpretq_f32_u32(vmaxq_u32(sbits[q], vdupq_n_u32(0x00400000))), inv_wfrac));
+      for (int q = 0; q < Q; ++q) {
+        if constexpr (WS == scale_kind::e8m0_pow2)
+          sw[q] = opaque(vmulq_f32(vreinterpretq_f32_u32(vmaxq_u32(sbits[q], vdupq_n_u32(0x00400000))), inv_wfrac));
+        else
+          sw[q] = sreal[q];
+      }
       LQER_UNROLL(8)
       for (int m = 0; m < MR; ++m) {
-        const float32x4_t sx = vdupq_n_f32(meta[m].scale(wfrac));
+        const float32x4_t sx = vdupq_n_f32(S == scale_mode::real ? meta[m].real_scale() : meta[m].scale(wfrac));
         LQER_UNROLL(16)
         for (int q = 0; q < Q; ++q) {
           const float32x4_t s = opaque(vmulq_f32(sx, sw[q]));
@@ -311,9 +335,10 @@ struct neon_dotprod_isa : path_tag::neon_dotprod {
                             row_status* status) {
     neondot::quantize_rows<ActFormat>(x, ldx, cols, r0, r1, lay, panel, cons, status);
   }
-  template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S>
+  template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S, scale_kind WS0 = scale_kind::e8m0_pow2,
+            scale_kind WS1 = scale_kind::e8m0_pow2>
   static void tile(const tile_args& a) {
-    neondot::gemm_qmx8_f32_qmxw_n16c4<MR, NV, Block, K0, Corr, S>(a);
+    neondot::gemm_qmx8_f32_qmxw_n16c4<MR, NV, Block, K0, Corr, S, WS0, WS1>(a);
   }
 };
 

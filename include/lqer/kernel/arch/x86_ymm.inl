@@ -87,11 +87,12 @@ LQER_YMM_INLINE __m256i dot_byte(__m256i d, __m256i w, __m256i x, [[maybe_unused
 /// The prefetch hints are not followed: on Zen 5 the avx2 path streams a GEMV
 /// at 18–23 GB/s without them (K = 576 … 4096), and the next-tile hint made it
 /// 5–9% slower (linear.hpp, run).
-template <int MR, int NV, int Block, code_kind K, scale_mode S>
+template <int MR, int NV, int Block, code_kind K, scale_kind WS, scale_mode S>
 LQER_YMM_INLINE void segment(__m256 (&acc)[MR][2 * NV], const act_operand& x, const std::uint8_t* w, index_t nblk,
                              index_t gstride, int wfrac, const prefetch_hint& /*not followed, see above*/) {
+  static_assert(WS == scale_kind::e8m0_pow2 || S == scale_mode::real, "segment: real scales take scale_mode::real");
   constexpr int H = 2 * NV;  // ymm columns: half h of group h / 2
-  constexpr index_t kBlockBytes = group_block_bytes(K, Block);
+  constexpr index_t kBlockBytes = group_block_bytes(K, Block, WS);
   constexpr index_t kCodeBytes = group_code_bytes(K, Block);
   const __m256i low_nibbles = _mm256_set1_epi8(0x0f);
   for (index_t b = 0; b < nblk; ++b) {
@@ -99,13 +100,21 @@ LQER_YMM_INLINE void segment(__m256 (&acc)[MR][2 * NV], const act_operand& x, co
     const auto* xblk = reinterpret_cast<const std::int8_t*>(x.base + b * x.block_stride);
     const auto* meta = reinterpret_cast<const act_block_meta*>(x.base + b * x.block_stride + x.meta_offset);
     // sbits = bw·2^23 (the float 2^ew), wbits = ew·2^23 (see avx512_vnni.hpp for the magic mode)
+    // Real scales (scale_mode::real): 8 fp16 (F16C, exact) or fp32 records per half.
     __m256i sbits[H], wbits[H];
+    __m256 sreal[H];
     LQER_UNROLL(8)
     for (int h = 0; h < H; ++h) {
-      const __m128i e =
-          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(wb + (h / 2) * gstride + kCodeBytes + (h % 2) * 8));
-      sbits[h] = _mm256_slli_epi32(_mm256_cvtepu8_epi32(e), 23);
-      wbits[h] = _mm256_sub_epi32(sbits[h], _mm256_set1_epi32(127 << 23));
+      const std::uint8_t* sp = wb + (h / 2) * gstride + kCodeBytes;
+      if constexpr (WS == scale_kind::e8m0_pow2) {
+        const __m128i e = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sp + (h % 2) * 8));
+        sbits[h] = _mm256_slli_epi32(_mm256_cvtepu8_epi32(e), 23);
+        wbits[h] = _mm256_sub_epi32(sbits[h], _mm256_set1_epi32(127 << 23));
+      } else if constexpr (WS == scale_kind::f16) {
+        sreal[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sp + (h % 2) * 16)));
+      } else {
+        sreal[h] = _mm256_loadu_ps(reinterpret_cast<const float*>(sp + (h % 2) * 32));
+      }
     }
     __m256i d[MR][H];
     LQER_UNROLL(8)
@@ -114,6 +123,10 @@ LQER_YMM_INLINE void segment(__m256 (&acc)[MR][2 * NV], const act_operand& x, co
         const __m256i init = _mm256_set1_epi32(meta[m].magic_init);
         LQER_UNROLL(8)
         for (int h = 0; h < H; ++h) d[m][h] = _mm256_add_epi32(init, wbits[h]);
+      } else if constexpr (S == scale_mode::real) {
+        const __m256i init = _mm256_set1_epi32(meta[m].real_init());
+        LQER_UNROLL(8)
+        for (int h = 0; h < H; ++h) d[m][h] = init;
       } else {
         const __m256i init = _mm256_set1_epi32(meta[m].init());
         LQER_UNROLL(8)
@@ -174,11 +187,15 @@ LQER_YMM_INLINE void segment(__m256 (&acc)[MR][2 * NV], const act_operand& x, co
       const __m256 inv_wfrac = _mm256_set1_ps(exp2_exact(-wfrac));
       __m256 sw[H];
       LQER_UNROLL(8)
-      for (int h = 0; h < H; ++h)
-        sw[h] = opaque(_mm256_mul_ps(_mm256_castsi256_ps(_mm256_max_epu32(sbits[h], min_scale_bits)), inv_wfrac));
+      for (int h = 0; h < H; ++h) {
+        if constexpr (WS == scale_kind::e8m0_pow2)
+          sw[h] = opaque(_mm256_mul_ps(_mm256_castsi256_ps(_mm256_max_epu32(sbits[h], min_scale_bits)), inv_wfrac));
+        else
+          sw[h] = sreal[h];
+      }
       LQER_UNROLL(8)
       for (int m = 0; m < MR; ++m) {
-        const __m256 sx = _mm256_set1_ps(meta[m].scale(wfrac));
+        const __m256 sx = _mm256_set1_ps(S == scale_mode::real ? meta[m].real_scale() : meta[m].scale(wfrac));
         LQER_UNROLL(8)
         for (int h = 0; h < H; ++h) {
           const __m256 s = opaque(_mm256_mul_ps(sx, sw[h]));
@@ -337,9 +354,10 @@ struct isa : path_tag_of<LQER_YMM_PATH> {
                             row_status* status) {
     ymm_quantize_rows<ActFormat>(x, ldx, cols, r0, r1, lay, panel, cons, status);
   }
-  template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S>
+  template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S, scale_kind WS0 = scale_kind::e8m0_pow2,
+            scale_kind WS1 = scale_kind::e8m0_pow2>
   static void tile(const tile_args& a) {
-    gemm_qmx8_f32_qmxw_n16c4<MR, NV, Block, K0, Corr, S>(a);
+    gemm_qmx8_f32_qmxw_n16c4<MR, NV, Block, K0, Corr, S, WS0, WS1>(a);
   }
 };
 

@@ -7,6 +7,10 @@
 //   BM_lqer_<fmt>/M/K/N/rank/threads/cold
 //       <fmt> = w4a8_b16 (the paper's MXINT4/MXINT8 block 16, LQER rule, 4.5 bits/weight)
 //               w4a8_b32 (OCP MXINT4/MXINT8 block 32, 4.25 bits/weight)
+//               q4_0     (llama.cpp's Q4_0 weights, Q8_0 activations and Q8_0 factors:
+//                         real fp16 scales, scale_mode::real; 4.5 bits/weight, ggml's bytes)
+//               int4_g128 (INT4 group 128 with fp16 scales, GPTQ's symmetric layout,
+//                         INT8 group-128 activations with fp32 scales; 4.125 bits/weight)
 //       cold = 1 rotates over copies of the packed layer totalling ≥ 256 MiB, so
 //       every call streams its weights from DRAM; cold = 0 reuses one copy.
 //   BM_onednn_u8s8f32/M/K/N/threads/cold   (LQER_BENCH_ONEDNN) int8 weights
@@ -39,9 +43,10 @@
 #include <vector>
 
 #include "lqer/exec/thread_pool.hpp"
-#include "lqer/layer/layer.hpp"
+#include "lqer/format/intq.hpp"
 #include "lqer/kernel/linear.hpp"
 #include "lqer/kernel/pack.hpp"
+#include "lqer/layer/layer.hpp"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -82,14 +87,22 @@ __attribute__((target("avx512f,avx512vnni"), noinline)) std::int64_t vnni_loop(s
   __m512i a14 = _mm512_set1_epi32(14), a15 = _mm512_set1_epi32(15);
   __m512i w = _mm512_set1_epi8(3), x = _mm512_set1_epi8(-2);
   for (std::int64_t i = 0; i < iters; ++i) {
-    a0 = _mm512_dpbusd_epi32(a0, w, x); a1 = _mm512_dpbusd_epi32(a1, w, x);
-    a2 = _mm512_dpbusd_epi32(a2, w, x); a3 = _mm512_dpbusd_epi32(a3, w, x);
-    a4 = _mm512_dpbusd_epi32(a4, w, x); a5 = _mm512_dpbusd_epi32(a5, w, x);
-    a6 = _mm512_dpbusd_epi32(a6, w, x); a7 = _mm512_dpbusd_epi32(a7, w, x);
-    a8 = _mm512_dpbusd_epi32(a8, w, x); a9 = _mm512_dpbusd_epi32(a9, w, x);
-    a10 = _mm512_dpbusd_epi32(a10, w, x); a11 = _mm512_dpbusd_epi32(a11, w, x);
-    a12 = _mm512_dpbusd_epi32(a12, w, x); a13 = _mm512_dpbusd_epi32(a13, w, x);
-    a14 = _mm512_dpbusd_epi32(a14, w, x); a15 = _mm512_dpbusd_epi32(a15, w, x);
+    a0 = _mm512_dpbusd_epi32(a0, w, x);
+    a1 = _mm512_dpbusd_epi32(a1, w, x);
+    a2 = _mm512_dpbusd_epi32(a2, w, x);
+    a3 = _mm512_dpbusd_epi32(a3, w, x);
+    a4 = _mm512_dpbusd_epi32(a4, w, x);
+    a5 = _mm512_dpbusd_epi32(a5, w, x);
+    a6 = _mm512_dpbusd_epi32(a6, w, x);
+    a7 = _mm512_dpbusd_epi32(a7, w, x);
+    a8 = _mm512_dpbusd_epi32(a8, w, x);
+    a9 = _mm512_dpbusd_epi32(a9, w, x);
+    a10 = _mm512_dpbusd_epi32(a10, w, x);
+    a11 = _mm512_dpbusd_epi32(a11, w, x);
+    a12 = _mm512_dpbusd_epi32(a12, w, x);
+    a13 = _mm512_dpbusd_epi32(a13, w, x);
+    a14 = _mm512_dpbusd_epi32(a14, w, x);
+    a15 = _mm512_dpbusd_epi32(a15, w, x);
     __asm__ volatile("" : "+v"(w), "+v"(x));
   }
   __m512i s = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)),
@@ -266,8 +279,8 @@ void BM_lqer(benchmark::State& state) {
                ws, exec);
   const auto t0 = clk::now();
   for (auto _ : state) {
-    lqer::linear(c.copies[i], lqer::matrix_view<const float>(x.data(), M, K),
-                 lqer::matrix_view<float>(y.data(), M, N), ws, exec);
+    lqer::linear(c.copies[i], lqer::matrix_view<const float>(x.data(), M, K), lqer::matrix_view<float>(y.data(), M, N),
+                 ws, exec);
     if (++i == ncopies) i = 0;
   }
   const double s = std::chrono::duration<double>(clk::now() - t0).count();
@@ -302,6 +315,12 @@ void BM_lqer_w4a8_b16(benchmark::State& s) { BM_lqer<b16_w, b16_lr, b16_lr>(s); 
 void BM_lqer_w4a8_b32(benchmark::State& s) { BM_lqer<b32_w, b32_lr, b32_lr>(s); }
 BENCHMARK(BM_lqer_w4a8_b16)->Apply(lqer_args);
 BENCHMARK(BM_lqer_w4a8_b32)->Apply(lqer_args);
+using g128_w = lqer::intq<4, 128, lqer::int_scheme::symmetric, lqer::scale_dtype::f16>;
+using g128_act = lqer::intq<8, 128, lqer::int_scheme::symmetric, lqer::scale_dtype::f32>;
+void BM_lqer_q4_0(benchmark::State& s) { BM_lqer<lqer::q4_0, lqer::q8_0, lqer::q8_0>(s); }
+void BM_lqer_int4_g128(benchmark::State& s) { BM_lqer<g128_w, g128_act, g128_act>(s); }
+BENCHMARK(BM_lqer_q4_0)->Apply(lqer_args);
+BENCHMARK(BM_lqer_int4_g128)->Apply(lqer_args);
 
 // ---------------------------------------------------------------------------
 // oneDNN u8s8f32 matmul: y[M, N] = scale[n] · Σ_k x_u8[m, k] · w_s8[k, n]
@@ -444,8 +463,7 @@ void BM_ggml_q4_0(benchmark::State& state) {
     ggml_quantize_chunk(GGML_TYPE_Q4_0, wf.data(), q.data(), 0, N, K, nullptr);
     for (auto* t : w) ggml_backend_tensor_set(t, q.data(), 0, wbytes);  // the repack buffer repacks here
   }
-  const ggml_init_params params{ggml_tensor_overhead() * (copies + 1) + ggml_graph_overhead() * copies, nullptr,
-                                true};
+  const ggml_init_params params{ggml_tensor_overhead() * (copies + 1) + ggml_graph_overhead() * copies, nullptr, true};
   c.ctx = ggml_init(params);
   ggml_tensor* x = ggml_new_tensor_2d(c.ctx, GGML_TYPE_F32, K, M);
   for (auto* t : w) {

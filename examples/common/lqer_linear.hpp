@@ -17,12 +17,12 @@
 #include <lqer/calib/activation_stats.hpp>
 #include <lqer/factorize/factorize.hpp>
 #include <lqer/factorize/rank_allocation.hpp>
-#include <lqer/layer/reference_forward.hpp>
 #include <lqer/format/mxint.hpp>
 #include <lqer/format/table.hpp>
 #include <lqer/io/checkpoint.hpp>
 #include <lqer/kernel/linear.hpp>
 #include <lqer/kernel/pack.hpp>
+#include <lqer/layer/reference_forward.hpp>
 #include <lqer/tensor/eigen.hpp>
 #include <memory>
 #include <mutex>
@@ -113,16 +113,16 @@ class lqer_linear final : public linear_op {
 // ---------------------------------------------------------------------------
 // From names to format types, for one block length: the closed list (its
 // widths and the OCP combination: quant_names.hpp, subsets of lqer's format
-// table). It holds
-// what the quality tables and the exploration use, not every template argument
-// lqer accepts: MX integer formats, the ones lqer's fused kernels run. The
-// LQER reference's exponent rule for every combination; the OCP MX rule for
-// the paper's combination only (MXINT4 weights, MXINT8 activations and A/B):
-// it gives the same 4-bit codes except on rounding ties and blocks whose
-// largest magnitude is a power of two (measured on USE-lite: identical table
-// rows), so each further combination would only add build time. A
-// scaled-integer weight format such as GPTQ-style int4 would only run on the
-// scalar reference, far too slow for a whole model.
+// table). It holds what the quality tables and the exploration use, not every
+// template argument lqer accepts: MX integer formats with the LQER
+// reference's exponent rule for every combination; the OCP MX rule for the
+// paper's combination only (MXINT4 weights, MXINT8 activations and A/B): it
+// gives the same 4-bit codes except on rounding ties and blocks whose largest
+// magnitude is a power of two (measured on USE-lite: identical table rows), so
+// each further combination would only add build time. And at block 32
+// llama.cpp's pair, Q4_0 weights with Q8_0 A/B and activations (fp16 scales,
+// the fused kernel's real-scale mode): an LQER correction on top of the
+// format most 4-bit GGUF files hold.
 
 template <class WF, class AF, class LF>
 struct format_triple {
@@ -159,6 +159,17 @@ template <int B, class V>
 void for_each_format(V&& visit) {
   detail::visit_weights<B, lqer::mx_rule::lqer>(visit, closed_weight_bits{});
   detail::visit_weights<B, lqer::mx_rule::ocp>(visit, closed_weight_bits{});
+  if constexpr (B == lqer::kGgmlBlock) visit(format_triple<lqer::q4_0, lqer::q8_0, lqer::q8_0>{});
+}
+
+/// Whether the triple T is built for exponent rule `rule`: MX weights for
+/// their own rule; llama.cpp's pair (no exponent rule) for any.
+template <class T>
+bool triple_has_rule(std::string_view rule) {
+  if constexpr (requires { T::weight::kRule; })
+    return lqer::to_string(T::weight::kRule) == rule;
+  else
+    return true;
 }
 
 /// Calls visit(format_triple<W, x, A/B formats>{}) for the named formats of
@@ -171,7 +182,7 @@ void with_formats(std::string_view weight_format, std::string_view lowrank_forma
   for_each_format<B>([&]<class T>(T t) {
     weight_known = weight_known || lqer::short_name<typename T::weight>() == weight_format;
     lowrank_known = lowrank_known || lqer::short_name<typename T::lowrank>() == lowrank_format;
-    if (found || lqer::to_string(T::weight::kRule) != rule || lqer::short_name<typename T::weight>() != weight_format ||
+    if (found || !triple_has_rule<T>(rule) || lqer::short_name<typename T::weight>() != weight_format ||
         lqer::short_name<typename T::lowrank>() != lowrank_format)
       return;
     found = true;
@@ -182,6 +193,10 @@ void with_formats(std::string_view weight_format, std::string_view lowrank_forma
     throw lqer::value_error("unknown weight format '" + std::string(weight_format) + "' (" + supported_formats() + ")");
   if (!lowrank_known)
     throw lqer::value_error("unknown A/B format '" + std::string(lowrank_format) + "' (" + supported_formats() + ")");
+  if (weight_format == kGgmlWeightName || lowrank_format == kGgmlLowrankName)
+    throw lqer::value_error(std::string(kGgmlWeightName) + " is built with " + std::string(kGgmlLowrankName) +
+                            " A/B (and activations) at block " + std::to_string(lqer::kGgmlBlock) + " only, not " +
+                            std::string(weight_format) + " with " + std::string(lowrank_format));
   throw lqer::value_error("the OCP rule is built for mxint" + std::to_string(kOcpWeightBits) + " weights with mxint" +
                           std::to_string(kOcpLowrankBits) + " A/B only, not " + std::string(weight_format) + " with " +
                           std::string(lowrank_format));

@@ -196,7 +196,7 @@ TEST_CASE("llama program: perplexity is the engine's own evaluation of the same 
   CHECK(contains(r.out, expected));
 }
 
-TEST_CASE("llama program: perplexity --quant runs every linear through lqer; quantized is above float") {
+TEST_CASE("llama program: perplexity --quant runs every linear through lqer — quantized is above float") {
   if (!have_model()) return;
   scratch s("perplexity_quant");
   write_bytes(s.dir / "kjv.txt", kjv_text());
@@ -303,7 +303,7 @@ TEST_CASE("llama program: generate --chat answers the capital of France") {
   CHECK(contains(r.err, "tokens/s"));
 }
 
-TEST_CASE("llama program: the smallest eval and bench tables; eval's --json holds every row") {
+TEST_CASE("llama program: the smallest eval and bench tables — eval's --json holds every row") {
   if (!have_model()) return;
   scratch s("tables");
   write_bytes(s.dir / "kjv.txt", kjv_text());

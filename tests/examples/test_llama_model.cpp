@@ -288,7 +288,7 @@ TEST_CASE("llama model: greedy generation continues with transformers' argmax") 
   CHECK(m->generate(prompt, 4, one, out[1]).size() == 2);  // stops after the stop token
 }
 
-TEST_CASE("llama model: the observer sees every linear's input; set_linear swaps one") {
+TEST_CASE("llama model: the observer sees every linear's input — set_linear swaps one") {
   const llama::model* m = model();
   if (m == nullptr) return;
   const auto ids = ids_of(fixture()["sequences"][0]);

@@ -267,7 +267,7 @@ TEST_CASE("pre-tokenizer 'smollm': every digit alone, then GPT-2's regex") {
   CHECK(t2.pre_tokenize("x 1611, y") == v{"x", " 1611", ",", " y"});
 }
 
-TEST_CASE("special tokens: control and user-defined tokens in the text, leftmost-longest; BOS/EOS as asked") {
+TEST_CASE("special tokens: control and user-defined tokens in the text, leftmost-longest — BOS/EOS as asked") {
   auto s = tiny({"<|a|>", "<|a|>b", "<u>", "<|n|>"}, {});
   s.types.assign(s.tokens.size(), token_type::normal);
   s.types[256] = token_type::control;

@@ -109,7 +109,7 @@ TEST_CASE("create_temporary_file skips names that exist and cleans up after itse
                        doctest::Contains("creating the temporary file"), io_error);
 }
 
-TEST_CASE("create_temporary_directory skips names that exist; its guard removes it with its content") {
+TEST_CASE("create_temporary_directory skips names that exist — its guard removes it with its content") {
   temp_dir dir("atomic");
   fs::create_directory(dir.path / "taken");
   fs::path staged;

@@ -515,7 +515,7 @@ TEST_CASE("every way a checkpoint can be bad is a typed error naming the file, t
   CHECK_THROWS_AS((load<W, Lr>(fs::path("/nonexistent/ck.safetensors"), "l")), io_error);
 }
 
-TEST_CASE("files written by another writer of the schema (the fuzz seeds) load; the bad ones are refused") {
+TEST_CASE("files written by another writer of the schema (the fuzz seeds) load — the bad ones are refused") {
   // tests/fuzz/make_checkpoint_corpus.py writes them from docs/checkpoint.md with Python's standard library.
   const fs::path dir = fs::path(LQER_TEST_DATA_DIR).parent_path() / "fuzz" / "corpus" / "checkpoint";
   using mx4 = mxint<4, 16, mx_rule::lqer>;

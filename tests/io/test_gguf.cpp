@@ -24,8 +24,12 @@
 #include <vector>
 
 #include "io/gguf_builder.hpp"
-#include "support/allocation_tracking.hpp"
+#include "kernel/kernel_test_util.hpp"
 #include "lqer/io/gguf.hpp"
+#include "lqer/kernel/linear.hpp"
+#include "lqer/kernel/pack.hpp"
+#include "lqer/layer/reference_forward.hpp"
+#include "support/allocation_tracking.hpp"
 
 namespace fs = std::filesystem;
 using namespace lqer;
@@ -302,7 +306,7 @@ std::vector<std::byte> random_blocks(std::uint32_t type, std::size_t blocks, std
 }
 }  // namespace
 
-TEST_CASE_TEMPLATE("gguf Q4_0 / Q8_0 tensors move into quantized_matrix; its dequantize equals the GGUF decode", F,
+TEST_CASE_TEMPLATE("gguf Q4_0 / Q8_0 tensors move into quantized_matrix — its dequantize equals the GGUF decode", F,
                    q4_0, q8_0) {
   constexpr std::uint32_t type = std::is_same_v<F, q4_0> ? 2 : 8;
   std::mt19937 rng(7);
@@ -324,6 +328,29 @@ TEST_CASE_TEMPLATE("gguf Q4_0 / Q8_0 tensors move into quantized_matrix; its deq
   // Another type is refused.
   using Other = std::conditional_t<type == 2, q8_0, q4_0>;
   CHECK_THROWS_AS(to_quantized_matrix<Other>(t), value_error);
+
+  // The file's blocks run in the fused kernel as they are (issue #15: no float
+  // round trip): packed with Q8_0 activations, every path equals
+  // reference_forward bit for bit, with and without a Q8_0 correction on top.
+  lqer_layer<F, q8_0> layer;
+  layer.wq = q;
+  const auto x = lqer_test::random_matrix(3, 96, 1.0f, 8);
+  for (const index_t rank : {0, 16}) {
+    if (rank > 0) {
+      const auto a = lqer_test::random_matrix(96, rank, 0.1f, 9), bm = lqer_test::random_matrix(rank, 5, 0.01f, 10);
+      layer.a = quantized_matrix<q8_0>::quantize(matrix_view<const float>(a.data(), 96, rank), block_axis::rows);
+      layer.b = quantized_matrix<q8_0>::quantize(matrix_view<const float>(bm.data(), rank, 5), block_axis::rows);
+    }
+    std::vector<float> ref(15), y(15);
+    reference_forward<q8_0>(layer, matrix_view<const float>(x.data(), 3, 96), matrix_view<float>(ref.data(), 3, 5));
+    const auto packed = pack<q8_0>(layer);
+    for (const kernel_path path : lqer_test::paths_to_test()) {
+      linear(packed, matrix_view<const float>(x.data(), 3, 96), matrix_view<float>(y.data(), 3, 5), serial_executor{},
+             path);
+      CAPTURE(rank);
+      CHECK(lqer_test::count_mismatches(y, ref, 5) == 0);
+    }
+  }
 }
 
 TEST_CASE("gguf to_quantized_matrix refuses what lqer's formats cannot hold") {

@@ -728,7 +728,7 @@ struct scoped_umask {
 };
 }  // namespace
 
-TEST_CASE("npy writer keeps an existing target's permission bits; a new file gets 0666 & ~umask") {
+TEST_CASE("npy writer keeps an existing target's permission bits — a new file gets 0666 & ~umask") {
   temp_dir dir("npy");
   const fs::path p = dir.path / "w.npy";
   const std::vector<float> v = samples<float>(4);

@@ -47,7 +47,7 @@ TEST_CASE("layout: block records and group offsets") {
   CHECK(L::a_group_stride(32, 4, scale_kind::f32) == 4 * (512 + 64));
 }
 
-TEST_CASE("layout: Q4_0 codes (-8 … 7) and fp16 scales read back; padding lanes have zero codes and +0 scales") {
+TEST_CASE("layout: Q4_0 codes (-8 … 7) and fp16 scales read back — padding lanes have zero codes and +0 scales") {
   const index_t lanes = 13, K = 70;  // 13 of 16 lanes, 3 blocks of 32 with a tail of 6
   auto w = lqer_test::random_matrix(lanes, K, 1.0f, 4);
   const auto q = quantized_matrix<q4_0>::quantize(matrix_view<const float>(w.data(), lanes, K), block_axis::cols);
@@ -76,7 +76,7 @@ TEST_CASE("layout: Q4_0 codes (-8 … 7) and fp16 scales read back; padding lane
   CHECK(minus8 > 0);  // Q4_0's extreme element maps to -8: the nibble offset 8 covers it
 }
 
-TEST_CASE("layout: pack_group then code_at reads every code back; missing lanes are zero codes") {
+TEST_CASE("layout: pack_group then code_at reads every code back — missing lanes are zero codes") {
   using F = mxint<4, 16, mx_rule::lqer>;
   const index_t lanes = 11, K = 40;  // 11 of 16 lanes, 3 blocks with a tail of 8
   const auto w = lqer_test::random_matrix(lanes, K, 1.0f, 3);

@@ -64,6 +64,7 @@ void compare_paths(const std::vector<float>& x, index_t rows, index_t cols, cons
         for (index_t r = 0; r < rows; ++r) {
           INFO("row " << r);
           REQUIRE(got.status[r].bad_col == want.status[r].bad_col);
+          REQUIRE(got.status[r].bad_scale == want.status[r].bad_scale);
           if (want.status[r].bad_col >= 0) continue;  // the rest of such a row is unspecified
           CHECK(got.status[r].ex.lo == want.status[r].ex.lo);
           CHECK(got.status[r].ex.hi == want.status[r].ex.hi);
@@ -175,6 +176,59 @@ TEST_CASE("prologue: every path == the scalar format, block 8 and 4-bit activati
   check_format<mxint<4, 16, mx_rule::ocp>>();
 }
 
+TEST_CASE("prologue: every path == the scalar format for symmetric scaled integers (real scales)") {
+  // Q8_0 (fp16 scale: huge rows overflow it and are refused), fp32 groups of
+  // 128 and 16 (the AVX-512 path's vector encoder), groups of 8 (its scalar
+  // fallback); random, tie, subnormal (1/d overflows: the divide), huge and zero data.
+  const auto run = []<class Act>() {
+    for (index_t cols : {index_t{Act::kBlock}, index_t{7}, index_t{100}, index_t{4096 + 17}}) {
+      int i = 0;
+      for (const auto& x : data_sets(5, cols, Act::kBlock, 0)) {
+        const char* names[] = {"random", "ties", "powers of two", "subnormal", "huge", "zeros"};
+        compare_paths<Act>(x, 5, cols, names[i++]);
+      }
+      // Exact ties of this scheme: amax = 127/128 makes d = 1/128 and 1/d = 128
+      // exact, so (k + 0.5)/128 lands on k + 0.5 (half away from zero: k + 1).
+      std::vector<float> ties(static_cast<std::size_t>(5 * cols));
+      std::mt19937 rng(99);
+      std::uniform_int_distribution<int> k(-127, 126);
+      for (std::size_t j = 0; j < ties.size(); ++j)
+        ties[j] =
+            (j % static_cast<std::size_t>(cols)) % Act::kBlock == 0 ? 127.0f / 128.0f : (float(k(rng)) + 0.5f) / 128.0f;
+      compare_paths<Act>(ties, 5, cols, "intq ties");
+    }
+  };
+  run.operator()<q8_0>();
+  run.operator()<intq<8, 128, int_scheme::symmetric, scale_dtype::f32>>();
+  run.operator()<intq<8, 16, int_scheme::symmetric, scale_dtype::f16>>();
+  run.operator()<intq<8, 8, int_scheme::symmetric, scale_dtype::f32>>();
+}
+
+/// Runs the scalar prologue on x (real-mode records when `real`) and counts
+/// the records that `bad(record, consumer k, Σcodes, the block's scale, any
+/// code nonzero)` rejects, the block quantized again by Act::quantize_block.
+template <class Act, class Bad>
+index_t count_bad_records(const std::vector<float>& x, index_t rows, index_t cols, bool real, Bad bad) {
+  constexpr int B = Act::kBlock;
+  const auto o = run_prologue<Act, generic_isa>(x, rows, cols, real);
+  index_t n_bad = 0;
+  for (index_t r = 0; r < rows; ++r)
+    for (index_t b = 0; b < o.lay.nblk; ++b) {
+      std::int8_t q[B];
+      const index_t n = std::min<index_t>(B, cols - B * b);
+      const auto s = Act::quantize_block(x.data() + r * cols + B * b, n, 1, q);
+      int sum = 0;
+      bool any = false;
+      for (index_t i = 0; i < n; ++i) {
+        sum += q[i];
+        any |= q[i] != 0;
+      }
+      for (int k = 0; k < 2; ++k)
+        n_bad += bad(*o.lay.meta(const_cast<std::uint8_t*>(o.panel.data()), r, b, k), k, sum, s, any);
+    }
+  return n_bad;
+}
+
 TEST_CASE("prologue: records give back −off·Σcodes and 2^(ex − Fx) exactly") {
   using Act = mxint<8, 16, mx_rule::lqer>;
   const index_t rows = 3, cols = 200;
@@ -182,28 +236,11 @@ TEST_CASE("prologue: records give back −off·Σcodes and 2^(ex − Fx) exactly
   for (index_t i = 0; i < 16; ++i) x[static_cast<std::size_t>(i)] = std::ldexp(x[static_cast<std::size_t>(i)], -140);
   for (index_t i = 16; i < 32; ++i) x[static_cast<std::size_t>(i)] = std::ldexp(x[static_cast<std::size_t>(i)], 120);
   for (index_t i = 32; i < 48; ++i) x[static_cast<std::size_t>(i)] = 0.0f;
-  const auto o = run_prologue<Act, generic_isa>(x, rows, cols);
   const int offsets[2] = {8, 128}, wfrac[2] = {3, 7};
-  index_t bad = 0;
-  for (index_t r = 0; r < rows; ++r)
-    for (index_t b = 0; b < o.lay.nblk; ++b) {
-      std::int8_t q[16];
-      const index_t n = std::min<index_t>(16, cols - 16 * b);
-      const e8m0 s = Act::quantize_block(x.data() + r * cols + 16 * b, n, 1, q);
-      int sum = 0;
-      bool any = false;
-      for (index_t i = 0; i < n; ++i) {
-        sum += q[i];
-        any |= q[i] != 0;
-      }
-      const int ex = any ? s.exponent() : 0;
-      for (int k = 0; k < 2; ++k) {
-        const act_block_meta& m = *o.lay.meta(const_cast<std::uint8_t*>(o.panel.data()), r, b, k);
-        bad += m.init() != -offsets[k] * sum;
-        bad += m.scale(wfrac[k]) != std::ldexp(1.0f, ex - Act::kFractionBits);
-      }
-    }
-  CHECK(bad == 0);
+  CHECK(count_bad_records<Act>(x, rows, cols, false, [&](const act_block_meta& m, int k, int sum, e8m0 s, bool any) {
+          const int ex = any ? s.exponent() : 0;
+          return (m.init() != -offsets[k] * sum) + (m.scale(wfrac[k]) != std::ldexp(1.0f, ex - Act::kFractionBits));
+        }) == 0);
 }
 
 TEST_CASE("prologue: real-mode records give back −off·Σcodes and the activation scale as a float") {
@@ -211,47 +248,18 @@ TEST_CASE("prologue: real-mode records give back −off·Σcodes and the activat
   auto x = random_matrix(rows, cols, 1.0f, 6, true);
   for (index_t i = 32; i < 64; ++i) x[static_cast<std::size_t>(i)] = 0.0f;  // an all-zero block: scale 0
   const int offsets[2] = {8, 128};
-  index_t bad = 0;
-  {
-    // Q8_0 activations (fp16 scales): the scalar prologue, every path's for real-scale activations.
-    const auto o = run_prologue<q8_0, generic_isa>(x, rows, cols, true);
-    for (index_t r = 0; r < rows; ++r)
-      for (index_t b = 0; b < o.lay.nblk; ++b) {
-        std::int8_t q[32];
-        const index_t n = std::min<index_t>(32, cols - 32 * b);
-        const auto s = q8_0::quantize_block(x.data() + r * cols + 32 * b, n, 1, q);
-        int sum = 0;
-        for (index_t i = 0; i < n; ++i) sum += q[i];
-        for (int k = 0; k < 2; ++k) {
-          const act_block_meta& m = *o.lay.meta(const_cast<std::uint8_t*>(o.panel.data()), r, b, k);
-          bad += m.real_init() != -offsets[k] * sum;
-          bad += std::bit_cast<std::uint32_t>(m.real_scale()) != std::bit_cast<std::uint32_t>(q8_0::scale_value(s));
-        }
-      }
-  }
-  {
-    // MXINT8 activations for real-mode consumers: 2^(ex − Fx) (ex = 0 for an all-zero block).
-    using Act = mxint<8, 16, mx_rule::lqer>;
-    const auto o = run_prologue<Act, generic_isa>(x, rows, cols, true);
-    for (index_t r = 0; r < rows; ++r)
-      for (index_t b = 0; b < o.lay.nblk; ++b) {
-        std::int8_t q[16];
-        const index_t n = std::min<index_t>(16, cols - 16 * b);
-        const e8m0 s = Act::quantize_block(x.data() + r * cols + 16 * b, n, 1, q);
-        int sum = 0;
-        bool any = false;
-        for (index_t i = 0; i < n; ++i) {
-          sum += q[i];
-          any |= q[i] != 0;
-        }
-        for (int k = 0; k < 2; ++k) {
-          const act_block_meta& m = *o.lay.meta(const_cast<std::uint8_t*>(o.panel.data()), r, b, k);
-          bad += m.real_init() != -offsets[k] * sum;
-          bad += m.real_scale() != std::ldexp(1.0f, (any ? s.exponent() : 0) - Act::kFractionBits);
-        }
-      }
-  }
-  CHECK(bad == 0);
+  // Q8_0 activations (fp16 scales): the format's scale_value, bit for bit.
+  CHECK(count_bad_records<q8_0>(
+            x, rows, cols, true, [&](const act_block_meta& m, int k, int sum, q8_0::block_scale s, bool) {
+              return (m.real_init() != -offsets[k] * sum) + (std::bit_cast<std::uint32_t>(m.real_scale()) !=
+                                                             std::bit_cast<std::uint32_t>(q8_0::scale_value(s)));
+            }) == 0);
+  // MXINT8 activations for real-mode consumers: 2^(ex − Fx) (ex = 0 for an all-zero block).
+  using Act = mxint<8, 16, mx_rule::lqer>;
+  CHECK(count_bad_records<Act>(x, rows, cols, true, [&](const act_block_meta& m, int k, int sum, e8m0 s, bool any) {
+          return (m.real_init() != -offsets[k] * sum) +
+                 (m.real_scale() != std::ldexp(1.0f, (any ? s.exponent() : 0) - Act::kFractionBits));
+        }) == 0);
 }
 
 TEST_CASE("prologue: the first non-finite element of each row is reported") {

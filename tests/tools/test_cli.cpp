@@ -166,7 +166,7 @@ TEST_CASE("lqer quantize writes exactly what the library's fake_quantize gives")
   CHECK(s.stray_files({"W.npy", "Q.npy"}).empty());
 }
 
-TEST_CASE("--quiet prints nothing; the summary reports the format's bits per weight") {
+TEST_CASE("--quiet prints nothing — the summary reports the format's bits per weight") {
   scratch s("quiet");
   const auto a = test_matrix(4, 64);
   write_bytes(s / "W.npy", npy_bytes("<f4", shape2(4, 64), raw(a)));
@@ -181,7 +181,7 @@ TEST_CASE("--quiet prints nothing; the summary reports the format's bits per wei
   CHECK(contains(r.out, "4.500 bits/weight"));  // 4 + 16/32
 }
 
-TEST_CASE("float64 and float16 inputs are converted to float32; the output is float32") {
+TEST_CASE("float64 and float16 inputs are converted to float32 — the output is float32") {
   scratch s("convert");
   constexpr index_t rows = 3, cols = 40;
   const auto a = test_matrix(rows, cols);
@@ -391,7 +391,7 @@ void factorize_into(const scratch& s, const std::vector<std::string>& middle, co
 
 }  // namespace
 
-TEST_CASE("factorize writes layer.safetensors; forward reads either form to the same bytes; inspect lists it") {
+TEST_CASE("factorize writes layer.safetensors — forward reads either form to the same bytes — inspect lists it") {
   scratch s("checkpoint");
   constexpr index_t out = 16, in = 64, tokens = 40;
   write_bytes(s / "W.npy", npy_bytes("<f4", shape2(out, in), raw(test_matrix(out, in))));
@@ -483,7 +483,7 @@ TEST_CASE("factorize writes layer.safetensors; forward reads either form to the 
   CHECK(slurp(s / "Y2.npy") == slurp(s / "Y.npy"));  // Y.npy: the last run above, fused
 }
 
-TEST_CASE("stats collect + merge equal one collect; factorize --stats equals factorize --calib") {
+TEST_CASE("stats collect + merge equal one collect — factorize --stats equals factorize --calib") {
   scratch s("stats");
   constexpr index_t out = 16, in = 48;
   write_bytes(s / "W.npy", npy_bytes("<f4", shape2(out, in), raw(test_matrix(out, in))));

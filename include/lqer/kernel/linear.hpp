@@ -411,16 +411,14 @@ struct linear_driver {
       return 0;
   }
 
-  /// The path's vectorized prologue for MX activations; the scalar one
-  /// (ActFormat::quantize_block itself) for activations with real scales.
+  /// The path's prologue: vectorized for MX activations (every SIMD path)
+  /// and symmetric scaled integers (the x86 paths); elsewhere the scalar
+  /// one, ActFormat::quantize_block itself.
   template <class Isa, class Act>
   static void quantize_rows(const float* x, index_t ldx, index_t cols, index_t r0, index_t r1,
                             const act_panel_layout& lay, std::uint8_t* panel, const act_consumer* cons,
                             row_status* status) {
-    if constexpr (is_mxint<Act>::value)
-      Isa::template quantize_rows<Act>(x, ldx, cols, r0, r1, lay, panel, cons, status);
-    else
-      quantize_rows_scalar<Act>(x, ldx, cols, r0, r1, lay, panel, cons, status);
+    Isa::template quantize_rows<Act>(x, ldx, cols, r0, r1, lay, panel, cons, status);
   }
 
   /// Merges the rows' statuses: calls on_bad(row, col) for the first row with

@@ -93,6 +93,50 @@ inline int block_exponent(float amax) noexcept {
   return std::clamp(e, e8m0::kMinExponent, e8m0::kMaxExponent);
 }
 
+/// The vectorized prologues of intq's symmetric scheme (Q8_0 and its kin)
+/// take these scalar steps of ActFormat::quantize_block verbatim: d = amax /
+/// qmax (one ulp down where qmax·d would overflow), 1/d, and whether the
+/// elements are multiplied by 1/d or, where it overflowed (d < 2^-128),
+/// divided by d. quantize_rows_symmetric tests them against the format.
+struct symmetric_step {
+  float d, id;
+  bool by_inverse;
+};
+template <class ActFormat>
+inline symmetric_step symmetric_scale(float amax) noexcept {
+  constexpr float kQmax = float(ActFormat::kQmax);
+  float d = amax / kQmax;
+  if (!std::isfinite(kQmax * d)) d = std::nextafter(d, 0.0f);
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  return {d, id, std::isfinite(id)};
+}
+
+/// Every consumer's record of a real-scale activation block (codes summing to
+/// code_sum, block_scale s) — or, when the stored scale is not finite (an fp16
+/// scale past 65504), st marks the block refused (bad_scale at its first
+/// column, `start`) unless a non-finite element follows in the row, which is
+/// reported first, as the scalar prologue reports it. Returns false then.
+template <class ActFormat>
+inline bool put_real_records(const typename ActFormat::block_scale& s, int code_sum, const float* xr, index_t start,
+                             index_t cols, const act_panel_layout& lay, std::uint8_t* panel, index_t r, index_t b,
+                             const act_consumer* cons, row_status& st) {
+  const float sx = ActFormat::scale_value(s);
+  if (is_non_finite(sx)) {
+    st.bad_col = start;
+    st.bad_scale = true;
+    for (index_t i = start; i < cols; ++i)
+      if (is_non_finite(xr[i])) {
+        st.bad_col = i;
+        st.bad_scale = false;
+        break;
+      }
+    return false;
+  }
+  for (index_t k = 0; k < lay.consumers; ++k)
+    *lay.meta(panel, r, b, k) = act_block_meta::real(-cons[k].offset * code_sum, sx);
+  return true;
+}
+
 /// Scalar prologue for rows [r0, r1) of x (row r at x + r·ldx, `cols` floats)
 /// into the panel `lay` at `panel` (lay.consumers records per block, described
 /// by cons[0 … lay.consumers)). Calls ActFormat::quantize_block, so it is the
@@ -129,17 +173,8 @@ void quantize_rows_scalar(const float* x, index_t ldx, index_t cols, index_t r0,
           st.ex.add(ex);
           for (index_t k = 0; k < lay.consumers; ++k)
             *lay.meta(panel, r, b, k) = make_block_meta(sum, ex, ActFormat::kFractionBits, cons[k]);
-        } else {
-          const float sx = ActFormat::scale_value(s);
-          // Finite data whose scale overflows its type (an fp16 scale past
-          // 65504): refused, as quantized_matrix::quantize refuses it.
-          if (is_non_finite(sx)) {
-            st.bad_col = b * B;
-            st.bad_scale = true;
-            break;
-          }
-          for (index_t k = 0; k < lay.consumers; ++k)
-            *lay.meta(panel, r, b, k) = act_block_meta::real(-cons[k].offset * sum, sx);
+        } else if (!put_real_records<ActFormat>(s, sum, xr, b * B, cols, lay, panel, r, b, cons, st)) {
+          break;  // finite data whose scale overflows its type: refused, as quantized_matrix::quantize refuses it
         }
       }
     }

@@ -8,12 +8,14 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <climits>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 
 #include "lqer/config.hpp"
+#include "lqer/format/intq.hpp"
 #include "lqer/kernel/arch/common.hpp"
 #include "lqer/kernel/dispatch.hpp"
 #include "lqer/kernel/params.hpp"

@@ -333,7 +333,10 @@ struct neon_dotprod_isa : path_tag::neon_dotprod {
   static void quantize_rows(const float* x, index_t ldx, index_t cols, index_t r0, index_t r1,
                             const act_panel_layout& lay, std::uint8_t* panel, const act_consumer* cons,
                             row_status* status) {
-    neondot::quantize_rows<ActFormat>(x, ldx, cols, r0, r1, lay, panel, cons, status);
+    if constexpr (is_mxint<ActFormat>::value)
+      neondot::quantize_rows<ActFormat>(x, ldx, cols, r0, r1, lay, panel, cons, status);
+    else  // real-scale activations: the format's own encoder (not vectorized on this path yet)
+      quantize_rows_scalar<ActFormat>(x, ldx, cols, r0, r1, lay, panel, cons, status);
   }
   template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S, scale_kind WS0 = scale_kind::e8m0_pow2,
             scale_kind WS1 = scale_kind::e8m0_pow2>

@@ -271,6 +271,49 @@ LQER_YMM_INLINE __m256i encode8(__m256 v, int shift) {
   return _mm256_cvtps_epi32(r);
 }
 
+/// Loads elements [start, start + n) of row xr (n ≤ 8·Chunks; the rest of v
+/// zero, not read) and their largest magnitude. False, with st.bad_col the
+/// first non-finite column, when there is one: |x| with its exponent all ones
+/// (NaN, ±Inf) has bits above the largest finite float's, an integer compare
+/// that -ffast-math cannot fold away.
+template <int Chunks>
+LQER_YMM_INLINE bool load_block(const float* xr, index_t start, index_t n, __m256 (&v)[Chunks], float& amax_out,
+                                row_status& st) {
+  const __m256i max_finite = _mm256_set1_epi32(0x7f7fffff);
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  __m256 amax = _mm256_setzero_ps();
+  int bad = 0;
+  LQER_UNROLL(64)
+  for (int c = 0; c < Chunks; ++c) {
+    const index_t left = n - 8 * c;
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(left < 0 ? 0 : left > 8 ? 8 : left)), lane);
+    v[c] = _mm256_maskload_ps(xr + start + 8 * c, m);  // masked lanes: not read, zero
+    const __m256 av = abs_ps(v[c]);
+    // Masked-off lanes hold 0 and pass.
+    bad |= _mm256_movemask_epi8(_mm256_cmpgt_epi32(_mm256_castps_si256(av), max_finite));
+    amax = _mm256_max_ps(amax, av);
+  }
+  if (bad) {
+    for (index_t i = start; i < start + n; ++i)
+      if (is_non_finite(xr[i])) {
+        st.bad_col = i;
+        return false;
+      }
+  }
+  amax_out = reduce_max(amax);
+  return true;
+}
+
+/// Eight int32 codes (|q| ≤ 127: the saturating packs are exact) to 8 bytes
+/// at out: lanes 0–3 and 4–7 land in bytes 0–3 of each 128-bit half, gathered
+/// into the low 8 bytes.
+LQER_YMM_INLINE void store_codes8(std::int8_t* out, __m256i q) {
+  const __m256i w16 = _mm256_packs_epi32(q, q);
+  const __m256i w8 = _mm256_packs_epi16(w16, w16);
+  const __m256i g = _mm256_permutevar8x32_epi32(w8, _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0));
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(out), _mm256_castsi256_si128(g));
+}
+
 template <class ActFormat>
 LQER_YMM_ATTR void ymm_quantize_rows(const float* x, index_t ldx, index_t cols, index_t r0, index_t r1,
                                      const act_panel_layout& lay, std::uint8_t* panel, const act_consumer* cons,
@@ -279,11 +322,6 @@ LQER_YMM_ATTR void ymm_quantize_rows(const float* x, index_t ldx, index_t cols, 
   static_assert(B % 8 == 0, "the ymm prologue takes blocks of whole 8-float steps");
   constexpr int kChunks = B / 8;
   constexpr int F = ActFormat::kFractionBits;
-  // |x| with its exponent all ones (NaN, ±Inf) has bits above the largest
-  // finite float's: an integer compare, which -ffast-math cannot fold away.
-  const __m256i max_finite = _mm256_set1_epi32(0x7f7fffff);
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  const __m256i to_bytes = _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0);
   const index_t nblk = lay.nblk;
   for (index_t r = r0; r < r1; ++r) {
     const float* xr = x + r * ldx;
@@ -292,30 +330,9 @@ LQER_YMM_ATTR void ymm_quantize_rows(const float* x, index_t ldx, index_t cols, 
       const index_t start = b * B;
       const index_t n = cols - start < B ? cols - start : B;
       __m256 v[kChunks];
-      __m256 amax = _mm256_setzero_ps();
-      int bad = 0;
-      LQER_UNROLL(64)
-      for (int c = 0; c < kChunks; ++c) {
-        const index_t left = n - 8 * c;
-        const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(left < 0   ? 0
-                                                                                : left > 8 ? 8
-                                                                                           : left)),
-                                             lane);
-        v[c] = _mm256_maskload_ps(xr + start + 8 * c, m);  // masked lanes: not read, zero
-        const __m256 av = abs_ps(v[c]);
-        // Masked-off lanes hold 0 and pass.
-        bad |= _mm256_movemask_epi8(_mm256_cmpgt_epi32(_mm256_castps_si256(av), max_finite));
-        amax = _mm256_max_ps(amax, av);
-      }
-      if (bad) {
-        for (index_t i = start; i < start + n; ++i)
-          if (is_non_finite(xr[i])) {
-            st.bad_col = i;
-            break;
-          }
-        break;
-      }
-      const int e = block_exponent<ActFormat>(reduce_max(amax));
+      float amax;
+      if (!load_block<kChunks>(xr, start, n, v, amax, st)) break;
+      const int e = block_exponent<ActFormat>(amax);
       const int shift = F - e;
       __m256i sum = _mm256_setzero_si256();
       int nonzero = 0;
@@ -324,17 +341,63 @@ LQER_YMM_ATTR void ymm_quantize_rows(const float* x, index_t ldx, index_t cols, 
         const __m256i q = encode8<ActFormat>(v[c], shift);
         sum = _mm256_add_epi32(sum, q);
         nonzero |= ~_mm256_movemask_epi8(_mm256_cmpeq_epi32(q, _mm256_setzero_si256()));
-        // int32 → int8 (|q| ≤ 127: the saturating packs are exact): lanes 0–3 and 4–7
-        // land in bytes 0–3 of each 128-bit half; gather them into the low 8 bytes.
-        const __m256i w16 = _mm256_packs_epi32(q, q);
-        const __m256i w8 = _mm256_packs_epi16(w16, w16);
-        const __m256i g = _mm256_permutevar8x32_epi32(w8, to_bytes);
-        _mm_storel_epi64(reinterpret_cast<__m128i*>(lay.codes(panel, r, b) + 8 * c), _mm256_castsi256_si128(g));
+        store_codes8(lay.codes(panel, r, b) + 8 * c, q);
       }
       const int code_sum = reduce_add(sum);
       const int ex = nonzero ? e : 0;
       st.ex.add(ex);
       for (index_t k = 0; k < lay.consumers; ++k) *lay.meta(panel, r, b, k) = make_block_meta(code_sum, ex, F, cons[k]);
+    }
+    status[r] = st;
+  }
+}
+
+/// Activations with real scales, intq's symmetric scheme (Q8_0 and its kin):
+/// 8 floats per step, bit-identical to ActFormat::quantize_block (see
+/// avx512_vnni.hpp's quantize_rows_symmetric for the steps).
+template <class F>
+consteval bool vector_symmetric() {
+  if constexpr (requires { F::kScheme; })
+    return F::kScheme == int_scheme::symmetric && F::kBlock % 8 == 0;
+  else
+    return false;
+}
+
+template <class ActFormat>
+LQER_YMM_ATTR void ymm_quantize_rows_symmetric(const float* x, index_t ldx, index_t cols, index_t r0, index_t r1,
+                                               const act_panel_layout& lay, std::uint8_t* panel,
+                                               const act_consumer* cons, row_status* status) {
+  static_assert(vector_symmetric<ActFormat>());
+  constexpr int B = ActFormat::kBlock;
+  for (index_t r = r0; r < r1; ++r) {
+    const float* xr = x + r * ldx;
+    row_status st;
+    for (index_t b = 0; b < lay.nblk && st.bad_col < 0; ++b) {
+      const index_t start = b * B, n = std::min<index_t>(B, cols - start);
+      __m256 v[B / 8];
+      float amax;
+      if (!load_block<B / 8>(xr, start, n, v, amax, st)) break;
+      const symmetric_step step = symmetric_scale<ActFormat>(amax);
+      const bool by_inverse = step.by_inverse;
+      const __m256 vid = _mm256_set1_ps(step.id), vd = _mm256_set1_ps(step.d);
+      __m256i sum = _mm256_setzero_si256();
+      LQER_UNROLL(16)
+      for (int c = 0; c < B / 8; ++c) {
+        const __m256 t = by_inverse ? _mm256_mul_ps(v[c], vid) : _mm256_div_ps(v[c], vd);
+        const __m256 a = abs_ps(t);  // ≤ qmax·(1 + 2^-23): trunc fits an int
+        __m256i m = _mm256_cvttps_epi32(a);
+        const __m256 frac = _mm256_sub_ps(a, _mm256_cvtepi32_ps(m));
+        // + (frac ≥ 0.5): the compare's all-ones lanes are −1
+        m = _mm256_sub_epi32(m, _mm256_castps_si256(_mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ)));
+        m = _mm256_min_epi32(m, _mm256_set1_epi32(ActFormat::kQmax));
+        // t's sign: negative bits (−0 included) negate, +0 zeroes (m is 0 there anyway).
+        m = _mm256_sign_epi32(m, _mm256_castps_si256(t));
+        sum = _mm256_add_epi32(sum, m);
+        store_codes8(lay.codes(panel, r, b) + 8 * c, m);
+      }
+      typename ActFormat::block_scale s{};
+      s.d = detail::scale_storage<ActFormat::kScaleDtype>::store(step.d);
+      if (!put_real_records<ActFormat>(s, reduce_add(sum), xr, start, cols, lay, panel, r, b, cons, st)) break;
     }
     status[r] = st;
   }
@@ -352,7 +415,12 @@ struct isa : path_tag_of<LQER_YMM_PATH> {
   static void quantize_rows(const float* x, index_t ldx, index_t cols, index_t r0, index_t r1,
                             const act_panel_layout& lay, std::uint8_t* panel, const act_consumer* cons,
                             row_status* status) {
-    ymm_quantize_rows<ActFormat>(x, ldx, cols, r0, r1, lay, panel, cons, status);
+    if constexpr (is_mxint<ActFormat>::value)
+      ymm_quantize_rows<ActFormat>(x, ldx, cols, r0, r1, lay, panel, cons, status);
+    else if constexpr (vector_symmetric<ActFormat>())
+      ymm_quantize_rows_symmetric<ActFormat>(x, ldx, cols, r0, r1, lay, panel, cons, status);
+    else  // other real-scale activations: the format's own encoder
+      quantize_rows_scalar<ActFormat>(x, ldx, cols, r0, r1, lay, panel, cons, status);
   }
   template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S, scale_kind WS0 = scale_kind::e8m0_pow2,
             scale_kind WS1 = scale_kind::e8m0_pow2>

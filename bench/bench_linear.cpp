@@ -11,6 +11,11 @@
 //                         real fp16 scales, scale_mode::real; 4.5 bits/weight, ggml's bytes)
 //               int4_g128 (INT4 group 128 with fp16 scales, GPTQ's symmetric layout,
 //                         INT8 group-128 activations with fp32 scales; 4.125 bits/weight)
+//               int4_g128_asym (the same with a zero point per group, GPTQ/AWQ's
+//                         asymmetric layout; 4.1875 bits/weight)
+//               q4_0_mxlr (Q4_0 weights and Q8_0 activations with an MXINT8 block-32
+//                         correction: 8.25-bit A/B with power-of-two scales instead of
+//                         Q8_0's 8.5 bits with fp16 ones)
 //       cold = 1 rotates over copies of the packed layer totalling ≥ 256 MiB, so
 //       every call streams its weights from DRAM; cold = 0 reuses one copy.
 //   BM_onednn_u8s8f32/M/K/N/threads/cold   (LQER_BENCH_ONEDNN) int8 weights
@@ -319,8 +324,12 @@ using g128_w = lqer::intq<4, 128, lqer::int_scheme::symmetric, lqer::scale_dtype
 using g128_act = lqer::intq<8, 128, lqer::int_scheme::symmetric, lqer::scale_dtype::f32>;
 void BM_lqer_q4_0(benchmark::State& s) { BM_lqer<lqer::q4_0, lqer::q8_0, lqer::q8_0>(s); }
 void BM_lqer_int4_g128(benchmark::State& s) { BM_lqer<g128_w, g128_act, g128_act>(s); }
+void BM_lqer_int4_g128_asym(benchmark::State& s) { BM_lqer<lqer::int4_g128_asym, g128_act, g128_act>(s); }
+void BM_lqer_q4_0_mxlr(benchmark::State& s) { BM_lqer<lqer::q4_0, b32_lr, lqer::q8_0>(s); }
 BENCHMARK(BM_lqer_q4_0)->Apply(lqer_args);
 BENCHMARK(BM_lqer_int4_g128)->Apply(lqer_args);
+BENCHMARK(BM_lqer_int4_g128_asym)->Apply(lqer_args);
+BENCHMARK(BM_lqer_q4_0_mxlr)->Apply(lqer_args);
 
 // ---------------------------------------------------------------------------
 // oneDNN u8s8f32 matmul: y[M, N] = scale[n] · Σ_k x_u8[m, k] · w_s8[k, n]

@@ -149,7 +149,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   using namespace lqer;
   if (size < 6) return 0;
   byte_source src(data, size);
-  const int kind = src.next() % 8;
+  const int kind = src.next() % 10;
   const index_t M = 1 + src.next() % 9;
   const index_t K = 1 + src.next() % 96;
   const index_t N = 1 + src.next() % 40;
@@ -175,7 +175,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           mxint<8, 16, mx_rule::lqer>>(src, M, K, N, rank, flags);
       break;
     case 6: run<mxint4_ocp<32>, mxint8_ocp<32>, q8_0>(src, M, K, N, rank, flags); break;
-    default: run<q8_0, mxint8_ocp<32>, q8_0>(src, M, K, N, rank, flags); break;
+    case 7: run<q8_0, mxint8_ocp<32>, q8_0>(src, M, K, N, rank, flags); break;
+    case 8:  // GPTQ/AWQ-style weights: zero points
+      run<intq<4, 32, int_scheme::asymmetric, scale_dtype::f16>, q8_0, q8_0>(src, M, K, N, rank, flags);
+      break;
+    default:  // zero points on every weight-side operand, 4-bit factors widened to bytes
+      run<intq<4, 16, int_scheme::asymmetric, scale_dtype::f32>, intq<4, 16, int_scheme::asymmetric, scale_dtype::f16>,
+          mxint<8, 16, mx_rule::lqer>>(src, M, K, N, rank, flags);
+      break;
   }
   return 0;
 }

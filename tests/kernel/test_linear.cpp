@@ -221,6 +221,41 @@ TEST_CASE("linear == reference: scaled-integer families with real scales (Q4_0, 
     using A8 = intq<8, 16, int_scheme::symmetric, scale_dtype::f16>;
     check_family<W3, A8, A8>("int3_sext_g16", 1500, pool);
   }
+  SUBCASE("INT4 group 128 asymmetric, fp16 scales and zero points (GPTQ/AWQ), Q8_0-style g128 activations") {
+    using A8 = intq<8, 128, int_scheme::symmetric, scale_dtype::f16>;
+    check_family<int4_g128_asym, A8, A8>("int4_g128_asym", 1700, pool);
+  }
+  SUBCASE("INT4 group 32 asymmetric weights and asymmetric 4-bit factors (zero points on A and B, bytes)") {
+    using A4 = intq<4, 32, int_scheme::asymmetric, scale_dtype::f32>;
+    check_family<A4, A4, q8_0>("int4_g32_asym/asym factors", 1800, pool);
+  }
+  SUBCASE("2- and 3-bit asymmetric weights under MXINT8 activations") {
+    check_family<intq<2, 16, int_scheme::asymmetric, scale_dtype::f16>, mxint<8, 16, mx_rule::lqer>,
+                 mxint<8, 16, mx_rule::lqer>>("int2_g16_asym/mxint8", 1900, pool);
+    check_family<intq<3, 32, int_scheme::asymmetric, scale_dtype::f32>, q8_0, mxint8_ocp<32>>(
+        "int3_g32_asym/mxint8", 2000, pool);
+  }
+  SUBCASE("zero points at both ends of the code range: one-signed weight rows (z = 0 and z = 15)") {
+    using W = intq<4, 32, int_scheme::asymmetric, scale_dtype::f16>;
+    auto layer = random_layer<W, q8_0>(40, 200, 16, true, 2100);
+    auto w = random_matrix(40, 200, 0.05f, 2101);
+    for (index_t n = 0; n < 40; ++n)
+      for (index_t k = 0; k < 200; ++k) {
+        float& v = w[static_cast<std::size_t>(n * 200 + k)];
+        v = n % 3 == 0 ? std::fabs(v) : n % 3 == 1 ? -std::fabs(v) : v;
+      }
+    layer.wq = quantized_matrix<W>::quantize(matrix_view<const float>(w.data(), 40, 200), block_axis::cols);
+    bool lowest = false, highest = false;
+    for (index_t n = 0; n < 40; ++n)
+      for (const auto& s : layer.wq.lane_scales(n)) {
+        lowest |= W::zero_point(s) == W::kQmin;  // z = 0 (stored shifted by −8)
+        highest |= W::zero_point(s) == W::kQmax;
+      }
+    CHECK(lowest);
+    CHECK(highest);
+    check_all_paths<q8_0>(layer, random_matrix(5, 200, 1.0f, 2102, true), 5, "asym extreme zero points", pool);
+    check_all_paths<q8_0>(layer, random_matrix(1, 200, 1.0f, 2103, true), 1, "asym extreme zero points M=1", pool);
+  }
   SUBCASE("fp16 scales near their limits (activations up to ~8e6, and subnormal fp16 scales)") {
     const auto layer = random_layer<q4_0, q8_0>(40, 200, 16, true, 1600, /*w_sigma=*/3.0e3f);
     const auto big = random_matrix(5, 200, 5.0e4f, 1601, true);  // outliers ×20: amax/127 up to ~3e4
@@ -400,6 +435,16 @@ TEST_CASE("linear: activations whose fp16 block scale would overflow are refused
                path),
         doctest::Contains("x: the block at row 1, columns 64…95 needs a scale beyond the range of int8_g32_sym_f16"),
         value_error);
+    for (float v : y) CHECK(v == 42.0f);
+  }
+  // The last block is partial (columns 96…99): the message names the columns that exist.
+  auto x_tail = random_matrix(M, K, 1.0f, 654);
+  x_tail[static_cast<std::size_t>(2 * K + 98)] = -1.0e7f;
+  for (kernel_path path : paths_to_test()) {
+    INFO("path=" << std::string(to_string(path)));
+    CHECK_THROWS_WITH_AS(linear(packed, matrix_view<const float>(x_tail.data(), M, K),
+                                matrix_view<float>(y.data(), M, N), serial_executor{}, path),
+                         doctest::Contains("x: the block at row 2, columns 96…99 needs a scale"), value_error);
     for (float v : y) CHECK(v == 42.0f);
   }
   // Q(x)·A beyond fp16's range with a finite, quantizable x: A's entries ~1e4.

@@ -21,10 +21,10 @@ template <code_kind K, class F>
 void check_operand(const quantized_matrix<F>& q, const std::uint8_t* base, index_t gstride, index_t groups,
                    index_t nblk) {
   constexpr int B = F::kBlock;
-  index_t bad_codes = 0, bad_scales = 0;
+  index_t bad_codes = 0, bad_scales = 0, bad_zeros = 0;
   for (index_t g = 0; g < groups; ++g)
     for (index_t b = 0; b < nblk; ++b) {
-      const std::uint8_t* blk = base + g * gstride + b * group_block_bytes(K, B, F::kScaleKind);
+      const std::uint8_t* blk = base + g * gstride + b * group_block_bytes(K, B, kRecordKindOf<F>);
       for (int j = 0; j < 16; ++j) {
         const index_t lane = 16 * g + j;
         bool any = false;
@@ -44,10 +44,16 @@ void check_operand(const quantized_matrix<F>& q, const std::uint8_t* base, index
           std::memcpy(&got, rec, sizeof got);
           bad_scales += std::memcmp(&got, &want, sizeof got) != 0;
         }
+        if constexpr (F::kHasZeroPoint) {
+          // zk = zero + the stored offset; padding outputs: the offset (zero point 0).
+          const int zero = lane < q.lanes() ? F::store_zero(q.lane_scales(lane)[static_cast<std::size_t>(b)]) : 0;
+          bad_zeros += layout_n16c4::zero_records<K, F::kScaleKind>(blk, B)[j] != zero + stored_offset(K);
+        }
       }
     }
   CHECK(bad_codes == 0);
   CHECK(bad_scales == 0);
+  CHECK(bad_zeros == 0);
 }
 
 /// The bias record of every group: the layer's bias, then zeros for padding outputs.
@@ -156,11 +162,21 @@ TEST_CASE("pack: real-scale formats (Q4_0, Q8_0, INT4 fp32) keep their codes and
   SUBCASE("mxint4 / q8_0 factors (4-bit codes widened under real-scale factors)") {
     check.operator()<mxint4_ocp<32>, q8_0, mxint8_ocp<32>>();
   }
+  SUBCASE("int4 g128 asymmetric (GPTQ/AWQ) / int4 g128 asymmetric factors (zero points, widened to bytes)") {
+    using A4 = intq<4, 128, int_scheme::asymmetric, scale_dtype::f32>;
+    check.operator()<int4_g128_asym, A4, intq<8, 128>>();
+  }
+  SUBCASE("int2 g16 asymmetric / q8_0-style factors") {
+    using A8 = intq<8, 16, int_scheme::symmetric, scale_dtype::f16>;
+    check.operator()<intq<2, 16, int_scheme::asymmetric, scale_dtype::f16>, A8, A8>();
+  }
   // Not every MX layer is real: only a real scale somewhere makes it so.
   CHECK_FALSE(packed_layer<mxint4_ocp<32>, mxint8_ocp<32>, mxint8_ocp<32>>::kRealScales);
   // Formats without a fused kernel are a compile-time error (pack.hpp's
   // static_assert); kernel_supports_formats says which, in a constant.
-  CHECK_FALSE(kernel_supports_formats<int4_g128_asym, intq<8, 128>, intq<8, 128>>);                  // zero points
+  CHECK(kernel_supports_formats<int4_g128_asym, intq<8, 128>, intq<8, 128>>);  // weight zero points
+  CHECK_FALSE(kernel_supports_formats<intq<8, 32, int_scheme::asymmetric>, q8_0, q8_0>);  // 8-bit zero: −128
+  CHECK_FALSE(kernel_supports_formats<intq<4, 32>, q8_0, intq<4, 32, int_scheme::asymmetric>>);  // act zero
   CHECK_FALSE(kernel_supports_formats<intq<4, 32>, q8_0, intq<8, 32, int_scheme::signed_extreme>>);  // act −128
   CHECK_FALSE(kernel_supports_formats<intq<8, kPerRow>, q8_0, q8_0>);  // one scale per row
 }

@@ -178,8 +178,9 @@ TEST_CASE("prologue: every path == the scalar format, block 8 and 4-bit activati
 
 TEST_CASE("prologue: every path == the scalar format for symmetric scaled integers (real scales)") {
   // Q8_0 (fp16 scale: huge rows overflow it and are refused), fp32 groups of
-  // 128 and 16 (the AVX-512 path's vector encoder), groups of 8 (its scalar
-  // fallback); random, tie, subnormal (1/d overflows: the divide), huge and zero data.
+  // 128 and 16 (every path's vector encoder), groups of 8 (the ymm and NEON
+  // encoders; AVX-512's scalar fallback); random, tie, subnormal (1/d
+  // overflows: the divide), huge and zero data.
   const auto run = []<class Act>() {
     for (index_t cols : {index_t{Act::kBlock}, index_t{7}, index_t{100}, index_t{4096 + 17}}) {
       int i = 0;

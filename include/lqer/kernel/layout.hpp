@@ -21,6 +21,8 @@
 //               E8M0 bytes (MX), fp16 (Q4_0, Q8_0, intq f16) or fp32 (intq f32),
 //               stored as the format stores them (fp16 stays fp16: a Q4_0
 //               block record is 16·18 bytes, ggml's bytes per weight)
+//        zero points (formats with one only: intq asymmetric): 16 bytes,
+//               zk = zero + offset (see record_kind)
 //     for each block b of B along `k`:         (nblk_b = ceil(rank / Block), bytes, u = q + 128)
 //        codes (16·Block bytes) and 16 scales of B's format, as above
 //     bias: 16 floats (only if the layer has a bias)
@@ -133,6 +135,27 @@ struct stream_words {
 
 }  // namespace detail
 
+/// What a packed operand stores per output after one block's codes: its
+/// scale record, of the format's scale_kind, and — for a format with a zero
+/// point (intq asymmetric) — one unsigned byte zk = zero + the stored code
+/// offset, so that u − zk = q − zero for the stored code u = q + offset
+/// (params.hpp). The kernels take it as a template argument per operand.
+struct record_kind {
+  scale_kind scale;
+  bool zero_point;
+  constexpr record_kind() noexcept : scale(scale_kind::e8m0_pow2), zero_point(false) {}
+  constexpr record_kind(scale_kind s, bool z = false) noexcept : scale(s), zero_point(z) {}  // NOLINT: implicit
+  constexpr bool real() const noexcept { return scale != scale_kind::e8m0_pow2; }
+  friend constexpr bool operator==(const record_kind&, const record_kind&) = default;
+  // `record == scale_kind::f16` would be false for an fp16 record with a zero
+  // point: compare `.scale` instead.
+  friend bool operator==(const record_kind&, scale_kind) = delete;
+};
+
+/// The record kind of format F's packed operand.
+template <class F>
+inline constexpr record_kind kRecordKindOf{F::kScaleKind, F::kHasZeroPoint};
+
 /// The one packed layout: groups of 16 outputs, 4 consecutive k per 32-bit
 /// lane (see the file comment for the stream).
 struct layout_n16c4 {
@@ -157,8 +180,12 @@ struct layout_n16c4 {
   static constexpr index_t scale_bytes(scale_kind s) noexcept {
     return index_t{kGroup} * (s == scale_kind::e8m0_pow2 ? 1 : s == scale_kind::f16 ? 2 : 4);
   }
-  static constexpr index_t block_bytes(detail::code_kind k, int block, scale_kind s = scale_kind::e8m0_pow2) noexcept {
-    return code_bytes(k, block) + scale_bytes(s);
+  /// Bytes of one block's kGroup records: the scales, then the zero points (one byte each) if any.
+  static constexpr index_t record_bytes(record_kind r) noexcept {
+    return scale_bytes(r.scale) + (r.zero_point ? index_t{kGroup} : 0);
+  }
+  static constexpr index_t block_bytes(detail::code_kind k, int block, record_kind r = {}) noexcept {
+    return code_bytes(k, block) + record_bytes(r);
   }
 
   /// The signed code of output j, element kk of one block record of kind K.
@@ -180,13 +207,20 @@ struct layout_n16c4 {
     return blk + code_bytes(K, block) + j * (scale_bytes(S) / kGroup);
   }
 
+  /// The kGroup zero-point bytes zk of a block record of code kind K and
+  /// scale kind S with zero points: output j's is at [j].
+  template <detail::code_kind K, scale_kind S>
+  static const std::uint8_t* zero_records(const std::uint8_t* blk, int block) noexcept {
+    return blk + code_bytes(K, block) + scale_bytes(S);
+  }
+
   /// Where the parts of one group of a packed layer start: Wq's blocks at 0,
   /// then B's, then the bias; `stride` is the distance between groups.
   struct group_offsets {
     index_t correction = 0, bias = 0, stride = 0;
   };
-  static constexpr group_offsets main_group(detail::code_kind weight_kind, scale_kind weight_scale,
-                                            scale_kind lowrank_scale, int block, index_t weight_blocks,
+  static constexpr group_offsets main_group(detail::code_kind weight_kind, record_kind weight_scale,
+                                            record_kind lowrank_scale, int block, index_t weight_blocks,
                                             index_t lowrank_blocks, bool has_bias) noexcept {
     group_offsets o;
     o.correction = weight_blocks * block_bytes(weight_kind, block, weight_scale);
@@ -195,8 +229,7 @@ struct layout_n16c4 {
     return o;
   }
   /// Distance between the groups of A's stream (byte codes, blocks along `in`).
-  static constexpr index_t a_group_stride(int block, index_t weight_blocks,
-                                          scale_kind lowrank_scale = scale_kind::e8m0_pow2) noexcept {
+  static constexpr index_t a_group_stride(int block, index_t weight_blocks, record_kind lowrank_scale = {}) noexcept {
     return align(weight_blocks * block_bytes(detail::code_kind::byte, block, lowrank_scale));
   }
 
@@ -219,9 +252,19 @@ struct layout_n16c4 {
     constexpr scale_kind kScale = F::kScaleKind;
     constexpr bool kPow2 = kScale == scale_kind::e8m0_pow2;
     constexpr index_t kRecordBytes = scale_bytes(kScale) / kGroup;  // one output's scale
-    constexpr index_t kBlockBytes = block_bytes(Kind, B, kScale);
-    static_assert(kLaneK == 4 && kBlockBytes == kWords * kLaneGroupBytes + scale_bytes(kScale),
-                  "pack: a block is its lane-groups and its scales; a stream word is one 32-bit lane of 4 k");
+    constexpr bool kZero = F::kHasZeroPoint;
+    constexpr index_t kBlockBytes = block_bytes(Kind, B, kRecordKindOf<F>);
+    static_assert(kLaneK == 4 && kBlockBytes == kWords * kLaneGroupBytes + record_bytes(kRecordKindOf<F>),
+                  "pack: a block is its lane-groups, its scales and its zero points; a stream word is one 32-bit "
+                  "lane of 4 k");
+    // zk = zero + the stored offset: the stored codes u = q + offset, so u − zk = q − zero. A
+    // format's zero point lies in its code range (intq: [kQmin, kQmax] shifted like the codes),
+    // so 0 ≤ zk ≤ 15 (nibbles) or 255 (bytes). Padding outputs get zk = offset: with their zero
+    // codes every product is then 0 exactly.
+    static_assert(!kZero || (F::kQmin + detail::stored_offset(Kind) >= 0 &&
+                             F::kQmax + detail::stored_offset(Kind) <= (Kind == detail::code_kind::nibble ? 15 : 255)),
+                  "pack: a zero point must fit the stored code range");
+    constexpr auto kOffsetByte = static_cast<std::uint8_t>(detail::stored_offset(Kind));
     static_assert(
         kPow2 || requires { F::store_scale(typename F::block_scale{}); },
         "pack: a real-scale format must say how its scale is stored (storable_format)");
@@ -231,6 +274,7 @@ struct layout_n16c4 {
     for (int j = 0; j < kGroup; ++j) {
       std::uint8_t* lane_out = out + kLaneK * j;
       std::uint8_t* scale_out = out + kWords * kLaneGroupBytes + kRecordBytes * j;
+      std::uint8_t* zero_out = out + kWords * kLaneGroupBytes + scale_bytes(kScale) + j;  // used when kZero
       if (lane0 + j >= q.lanes()) {
         for (index_t b = 0; b < nblk; ++b) {
           for (index_t t = 0; t < kWords; ++t)
@@ -239,6 +283,7 @@ struct layout_n16c4 {
             scale_out[b * kBlockBytes] = kNeutralScale;
           else
             std::memset(scale_out + b * kBlockBytes, 0, kRecordBytes);  // +0: a padding output's term is 0·0
+          if constexpr (kZero) zero_out[b * kBlockBytes] = kOffsetByte;
         }
         continue;
       }
@@ -269,6 +314,9 @@ struct layout_n16c4 {
             const auto stored = F::store_scale(scales[b0 + b]);  // float, or half_bits
             static_assert(sizeof stored == kRecordBytes, "pack: a real scale record is 2 or 4 bytes");
             std::memcpy(scale_out + (b0 + b) * kBlockBytes, &stored, kRecordBytes);
+            if constexpr (kZero)
+              zero_out[(b0 + b) * kBlockBytes] =
+                  static_cast<std::uint8_t>(F::store_zero(scales[b0 + b]) + detail::stored_offset(Kind));
           }
         }
       }
@@ -280,8 +328,8 @@ struct layout_n16c4 {
 namespace detail {
 /// layout_n16c4's block sizes and code lookup, by the names the kernels and tests use.
 constexpr index_t group_code_bytes(code_kind k, int block) noexcept { return layout_n16c4::code_bytes(k, block); }
-constexpr index_t group_block_bytes(code_kind k, int block, scale_kind s = scale_kind::e8m0_pow2) noexcept {
-  return layout_n16c4::block_bytes(k, block, s);
+constexpr index_t group_block_bytes(code_kind k, int block, record_kind r = {}) noexcept {
+  return layout_n16c4::block_bytes(k, block, r);
 }
 /// layout_n16c4::code_at: the signed code of output j, element kk of a block record.
 template <code_kind K>

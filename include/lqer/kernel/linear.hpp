@@ -43,7 +43,11 @@
 //     from the stream as the format stores it (fp16 converted exactly) and sx
 //     from the activation record: float(dot)·(sx·sw), then the add, which is
 //     the reference's term for every input (the reference forms the same
-//     exact dot and multiplies the same two floats).
+//     exact dot and multiplies the same two floats). Zero points (INT4
+//     GPTQ/AWQ weights, intq asymmetric, on Wq, A or B) are integer work:
+//     the block's int32 accumulator starts at −zero·Σqx per output
+//     (params.hpp, kMaxGroup), so dot is Σ (q − zero)·qx exactly, as in the
+//     reference.
 // The driver checks the window from the packed layer's exponent ranges and the
 // prologue's; realistic data (|E| ≲ 40 for LLM layers) always takes the magic
 // mode. So linear() reproduces reference_forward(..., correction_mode::fused)
@@ -164,7 +168,7 @@ inline bool in_magic_window(exponent_range w, exponent_range x, int wfrac, int x
 /// Runs tiles of Isa's micro-kernel — at most MRmax rows × NVmax groups —
 /// over rows [0, M) × a range of groups.
 template <class Isa, int Block, code_kind K0, bool Corr, scale_mode S, int MRmax, int NVmax,
-          scale_kind WS0 = scale_kind::e8m0_pow2, scale_kind WS1 = scale_kind::e8m0_pow2>
+          record_kind WS0 = record_kind{}, record_kind WS1 = record_kind{}>
 struct gemm_runner {
   using tile_fn = void (*)(const tile_args&);
   static constexpr int kGroup = Isa::layout::kGroup;  ///< outputs per group of the path's layout
@@ -295,7 +299,7 @@ struct linear_driver {
     using Lr = typename P::lowrank_format;
     constexpr int B = P::kBlock;
     constexpr code_kind KW = P::kWeightKind;
-    constexpr scale_kind SW = P::kWeightScale, SLr = P::kLowrankScale;
+    constexpr record_kind SW = P::kWeightScale, SLr = P::kLowrankScale;
     constexpr bool kReal = P::kRealScales;
     // Fraction bits of E8M0 formats (the magic and exact modes'); real-scale
     // formats carry theirs in the scale itself.
@@ -310,16 +314,17 @@ struct linear_driver {
     const act_panel_layout xlay{M, G, B, nbw, R > 0 ? 2 : 1};
     std::uint8_t* xpanel = linear_workspace::sized(ws.xq_, xlay.bytes());
     row_status* status = linear_workspace::sized(ws.status_, M);
-    const act_consumer cons_x[2] = {{Isa::code_offset(KW), Fw, kReal}, {Isa::code_offset(code_kind::byte), Flr, kReal}};
+    const act_consumer cons_x[2] = {{consumer_offset<Isa, W>(KW), Fw, kReal},
+                                    {consumer_offset<Isa, Lr>(code_kind::byte), Flr, kReal}};
     auto prologue = [&](index_t r0, index_t r1) {
-      quantize_rows<Isa, Act>(x.data, x.row_stride, K, r0, r1, xlay, xpanel, cons_x, status);
+      Isa::template quantize_rows<Act>(x.data, x.row_stride, K, r0, r1, xlay, xpanel, cons_x, status);
     };
     if (M >= 2 && M * K >= (index_t{1} << 15))
       exec.parallel_for(M, prologue);
     else
       prologue(0, M);
     const exponent_range ex_x = merge_status(status, M, [&](index_t r, index_t c) {
-      if (status[r].bad_scale) throw value_error(scale_overflow_message<Act>("x", r, c));
+      if (status[r].bad_scale) throw value_error(scale_overflow_message<Act>("x", r, c, K));
       throw value_error("linear: x element (" + std::to_string(r) + ", " + std::to_string(c) + ") is " +
                         non_finite_name(x(r, c)));
     });
@@ -348,11 +353,11 @@ struct linear_driver {
       }
 
       tpanel = linear_workspace::sized(ws.tq_, tlay.bytes());
-      const act_consumer cons_t[1] = {{Isa::code_offset(code_kind::byte), Flr, kReal}};
-      quantize_rows<Isa, Act>(u, R, R, 0, M, tlay, tpanel, cons_t, status);
+      const act_consumer cons_t[1] = {{consumer_offset<Isa, Lr>(code_kind::byte), Flr, kReal}};
+      Isa::template quantize_rows<Act>(u, R, R, 0, M, tlay, tpanel, cons_t, status);
       ex_t = merge_status(status, M, [&](index_t r, index_t c) {
         if (status[r].bad_scale)
-          throw value_error(scale_overflow_message<Act>("the correction's intermediate Q(x)·A", r, c));
+          throw value_error(scale_overflow_message<Act>("the correction's intermediate Q(x)·A", r, c, R));
         throw value_error("linear: the correction's intermediate Q(x)·A has a non-finite element (" +
                           std::to_string(r) + ", " + std::to_string(c) + ") = " + non_finite_name(u[r * R + c]) +
                           ": x is too large for this layer's low-rank factors");
@@ -393,13 +398,23 @@ struct linear_driver {
     }
   }
 
-  /// The value_error of activations (`what`) whose block at row r, column c
-  /// needs a scale beyond the range of the activation format's scale type.
+  /// The value_error of activations (`what`, `cols` columns) whose block at
+  /// row r starting at column c needs a scale beyond the range of the
+  /// activation format's scale type (the last block may be partial).
   template <class Act>
-  static std::string scale_overflow_message(const char* what, index_t r, index_t c) {
+  static std::string scale_overflow_message(const char* what, index_t r, index_t c, index_t cols) {
     return std::string("linear: ") + what + ": the block at row " + std::to_string(r) + ", columns " +
-           std::to_string(c) + "…" + std::to_string(c + Act::kBlock - 1) + " needs a scale beyond the range of " +
-           Act::name() + "'s scale type";
+           std::to_string(c) + "…" + std::to_string(std::min<index_t>(c + Act::kBlock, cols) - 1) +
+           " needs a scale beyond the range of " + Act::name() + "'s scale type";
+  }
+
+  /// The multiple of −Σqx in the activation records of a consumer of format
+  /// F stored as codes of kind K: the path's code offset, which the records
+  /// cancel; 1 for a format with a zero point, whose kernels multiply it by
+  /// each output's own offset and zero point (params.hpp, kMaxGroup).
+  template <class Isa, class F>
+  static constexpr int consumer_offset(code_kind k) noexcept {
+    return F::kHasZeroPoint ? 1 : Isa::code_offset(k);
   }
 
   /// Fraction bits F of an MX format (value = q·2^(e − F)); 0 for a real-scale format.
@@ -409,16 +424,6 @@ struct linear_driver {
       return F::kFractionBits;
     else
       return 0;
-  }
-
-  /// The path's prologue: vectorized for MX activations (every SIMD path)
-  /// and symmetric scaled integers (the x86 paths); elsewhere the scalar
-  /// one, ActFormat::quantize_block itself.
-  template <class Isa, class Act>
-  static void quantize_rows(const float* x, index_t ldx, index_t cols, index_t r0, index_t r1,
-                            const act_panel_layout& lay, std::uint8_t* panel, const act_consumer* cons,
-                            row_status* status) {
-    Isa::template quantize_rows<Act>(x, ldx, cols, r0, r1, lay, panel, cons, status);
   }
 
   /// Merges the rows' statuses: calls on_bad(row, col) for the first row with
@@ -440,7 +445,7 @@ struct linear_driver {
   /// Output tiles as tasks on the executor — GEMV tiles (all M ≤ kGemvRows
   /// rows at once) or GEMM tiles; small problems (< 2^20 MACs, a few µs) run
   /// on the calling thread, where waking workers would cost more.
-  template <class Isa, int B, code_kind K0, bool Corr, scale_mode S, scale_kind WS0, scale_kind WS1, class E>
+  template <class Isa, int B, code_kind K0, bool Corr, scale_mode S, record_kind WS0, record_kind WS1, class E>
   static void run_tiles(const tile_args& a, const act_panel_ref& x0, const act_panel_ref* x1, index_t M, index_t groups,
                         index_t n_total, index_t macs, E& exec) {
     const bool parallel = macs >= (index_t{1} << 20);
@@ -481,7 +486,7 @@ struct linear_driver {
   /// u = Q(x)·A: only rank/16 groups (2 for rank 32), so one group per task,
   /// and worth splitting from 2^16 MACs on: at M = 1 it is mostly reading A
   /// (≈ 140 KB for in = 4096), which two threads do in half the time.
-  template <class Isa, int B, scale_mode S, scale_kind WS, class E>
+  template <class Isa, int B, scale_mode S, record_kind WS, class E>
   static void run_lowrank_tiles(const tile_args& a, const act_panel_ref& x, index_t M, index_t groups, index_t R,
                                 E& exec) {
     const bool parallel = M * a.nblk0 * B * R >= (index_t{1} << 16);

@@ -72,12 +72,13 @@ template <quantization_format WFormat, quantization_format LrFormat = default_lo
 class packed_layer {
   static_assert(detail::is_kernel_operand_format<WFormat>() && detail::is_kernel_operand_format<LrFormat>() &&
                     detail::is_kernel_operand_format<ActFormat>(),
-                "packed_layer: the fused kernels take MX integers (mxint) and symmetric scaled integers with an "
-                "fp16 or fp32 scale per block of a multiple of 8 (intq symmetric or signed-extreme, Q4_0, Q8_0); "
-                "formats with zero points (intq asymmetric) or one scale per row have no fused kernel yet: run "
-                "them with reference_forward");
+                "packed_layer: the fused kernels take MX integers (mxint) and scaled integers with an fp16 or "
+                "fp32 scale per block of a multiple of 8 up to 4096 whose codes fit [-127, 127] (intq symmetric, "
+                "signed-extreme, and asymmetric of at most 4 bits; Q4_0, Q8_0); 8-bit codes with a zero point "
+                "(-128 … 127) and one scale per row have no fused kernel yet: run them with reference_forward");
   static_assert(detail::kActivationCodesFit<ActFormat>,
-                "packed_layer: activation codes must be int8 in [-127, 127] (the dot products' signed operand)");
+                "packed_layer: activation codes must be int8 in [-127, 127] without a zero point (the dot "
+                "products' signed operand; zero points are taken on the weight side only)");
   static_assert(WFormat::kBlock == ActFormat::kBlock && LrFormat::kBlock == ActFormat::kBlock,
                 "packed_layer: the weight, low-rank and activation formats must share one block length: the "
                 "kernels multiply block by block");
@@ -93,9 +94,9 @@ class packed_layer {
   using layout = Layout;
   static constexpr int kBlock = ActFormat::kBlock;
   static constexpr detail::code_kind kWeightKind = detail::kCodeKindFor<WFormat::kBits>;
-  /// How each stream stores its block scales (layout_n16c4).
-  static constexpr scale_kind kWeightScale = WFormat::kScaleKind;
-  static constexpr scale_kind kLowrankScale = LrFormat::kScaleKind;
+  /// How each stream stores its block scales and zero points (layout_n16c4).
+  static constexpr record_kind kWeightScale = kRecordKindOf<WFormat>;
+  static constexpr record_kind kLowrankScale = kRecordKindOf<LrFormat>;
   /// A real scale anywhere: every product runs scale_mode::real (params.hpp).
   static constexpr bool kRealScales = detail::kAnyRealScale<WFormat, LrFormat, ActFormat>;
 

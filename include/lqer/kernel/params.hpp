@@ -256,18 +256,32 @@ static_assert(std::int64_t{127} * 127 * kMagicMaxBlock < kMagicOffset);
 }  // namespace detail
 
 namespace detail {
-/// One operand format the kernels take: linear integer codes with no zero
-/// point, |q| ≤ 127 in a byte (the u8 × s8 and sign-trick bounds above; a
-/// 4-bit code's nibble u = q + 8 ≤ 15 covers q = −8 too), blocks along the
-/// reduction (not one scale per row), and a scale that is a power of two
-/// (E8M0: MX integers) or a real fp16 / fp32 number (intq's symmetric and
-/// signed-extreme schemes, llama.cpp's Q4_0 and Q8_0).
+/// Zero points (scale_mode::real only: every zero-point format has a real
+/// scale). A weight operand with a zero point stores zk = zero + off per
+/// output and block (layout.hpp's record_kind); its consumer's activation
+/// record holds −Σqx (act_consumer offset 1), and the block's int32
+/// accumulator starts at (zk − r)·(−Σqx) per output, r = the offset the
+/// path's dot products leave out (its own code offset), so that it ends at
+/// Σ (q − zero)·qx, the reference's exact integer. Bounds for the largest
+/// group intq allows (4096), zk ≤ 255, u ≤ 255, |qx| ≤ 127: |zk·Σqx| and
+/// |Σ u·qx| are each < 255·127·4096 < 2^28, so no partial sum wraps, and
+/// float(dot) rounds the same exact integer the reference converts.
+inline constexpr int kMaxGroup = 4096;
+static_assert(std::int64_t{2} * 255 * 127 * kMaxGroup < (std::int64_t{1} << 31));
+
+/// One operand format the kernels take: linear integer codes, |q| ≤ 127 in a
+/// byte (the u8 × s8 and sign-trick bounds above; a 4-bit code's nibble
+/// u = q + 8 ≤ 15 covers q = −8 too), blocks along the reduction (not one
+/// scale per row), and a scale that is a power of two (E8M0: MX integers) or
+/// a real fp16 / fp32 number (intq's three schemes, llama.cpp's Q4_0 and
+/// Q8_0). Weight-side operands (Wq, A, B) may have a zero point (intq
+/// asymmetric, GPTQ/AWQ): see kMaxGroup.
 template <class F>
 consteval bool is_kernel_operand_format() {
   if constexpr (is_mxint<F>::value) {
     return true;
   } else {
-    return !F::kHasZeroPoint && has_linear_codes<F>() && F::kBlock > 0 &&
+    return has_linear_codes<F>() && F::kBlock > 0 && F::kBlock <= kMaxGroup &&
            (F::kBits <= 4 ? F::kQmin >= -8 : F::kQmin >= -127) && F::kQmax <= 127 &&
            (F::kScaleKind == scale_kind::f16 || F::kScaleKind == scale_kind::f32);
   }
@@ -275,16 +289,19 @@ consteval bool is_kernel_operand_format() {
 /// True when any of the formats has a real scale: the layer then runs scale_mode::real.
 template <class... F>
 inline constexpr bool kAnyRealScale = ((F::kScaleKind != scale_kind::e8m0_pow2) || ...);
-/// Activations must be bytes of |q| ≤ 127 (the dot products' signed operand).
+/// Activations must be bytes of |q| ≤ 127 (the dot products' signed operand)
+/// without a zero point (the kernels subtract the weights' zero points from
+/// the activation block's Σqx; an activation zero point would need Σqw).
 template <class F>
-inline constexpr bool kActivationCodesFit = F::kBits <= 8 && F::kQmin >= -127;
+inline constexpr bool kActivationCodesFit = F::kBits <= 8 && F::kQmin >= -127 && !F::kHasZeroPoint;
 }  // namespace detail
 
 /// True when the fused kernels support this combination of formats: MX
-/// integers (a power-of-two E8M0 scale per block) or symmetric scaled
-/// integers (a real fp16 / fp32 scale per block, no zero point: intq
-/// symmetric and signed-extreme, Q4_0, Q8_0), with one block length, a
-/// multiple of 8 (4-byte lanes, nibble pairs of lanes).
+/// integers (a power-of-two E8M0 scale per block) or scaled integers (a
+/// real fp16 / fp32 scale per block: intq symmetric,
+/// signed-extreme and — for the weight, A and B — asymmetric with a zero
+/// point, Q4_0, Q8_0), with one block length, a multiple of 8 (4-byte lanes,
+/// nibble pairs of lanes).
 template <class WFormat, class LrFormat, class ActFormat>
 inline constexpr bool kernel_supports_formats =
     detail::is_kernel_operand_format<WFormat>() && detail::is_kernel_operand_format<LrFormat>() &&

@@ -27,6 +27,7 @@
 
 #include "lqer/config.hpp"
 #include "lqer/format/e8m0.hpp"
+#include "lqer/format/intq.hpp"
 #include "lqer/kernel/pack.hpp"
 #include "lqer/kernel/params.hpp"
 #include "lqer/tensor/check.hpp"
@@ -91,6 +92,17 @@ inline int block_exponent(float amax) noexcept {
   }
   const int e = ActFormat::kRule == mx_rule::ocp ? fl : fl + (pow2 ? 0 : 1);
   return std::clamp(e, e8m0::kMinExponent, e8m0::kMaxExponent);
+}
+
+/// True when ActFormat is intq's symmetric scheme (Q8_0 and its kin) with
+/// blocks of whole steps of `Step` floats: a vectorized symmetric prologue's
+/// case (other real-scale activations take the scalar prologue).
+template <class ActFormat, int Step>
+consteval bool is_vector_symmetric() {
+  if constexpr (requires { ActFormat::kScheme; })
+    return ActFormat::kScheme == int_scheme::symmetric && ActFormat::kBlock % Step == 0;
+  else
+    return false;
 }
 
 /// The vectorized prologues of intq's symmetric scheme (Q8_0 and its kin)

@@ -99,10 +99,10 @@ LQER_AVX512_INLINE __m512 opaque(__m512 v) {
 template <int MR, int Block>
 inline constexpr int kFmaRows = Block <= 16 ? MR / 2 : 0;
 
-template <int MR, int NV, int Block, code_kind K, scale_kind WS, scale_mode S>
+template <int MR, int NV, int Block, code_kind K, record_kind WS, scale_mode S>
 LQER_AVX512_INLINE void segment(__m512 (&acc)[MR][NV], const act_operand& x, const std::uint8_t* w, index_t nblk,
                                 index_t gstride, int wfrac, const prefetch_hint& prefetch) {
-  static_assert(WS == scale_kind::e8m0_pow2 || S == scale_mode::real, "segment: real scales take scale_mode::real");
+  static_assert(!WS.real() || S == scale_mode::real, "segment: real scales take scale_mode::real");
   constexpr index_t kBlockBytes = group_block_bytes(K, Block, WS);
   constexpr index_t kCodeBytes = group_code_bytes(K, Block);
   const __m512i low_nibbles = _mm512_set1_epi8(0x0f);
@@ -125,21 +125,26 @@ LQER_AVX512_INLINE void segment(__m512 (&acc)[MR][NV], const act_operand& x, con
     // Block scales (16 E8M0 bytes per group after the codes): sbits = bw·2^23,
     // the float 2^ew; wbits = (bw − 127)·2^23 = ew·2^23, the weight's share of
     // the exponent field of 2^(23+E).
-    // Real scales (scale_mode::real): 16 fp16 or fp32 records, made floats exactly.
-    __m512i sbits[NV], wbits[NV];
+    // Real scales (scale_mode::real): 16 fp16 or fp32 records, made floats exactly;
+    // zero points: 16 bytes zk after them (this path's dot leaves the whole stored
+    // offset out, so the accumulator starts at zk·(−Σqx)).
+    __m512i sbits[NV], wbits[NV], zk[NV];
     __m512 sreal[NV];
     LQER_UNROLL(4)
     for (int v = 0; v < NV; ++v) {
       const std::uint8_t* sp = wb + v * gstride + kCodeBytes;
-      if constexpr (WS == scale_kind::e8m0_pow2) {
+      if constexpr (WS.scale == scale_kind::e8m0_pow2) {
         const __m128i e = _mm_loadu_si128(reinterpret_cast<const __m128i*>(sp));
         sbits[v] = _mm512_slli_epi32(_mm512_cvtepu8_epi32(e), 23);
         wbits[v] = _mm512_sub_epi32(sbits[v], _mm512_set1_epi32(127 << 23));
-      } else if constexpr (WS == scale_kind::f16) {
+      } else if constexpr (WS.scale == scale_kind::f16) {
         sreal[v] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sp)));
       } else {
         sreal[v] = _mm512_loadu_ps(reinterpret_cast<const float*>(sp));
       }
+      if constexpr (WS.zero_point)
+        zk[v] = _mm512_cvtepu8_epi32(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(sp + layout_n16c4::scale_bytes(WS.scale))));
     }
     __m512i d[MR][NV];
     LQER_UNROLL(8)
@@ -151,7 +156,7 @@ LQER_AVX512_INLINE void segment(__m512 (&acc)[MR][NV], const act_operand& x, con
       } else if constexpr (S == scale_mode::real) {
         const __m512i init = _mm512_set1_epi32(meta[m].real_init());
         LQER_UNROLL(4)
-        for (int v = 0; v < NV; ++v) d[m][v] = init;
+        for (int v = 0; v < NV; ++v) d[m][v] = WS.zero_point ? _mm512_mullo_epi32(zk[v], init) : init;
       } else {
         const __m512i init = _mm512_set1_epi32(meta[m].init());
         LQER_UNROLL(4)
@@ -216,7 +221,7 @@ LQER_AVX512_INLINE void segment(__m512 (&acc)[MR][NV], const act_operand& x, con
       __m512 sw[NV];  // 2^(ew − Fw), exact: 2^ew (2^-127 for bw = 0) times 2^-Fw; or the real scale
       LQER_UNROLL(4)
       for (int v = 0; v < NV; ++v) {
-        if constexpr (WS == scale_kind::e8m0_pow2)
+        if constexpr (WS.scale == scale_kind::e8m0_pow2)
           sw[v] = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_max_epu32(sbits[v], min_scale_bits)), inv_wfrac);
         else
           sw[v] = sreal[v];
@@ -534,21 +539,11 @@ LQER_AVX512_TARGET void quantize_rows(const float* x, index_t ldx, index_t cols,
 /// from zero as trunc + (fraction ≥ 0.5), clamped to ±qmax. The scale stored
 /// and read back (fp16 rounds it) is the record's sx. The scalar prologue
 /// was a quarter of a Q4_0 × Q8_0 GEMM's time at M = 128.
-template <class F>
-consteval bool vector_symmetric() {
-  if constexpr (requires { F::kScheme; })
-    return F::kScheme == int_scheme::symmetric && F::kBlock % 16 == 0;
-  else
-    return false;
-}
-template <class ActFormat>
-inline constexpr bool kVectorSymmetric = vector_symmetric<ActFormat>();
-
 template <class ActFormat>
 LQER_AVX512_TARGET void quantize_rows_symmetric(const float* x, index_t ldx, index_t cols, index_t r0, index_t r1,
                                                 const act_panel_layout& lay, std::uint8_t* panel,
                                                 const act_consumer* cons, row_status* status) {
-  static_assert(ActFormat::kScheme == int_scheme::symmetric && ActFormat::kBlock % 16 == 0);
+  static_assert(is_vector_symmetric<ActFormat, 16>());
   constexpr int B = ActFormat::kBlock;
   for (index_t r = r0; r < r1; ++r) {
     const float* xr = x + r * ldx;
@@ -614,14 +609,14 @@ struct avx512_vnni_isa : path_tag::avx512_vnni {
                             row_status* status) {
     if constexpr (is_mxint<ActFormat>::value)
       avx512::quantize_rows<ActFormat>(x, ldx, cols, r0, r1, lay, panel, cons, status);
-    else if constexpr (avx512::kVectorSymmetric<ActFormat>)
+    else if constexpr (is_vector_symmetric<ActFormat, 16>())
       avx512::quantize_rows_symmetric<ActFormat>(x, ldx, cols, r0, r1, lay, panel, cons, status);
     else
       quantize_rows_scalar<ActFormat>(x, ldx, cols, r0, r1, lay, panel, cons, status);
   }
 
-  template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S, scale_kind WS0 = scale_kind::e8m0_pow2,
-            scale_kind WS1 = scale_kind::e8m0_pow2>
+  template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S, record_kind WS0 = record_kind{},
+            record_kind WS1 = record_kind{}>
   static void tile(const tile_args& a) {
     avx512::gemm_qmx8_f32_qmxw_n16c4<MR, NV, Block, K0, Corr, S, WS0, WS1>(a);
   }

@@ -29,6 +29,7 @@
 #include <cstring>
 
 #include "lqer/config.hpp"
+#include "lqer/format/intq.hpp"
 #include "lqer/kernel/arch/common.hpp"
 #include "lqer/kernel/dispatch.hpp"
 #include "lqer/kernel/params.hpp"
@@ -61,10 +62,14 @@ LQER_NEON_INLINE int32x4_t dot_lane(int32x4_t d, int8x16_t w, int8x16_t x) {
   return vdotq_laneq_s32(d, w, x, L);
 }
 
-template <int MR, int NV, int Block, code_kind K, scale_kind WS, scale_mode S>
+/// The offset the dot products leave in the codes: nibbles keep u = q + 8,
+/// bytes are made q again (see the file comment).
+constexpr int code_offset_of(code_kind k) noexcept { return k == code_kind::nibble ? 8 : 0; }
+
+template <int MR, int NV, int Block, code_kind K, record_kind WS, scale_mode S>
 LQER_NEON_INLINE void segment(float32x4_t (&acc)[MR][4 * NV], const act_operand& x, const std::uint8_t* w, index_t nblk,
                               index_t gstride, int wfrac, const prefetch_hint& /*not followed: unmeasured here*/) {
-  static_assert(WS == scale_kind::e8m0_pow2 || S == scale_mode::real, "segment: real scales take scale_mode::real");
+  static_assert(!WS.real() || S == scale_mode::real, "segment: real scales take scale_mode::real");
   constexpr int Q = 4 * NV;  // quads: quad q is outputs 4(q%4) … of group q/4
   constexpr index_t kBlockBytes = group_block_bytes(K, Block, WS);
   constexpr index_t kCodeBytes = group_code_bytes(K, Block);
@@ -74,10 +79,20 @@ LQER_NEON_INLINE void segment(float32x4_t (&acc)[MR][4 * NV], const act_operand&
     const auto* meta = reinterpret_cast<const act_block_meta*>(x.base + b * x.block_stride + x.meta_offset);
     uint32x4_t sbits[Q];
     float32x4_t sreal[Q];  // real scales (scale_mode::real): fp16 (converted exactly) or fp32 records
+    int32x4_t zk[Q];       // zero points: zk − (stored offset − this path's code offset)
     LQER_UNROLL(4)
     for (int v = 0; v < NV; ++v) {
       const std::uint8_t* sp = wb + v * gstride + kCodeBytes;
-      if constexpr (WS == scale_kind::e8m0_pow2) {
+      if constexpr (WS.zero_point) {
+        const uint8x16_t z = vld1q_u8(sp + layout_n16c4::scale_bytes(WS.scale));
+        const uint16x8_t z0 = vmovl_u8(vget_low_u8(z)), z1 = vmovl_u8(vget_high_u8(z));
+        const int32x4_t r = vdupq_n_s32(stored_offset(K) - code_offset_of(K));
+        zk[4 * v + 0] = vsubq_s32(vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(z0))), r);
+        zk[4 * v + 1] = vsubq_s32(vreinterpretq_s32_u32(vmovl_u16(vget_high_u16(z0))), r);
+        zk[4 * v + 2] = vsubq_s32(vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(z1))), r);
+        zk[4 * v + 3] = vsubq_s32(vreinterpretq_s32_u32(vmovl_u16(vget_high_u16(z1))), r);
+      }
+      if constexpr (WS.scale == scale_kind::e8m0_pow2) {
         const uint8x16_t e = vld1q_u8(sp);
         const uint16x8_t e0 = vmovl_u8(vget_low_u8(e)), e1 = vmovl_u8(vget_high_u8(e));
         sbits[4 * v + 0] = vshlq_n_u32(vmovl_u16(vget_low_u16(e0)), 23);
@@ -87,7 +102,7 @@ LQER_NEON_INLINE void segment(float32x4_t (&acc)[MR][4 * NV], const act_operand&
       } else {
         LQER_UNROLL(4)
         for (int i = 0; i < 4; ++i) {
-          if constexpr (WS == scale_kind::f16)
+          if constexpr (WS.scale == scale_kind::f16)
             sreal[4 * v + i] =
                 vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(reinterpret_cast<const std::uint16_t*>(sp) + 4 * i)));
           else
@@ -96,7 +111,7 @@ LQER_NEON_INLINE void segment(float32x4_t (&acc)[MR][4 * NV], const act_operand&
       }
     }
     uint32x4_t wbits[Q];  // ew·2^23: the weight's share of the exponent field (magic mode)
-    if constexpr (WS == scale_kind::e8m0_pow2) {
+    if constexpr (WS.scale == scale_kind::e8m0_pow2) {
       LQER_UNROLL(16)
       for (int q = 0; q < Q; ++q) wbits[q] = vsubq_u32(sbits[q], vdupq_n_u32(127u << 23));
     }
@@ -110,7 +125,7 @@ LQER_NEON_INLINE void segment(float32x4_t (&acc)[MR][4 * NV], const act_operand&
       } else if constexpr (S == scale_mode::real) {
         const int32x4_t init = vdupq_n_s32(meta[m].real_init());
         LQER_UNROLL(16)
-        for (int q = 0; q < Q; ++q) d[m][q] = init;
+        for (int q = 0; q < Q; ++q) d[m][q] = WS.zero_point ? vmulq_s32(zk[q], init) : init;
       } else {
         const int32x4_t init = vdupq_n_s32(meta[m].init());
         LQER_UNROLL(16)
@@ -182,7 +197,7 @@ LQER_NEON_INLINE void segment(float32x4_t (&acc)[MR][4 * NV], const act_operand&
       float32x4_t sw[Q];
       LQER_UNROLL(16)
       for (int q = 0; q < Q; ++q) {
-        if constexpr (WS == scale_kind::e8m0_pow2)
+        if constexpr (WS.scale == scale_kind::e8m0_pow2)
           sw[q] = opaque(vmulq_f32(vreinterpretq_f32_u32(vmaxq_u32(sbits[q], vdupq_n_u32(0x00400000))), inv_wfrac));
         else
           sw[q] = sreal[q];
@@ -254,6 +269,43 @@ LQER_NEON_INLINE int32x4_t encode4(float32x4_t v, int shift) {
   return vcvtq_s32_f32(r);
 }
 
+/// Elements [start, start + n) of row xr into v (zeros past n; nothing past
+/// the row is read) and their largest magnitude into amax_out; false, with
+/// st.bad_col the first non-finite column, when the block has NaN or ±Inf.
+/// |x| with its exponent all ones (NaN, ±Inf) has bits above the largest
+/// finite float's: an integer compare, which -ffast-math cannot fold away.
+template <int Chunks>
+LQER_NEON_INLINE bool load_block(const float* xr, index_t start, index_t n, float32x4_t (&v)[Chunks], float& amax_out,
+                                 row_status& st) {
+  const uint32x4_t max_finite = vdupq_n_u32(0x7f7fffffu);
+  float32x4_t amax = vdupq_n_f32(0.0f);
+  uint32x4_t finite = vdupq_n_u32(~0u);
+  LQER_UNROLL(64)
+  for (int c = 0; c < Chunks; ++c) {
+    const index_t left = n - 4 * c;
+    if (left >= 4) {
+      v[c] = vld1q_f32(xr + start + 4 * c);
+    } else {
+      float tmp[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      for (index_t i = 0; i < left; ++i) tmp[i] = xr[start + 4 * c + i];
+      v[c] = vld1q_f32(tmp);
+    }
+    const float32x4_t av = vabsq_f32(v[c]);
+    finite = vandq_u32(finite, vcleq_u32(vreinterpretq_u32_f32(av), max_finite));
+    amax = vmaxq_f32(amax, av);
+  }
+  if (vminvq_u32(finite) == 0) {
+    for (index_t i = start; i < start + n; ++i)
+      if (is_non_finite(xr[i])) {
+        st.bad_col = i;
+        break;
+      }
+    return false;
+  }
+  amax_out = vmaxvq_f32(amax);
+  return true;
+}
+
 template <class ActFormat>
 LQER_NEON_TARGET void quantize_rows(const float* x, index_t ldx, index_t cols, index_t r0, index_t r1,
                                     const act_panel_layout& lay, std::uint8_t* panel, const act_consumer* cons,
@@ -261,9 +313,6 @@ LQER_NEON_TARGET void quantize_rows(const float* x, index_t ldx, index_t cols, i
   constexpr int B = ActFormat::kBlock;
   constexpr int kChunks = B / 4;
   constexpr int F = ActFormat::kFractionBits;
-  // |x| with its exponent all ones (NaN, ±Inf) has bits above the largest
-  // finite float's: an integer compare, which -ffast-math cannot fold away.
-  const uint32x4_t max_finite = vdupq_n_u32(0x7f7fffffu);
   const index_t nblk = lay.nblk;
   for (index_t r = r0; r < r1; ++r) {
     const float* xr = x + r * ldx;
@@ -272,31 +321,9 @@ LQER_NEON_TARGET void quantize_rows(const float* x, index_t ldx, index_t cols, i
       const index_t start = b * B;
       const index_t n = cols - start < B ? cols - start : B;
       float32x4_t v[kChunks];
-      float32x4_t amax = vdupq_n_f32(0.0f);
-      uint32x4_t finite = vdupq_n_u32(~0u);
-      LQER_UNROLL(64)
-      for (int c = 0; c < kChunks; ++c) {
-        const index_t left = n - 4 * c;
-        if (left >= 4) {
-          v[c] = vld1q_f32(xr + start + 4 * c);
-        } else {  // copy what exists: nothing past the row is read
-          float tmp[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-          for (index_t i = 0; i < left; ++i) tmp[i] = xr[start + 4 * c + i];
-          v[c] = vld1q_f32(tmp);
-        }
-        const float32x4_t av = vabsq_f32(v[c]);
-        finite = vandq_u32(finite, vcleq_u32(vreinterpretq_u32_f32(av), max_finite));
-        amax = vmaxq_f32(amax, av);
-      }
-      if (vminvq_u32(finite) == 0) {
-        for (index_t i = start; i < start + n; ++i)
-          if (is_non_finite(xr[i])) {
-            st.bad_col = i;
-            break;
-          }
-        break;
-      }
-      const int e = block_exponent<ActFormat>(vmaxvq_f32(amax));
+      float amax;
+      if (!load_block<kChunks>(xr, start, n, v, amax, st)) break;
+      const int e = block_exponent<ActFormat>(amax);
       const int shift = F - e;
       int32x4_t sum = vdupq_n_s32(0);
       uint32x4_t nonzero = vdupq_n_u32(0);
@@ -317,13 +344,56 @@ LQER_NEON_TARGET void quantize_rows(const float* x, index_t ldx, index_t cols, i
   }
 }
 
+/// The prologue of intq's symmetric scheme (Q8_0-style activations, blocks a
+/// multiple of 8), 4 floats per step, bit-identical to
+/// ActFormat::quantize_block: the steps of avx512_vnni.hpp's
+/// quantize_rows_symmetric, with FRINTA (round to nearest, ties away from
+/// zero, an explicit mode independent of FPCR) as round_half_away.
+template <class ActFormat>
+LQER_NEON_TARGET void quantize_rows_symmetric(const float* x, index_t ldx, index_t cols, index_t r0, index_t r1,
+                                              const act_panel_layout& lay, std::uint8_t* panel,
+                                              const act_consumer* cons, row_status* status) {
+  static_assert(is_vector_symmetric<ActFormat, 8>());
+  constexpr int B = ActFormat::kBlock;
+  const float32x4_t qmax = vdupq_n_f32(float(ActFormat::kQmax));
+  for (index_t r = r0; r < r1; ++r) {
+    const float* xr = x + r * ldx;
+    row_status st;
+    for (index_t b = 0; b < lay.nblk && st.bad_col < 0; ++b) {
+      const index_t start = b * B, n = cols - start < B ? cols - start : B;
+      float32x4_t v[B / 4];
+      float amax;
+      if (!load_block<B / 4>(xr, start, n, v, amax, st)) break;
+      const symmetric_step step = symmetric_scale<ActFormat>(amax);
+      const float32x4_t vid = vdupq_n_f32(step.id), vd = vdupq_n_f32(step.d);
+      std::int8_t* q = lay.codes(panel, r, b);
+      int32x4_t sum = vdupq_n_s32(0);
+      int32x4_t code[2];
+      LQER_UNROLL(32)
+      for (int c = 0; c < B / 4; ++c) {
+        const float32x4_t t = step.by_inverse ? vmulq_f32(v[c], vid) : vdivq_f32(v[c], vd);
+        code[c % 2] = vcvtq_s32_f32(vminq_f32(vmaxq_f32(vrndaq_f32(t), vnegq_f32(qmax)), qmax));  // integral: exact
+        sum = vaddq_s32(sum, code[c % 2]);
+        if (c % 2 == 1) {
+          const int16x8_t w16 = vcombine_s16(vqmovn_s32(code[0]), vqmovn_s32(code[1]));  // |q| ≤ 127: exact
+          vst1_s8(q + 4 * (c - 1), vqmovn_s16(w16));
+        }
+      }
+      typename ActFormat::block_scale s{};
+      s.d = detail::scale_storage<ActFormat::kScaleDtype>::store(step.d);
+      if (!put_real_records<ActFormat>(s, vaddvq_s32(sum), xr, start, cols, lay, panel, r, b, cons, st)) break;
+    }
+    status[r] = st;
+  }
+}
+
 }  // namespace lqer::detail::neondot
 
 namespace lqer::detail {
 
 struct neon_dotprod_isa : path_tag::neon_dotprod {
   /// SDOT is signed × signed: nibbles keep their offset (they fit int8), bytes are made signed.
-  static constexpr int code_offset(code_kind k) noexcept { return k == code_kind::nibble ? 8 : 0; }
+  static constexpr int code_offset(code_kind k) noexcept { return neondot::code_offset_of(k); }
   static constexpr int kGemvRows = 2;
   static constexpr int kGemvGroups = 1;
   static constexpr int kGemmRows = 2;
@@ -335,11 +405,13 @@ struct neon_dotprod_isa : path_tag::neon_dotprod {
                             row_status* status) {
     if constexpr (is_mxint<ActFormat>::value)
       neondot::quantize_rows<ActFormat>(x, ldx, cols, r0, r1, lay, panel, cons, status);
-    else  // real-scale activations: the format's own encoder (not vectorized on this path yet)
+    else if constexpr (is_vector_symmetric<ActFormat, 8>())
+      neondot::quantize_rows_symmetric<ActFormat>(x, ldx, cols, r0, r1, lay, panel, cons, status);
+    else  // other real-scale activations: the format's own encoder
       quantize_rows_scalar<ActFormat>(x, ldx, cols, r0, r1, lay, panel, cons, status);
   }
-  template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S, scale_kind WS0 = scale_kind::e8m0_pow2,
-            scale_kind WS1 = scale_kind::e8m0_pow2>
+  template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S, record_kind WS0 = record_kind{},
+            record_kind WS1 = record_kind{}>
   static void tile(const tile_args& a) {
     neondot::gemm_qmx8_f32_qmxw_n16c4<MR, NV, Block, K0, Corr, S, WS0, WS1>(a);
   }

@@ -35,8 +35,8 @@
 #error "tile.inl: define LQER_TILE_ATTR (the path's target attribute) before including it"
 #endif
 
-template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S, scale_kind WS0 = scale_kind::e8m0_pow2,
-          scale_kind WS1 = scale_kind::e8m0_pow2>
+template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S, record_kind WS0 = record_kind{},
+          record_kind WS1 = record_kind{}>
 LQER_TILE_ATTR void gemm_qmx8_f32_qmxw_n16c4(const tile_args& a) {
   constexpr int kGroup = layout_n16c4::kGroup;
   static_assert(kGroup % vec::kLanes == 0, "tile.inl: a group must be a whole number of the path's registers");

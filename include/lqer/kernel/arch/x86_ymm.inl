@@ -87,10 +87,10 @@ LQER_YMM_INLINE __m256i dot_byte(__m256i d, __m256i w, __m256i x, [[maybe_unused
 /// The prefetch hints are not followed: on Zen 5 the avx2 path streams a GEMV
 /// at 18–23 GB/s without them (K = 576 … 4096), and the next-tile hint made it
 /// 5–9% slower (linear.hpp, run).
-template <int MR, int NV, int Block, code_kind K, scale_kind WS, scale_mode S>
+template <int MR, int NV, int Block, code_kind K, record_kind WS, scale_mode S>
 LQER_YMM_INLINE void segment(__m256 (&acc)[MR][2 * NV], const act_operand& x, const std::uint8_t* w, index_t nblk,
                              index_t gstride, int wfrac, const prefetch_hint& /*not followed, see above*/) {
-  static_assert(WS == scale_kind::e8m0_pow2 || S == scale_mode::real, "segment: real scales take scale_mode::real");
+  static_assert(!WS.real() || S == scale_mode::real, "segment: real scales take scale_mode::real");
   constexpr int H = 2 * NV;  // ymm columns: half h of group h / 2
   constexpr index_t kBlockBytes = group_block_bytes(K, Block, WS);
   constexpr index_t kCodeBytes = group_code_bytes(K, Block);
@@ -101,16 +101,21 @@ LQER_YMM_INLINE void segment(__m256 (&acc)[MR][2 * NV], const act_operand& x, co
     const auto* meta = reinterpret_cast<const act_block_meta*>(x.base + b * x.block_stride + x.meta_offset);
     // sbits = bw·2^23 (the float 2^ew), wbits = ew·2^23 (see avx512_vnni.hpp for the magic mode)
     // Real scales (scale_mode::real): 8 fp16 (F16C, exact) or fp32 records per half.
-    __m256i sbits[H], wbits[H];
+    // Zero points: zk − (stored offset − this path's code offset), 8 per half.
+    __m256i sbits[H], wbits[H], zk[H];
     __m256 sreal[H];
     LQER_UNROLL(8)
     for (int h = 0; h < H; ++h) {
       const std::uint8_t* sp = wb + (h / 2) * gstride + kCodeBytes;
-      if constexpr (WS == scale_kind::e8m0_pow2) {
+      if constexpr (WS.zero_point)
+        zk[h] = _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(
+                                     sp + layout_n16c4::scale_bytes(WS.scale) + (h % 2) * 8))),
+                                 _mm256_set1_epi32(stored_offset(K) - ymm_code_offset(K)));
+      if constexpr (WS.scale == scale_kind::e8m0_pow2) {
         const __m128i e = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sp + (h % 2) * 8));
         sbits[h] = _mm256_slli_epi32(_mm256_cvtepu8_epi32(e), 23);
         wbits[h] = _mm256_sub_epi32(sbits[h], _mm256_set1_epi32(127 << 23));
-      } else if constexpr (WS == scale_kind::f16) {
+      } else if constexpr (WS.scale == scale_kind::f16) {
         sreal[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sp + (h % 2) * 16)));
       } else {
         sreal[h] = _mm256_loadu_ps(reinterpret_cast<const float*>(sp + (h % 2) * 32));
@@ -126,7 +131,7 @@ LQER_YMM_INLINE void segment(__m256 (&acc)[MR][2 * NV], const act_operand& x, co
       } else if constexpr (S == scale_mode::real) {
         const __m256i init = _mm256_set1_epi32(meta[m].real_init());
         LQER_UNROLL(8)
-        for (int h = 0; h < H; ++h) d[m][h] = init;
+        for (int h = 0; h < H; ++h) d[m][h] = WS.zero_point ? _mm256_mullo_epi32(zk[h], init) : init;
       } else {
         const __m256i init = _mm256_set1_epi32(meta[m].init());
         LQER_UNROLL(8)
@@ -188,7 +193,7 @@ LQER_YMM_INLINE void segment(__m256 (&acc)[MR][2 * NV], const act_operand& x, co
       __m256 sw[H];
       LQER_UNROLL(8)
       for (int h = 0; h < H; ++h) {
-        if constexpr (WS == scale_kind::e8m0_pow2)
+        if constexpr (WS.scale == scale_kind::e8m0_pow2)
           sw[h] = opaque(_mm256_mul_ps(_mm256_castsi256_ps(_mm256_max_epu32(sbits[h], min_scale_bits)), inv_wfrac));
         else
           sw[h] = sreal[h];
@@ -355,19 +360,11 @@ LQER_YMM_ATTR void ymm_quantize_rows(const float* x, index_t ldx, index_t cols, 
 /// Activations with real scales, intq's symmetric scheme (Q8_0 and its kin):
 /// 8 floats per step, bit-identical to ActFormat::quantize_block (see
 /// avx512_vnni.hpp's quantize_rows_symmetric for the steps).
-template <class F>
-consteval bool vector_symmetric() {
-  if constexpr (requires { F::kScheme; })
-    return F::kScheme == int_scheme::symmetric && F::kBlock % 8 == 0;
-  else
-    return false;
-}
-
 template <class ActFormat>
 LQER_YMM_ATTR void ymm_quantize_rows_symmetric(const float* x, index_t ldx, index_t cols, index_t r0, index_t r1,
                                                const act_panel_layout& lay, std::uint8_t* panel,
                                                const act_consumer* cons, row_status* status) {
-  static_assert(vector_symmetric<ActFormat>());
+  static_assert(is_vector_symmetric<ActFormat, 8>());
   constexpr int B = ActFormat::kBlock;
   for (index_t r = r0; r < r1; ++r) {
     const float* xr = x + r * ldx;
@@ -417,13 +414,13 @@ struct isa : path_tag_of<LQER_YMM_PATH> {
                             row_status* status) {
     if constexpr (is_mxint<ActFormat>::value)
       ymm_quantize_rows<ActFormat>(x, ldx, cols, r0, r1, lay, panel, cons, status);
-    else if constexpr (vector_symmetric<ActFormat>())
+    else if constexpr (is_vector_symmetric<ActFormat, 8>())
       ymm_quantize_rows_symmetric<ActFormat>(x, ldx, cols, r0, r1, lay, panel, cons, status);
     else  // other real-scale activations: the format's own encoder
       quantize_rows_scalar<ActFormat>(x, ldx, cols, r0, r1, lay, panel, cons, status);
   }
-  template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S, scale_kind WS0 = scale_kind::e8m0_pow2,
-            scale_kind WS1 = scale_kind::e8m0_pow2>
+  template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S, record_kind WS0 = record_kind{},
+            record_kind WS1 = record_kind{}>
   static void tile(const tile_args& a) {
     gemm_qmx8_f32_qmxw_n16c4<MR, NV, Block, K0, Corr, S, WS0, WS1>(a);
   }

@@ -118,7 +118,6 @@ struct layer_base {
   virtual std::string weight_format() const = 0;   ///< Format::name(), e.g. "mxint4_b16_lqer"
   virtual std::string lowrank_format() const = 0;  ///< of A and B
   virtual int block() const = 0;
-  virtual mx_rule weight_rule() const = 0;
   virtual index_t in_features() const = 0;
   virtual index_t out_features() const = 0;
   virtual index_t rank() const = 0;
@@ -143,7 +142,6 @@ struct layer_impl final : layer_base {
   std::string weight_format() const override { return W::name(); }
   std::string lowrank_format() const override { return Lr::name(); }
   int block() const override { return W::kBlock; }
-  mx_rule weight_rule() const override { return W::kRule; }
   index_t in_features() const override { return layer.in_features(); }
   index_t out_features() const override { return layer.out_features(); }
   index_t rank() const override { return layer.rank(); }
@@ -166,6 +164,38 @@ struct factorize_args {
   int power_iterations = randomized_svd{}.power_iterations;
   std::vector<float> bias;
 };
+
+/// Calls visit(type_identity<WF>{}, type_identity<LF>{}) for the weight and
+/// A/B formats `w`, `lr` of block Block, from the package's closed list: the
+/// `lqer` CLI's MX subsets (cli::with_mx), and at llama.cpp's block llama.cpp's
+/// pair — Q4_0 weights with Q8_0 A/B (and Q8_0 activations in Linear), the
+/// example engines' one non-MX combination: an LQER correction on top of the
+/// format most 4-bit GGUF files hold. value_error/usage_error otherwise.
+template <int Block, class Visit>
+void with_layer_formats(const cli::mx_spec& w, const cli::mx_spec& lr, Visit&& visit) {
+  const bool ggml_w = w.format == short_name<q4_0>(), ggml_lr = lr.format == short_name<q8_0>();
+  if (ggml_w || ggml_lr) {
+    if (!ggml_w || !ggml_lr)
+      throw value_error("q4_0 weights are built with q8_0 A/B only (llama.cpp's pair), not " + w.format + " with " +
+                        lr.format);
+    if constexpr (Block == kGgmlBlock) visit(std::type_identity<q4_0>{}, std::type_identity<q8_0>{});
+    return;
+  }
+  cli::with_mx<Block>(w, "the weight", cli::detail::weight_bits{}, [&](auto wf) {
+    cli::with_mx<Block>(lr, "the low-rank", cli::detail::lowrank_bits{}, [&](auto lf) { visit(wf, lf); });
+  });
+}
+
+/// The format spec of a stored layer's format name (Format::name(): "mxint4_b16_lqer", "q4_0").
+inline cli::mx_spec spec_from_stored_name(const std::string& name, const std::string& where) {
+  if (name == q4_0::name() || name == q8_0::name()) {
+    cli::mx_spec s;
+    s.format = name == q4_0::name() ? short_name<q4_0>() : short_name<q8_0>();
+    s.block = kGgmlBlock;
+    return s;
+  }
+  return cli::mx_spec_from_name(name, where);
+}
 
 // One per block length (layers_b16.cpp, layers_b32.cpp).
 template <int Block>
@@ -192,10 +222,11 @@ struct linear_base {
 /// fused semantics (bit for bit what the kernel computes) or the paper's.
 enum class linear_mode { kernel, reference_fused, reference_paper };
 
-/// The Linear for `layer` with activations MXINT<act_bits> of the weight's
-/// block and rule; nullptr when layer is not of this block (linear_b16.cpp, …).
+/// The Linear for `layer` with activations `act_format` — mxint8 or mxint4 of
+/// the weight's block and rule for MX weights, q8_0 for q4_0 weights;
+/// nullptr when layer is not of this block (linear_b16.cpp, …).
 template <int Block>
-std::shared_ptr<linear_base> make_linear_block(const std::shared_ptr<const layer_base>& layer, int act_bits,
-                                               linear_mode mode);
+std::shared_ptr<linear_base> make_linear_block(const std::shared_ptr<const layer_base>& layer,
+                                               const std::string& act_format, linear_mode mode);
 
 }  // namespace lqer::py

@@ -21,8 +21,8 @@ std::shared_ptr<layer_base> factorize_block(matrix_view<const float> w, const ac
   solver.randomized.power_iterations = args.power_iterations;
   const auto factorization =
       args.whiten_factorization == "eigen" ? whiten_factorization::eigen : whiten_factorization::cholesky;
-  cli::with_mx<Block>(args.w, "the weight", cli::detail::weight_bits{}, [&]<class WF>(std::type_identity<WF>) {
-    cli::with_mx<Block>(args.lr, "the low-rank", cli::detail::lowrank_bits{}, [&]<class LF>(std::type_identity<LF>) {
+  with_layer_formats<Block>(
+      args.w, args.lr, [&]<class WF, class LF>(std::type_identity<WF>, std::type_identity<LF>) {
       cli::with_policy(args.policy, solver, args.damping, factorization, args.bias, {}, [&](const auto& opt) {
         using opt_t = std::decay_t<decltype(opt)>;
         auto r = factorize<decltype(opt_t::policy), decltype(opt_t::solver), WF, LF>(w, stats, args.rank, opt);
@@ -34,24 +34,21 @@ std::shared_ptr<layer_base> factorize_block(matrix_view<const float> w, const ac
         impl->info = io::layer_info{args.policy, args.solver};
         out = std::move(impl);
       });
-    });
-  });
+      });
   return out;
 }
 
 template <int Block>
 std::shared_ptr<layer_base> load_block(const io::checkpoint_file& f, const io::checkpoint_layer& info) {
   const std::string where = f.name() + ": layer '" + info.name + "'";
-  const cli::mx_spec w = cli::mx_spec_from_name(info.weight_format, where);
-  const cli::mx_spec lr = cli::mx_spec_from_name(info.lowrank_format, where);
+  const cli::mx_spec w = spec_from_stored_name(info.weight_format, where);
+  const cli::mx_spec lr = spec_from_stored_name(info.lowrank_format, where);
   if (w.block != Block) return nullptr;
   std::shared_ptr<layer_base> out;
-  cli::with_mx<Block>(w, "the weight", cli::detail::weight_bits{}, [&]<class WF>(std::type_identity<WF>) {
-    cli::with_mx<Block>(lr, "the low-rank", cli::detail::lowrank_bits{}, [&]<class LF>(std::type_identity<LF>) {
-      auto impl = std::make_shared<layer_impl<WF, LF>>(load<WF, LF>(f, info.name));
-      impl->info = io::layer_info{info.policy, info.solver};
-      out = std::move(impl);
-    });
+  with_layer_formats<Block>(w, lr, [&]<class WF, class LF>(std::type_identity<WF>, std::type_identity<LF>) {
+    auto impl = std::make_shared<layer_impl<WF, LF>>(load<WF, LF>(f, info.name));
+    impl->info = io::layer_info{info.policy, info.solver};
+    out = std::move(impl);
   });
   return out;
 }

@@ -43,22 +43,29 @@ class linear_impl final : public linear_base {
 };
 
 template <int Block>
-std::shared_ptr<linear_base> make_linear_block(const std::shared_ptr<const layer_base>& layer, int act_bits,
-                                               linear_mode mode) {
+std::shared_ptr<linear_base> make_linear_block(const std::shared_ptr<const layer_base>& layer,
+                                               const std::string& act_format, linear_mode mode) {
   if (layer->block() != Block) return nullptr;
-  const cli::mx_spec w = cli::mx_spec_from_name(layer->weight_format(), "Linear");
-  const cli::mx_spec lr = cli::mx_spec_from_name(layer->lowrank_format(), "Linear");
-  cli::mx_spec act = w;
-  act.format = "mxint" + std::to_string(act_bits);
+  const cli::mx_spec w = spec_from_stored_name(layer->weight_format(), "Linear");
+  const cli::mx_spec lr = spec_from_stored_name(layer->lowrank_format(), "Linear");
   std::shared_ptr<linear_base> out;
-  cli::with_mx<Block>(w, "the weight", cli::detail::weight_bits{}, [&]<class WF>(std::type_identity<WF>) {
-    cli::with_mx<Block>(lr, "the low-rank", cli::detail::lowrank_bits{}, [&]<class LF>(std::type_identity<LF>) {
-      const auto* impl = dynamic_cast<const layer_impl<WF, LF>*>(layer.get());
-      if (!impl) return;
+  with_layer_formats<Block>(w, lr, [&]<class WF, class LF>(std::type_identity<WF>, std::type_identity<LF>) {
+    const auto* impl = dynamic_cast<const layer_impl<WF, LF>*>(layer.get());
+    if (!impl) return;
+    if constexpr (std::is_same_v<WF, q4_0>) {
+      if (act_format != short_name<q8_0>())
+        throw value_error("Linear: q4_0 layers take act_format 'q8_0' (llama.cpp's pair), not '" + act_format + "'");
+      out = std::make_shared<linear_impl<WF, LF, q8_0>>(layer, impl->layer, mode);
+    } else {
+      cli::mx_spec act = w;  // the weight's block and rule
+      act.format = act_format;
+      if (act.bits() != 4 && act.bits() != 8)
+        throw value_error("Linear: act_format must be 'mxint8' or 'mxint4' (of the weight's block and rule) for " +
+                          layer->weight_format() + " weights, not '" + act_format + "'");
       cli::with_mx<Block>(act, "the activation", cli::detail::activation_bits{}, [&]<class AF>(std::type_identity<AF>) {
         out = std::make_shared<linear_impl<WF, LF, AF>>(layer, impl->layer, mode);
       });
-    });
+    }
   });
   return out;
 }

@@ -92,9 +92,15 @@ cli::mx_spec parse_mx(const std::string& format, int block, const std::string& r
   const std::optional<mx_rule> r = parse_mx_rule(rule);
   if (!r) throw value_error(std::string(role) + ": rule must be 'ocp' or 'lqer', not '" + rule + "'");
   s.rule = *r;
+  if (format == short_name<q4_0>() || format == short_name<q8_0>()) {  // llama.cpp's pair: no exponent rule
+    if (block != kGgmlBlock)
+      throw value_error(std::string(role) + ": " + format + " has blocks of " + std::to_string(kGgmlBlock) + ", not " +
+                        std::to_string(block) + " (pass block=" + std::to_string(kGgmlBlock) + ")");
+    return s;
+  }
   if (s.bits() == 0)  // not an MX name of the format table
     throw value_error(std::string(role) + ": '" + format + "' is not an MX integer format (" +
-                      list_text(mx_bits{}, "mxint") + ")");
+                      list_text(mx_bits{}, "mxint") + ") nor llama.cpp's q4_0 / q8_0 pair");
   return s;
 }
 
@@ -110,7 +116,7 @@ std::shared_ptr<layer_base> load_any(const io::checkpoint_file& f, const io::che
   if (auto l = load_block<16>(f, info)) return l;
   if (auto l = load_block<32>(f, info)) return l;
   throw value_error(f.name() + ": layer '" + info.name + "' is stored as " + info.weight_format + " with A/B " +
-                    info.lowrank_format + ": the Python package reads MX weights of block 16 or 32");
+                    info.lowrank_format + ": the Python package reads MX weights of block 16 or 32 and q4_0 with q8_0 A/B");
 }
 
 nb::dict report_dict(const layer_base& l) {
@@ -174,21 +180,16 @@ linear_object make_linear(const layer_ptr& layer, const std::string& act_format,
     mode = linear_mode::reference_paper;
   else if (!reference.empty())
     throw value_error("Linear: reference must be None, 'fused' or 'paper', not '" + reference + "'");
-  int bits = 0;
-  if (act_format == "mxint8")
-    bits = 8;
-  else if (act_format == "mxint4")
-    bits = 4;
-  else
-    throw value_error("Linear: act_format must be 'mxint8' or 'mxint4' (of the weight's block and rule), not '" +
-                      act_format + "'");
+  // Empty: the weight's natural activations (q8_0 under q4_0, llama.cpp's pair; else mxint8).
+  const std::string act =
+      !act_format.empty() ? act_format : layer->weight_format() == q4_0::name() ? short_name<q8_0>() : "mxint8";
   std::shared_ptr<linear_base> impl;
   {
     const nb::gil_scoped_release release;  // packing a large layer takes a while
-    impl = make_linear_block<16>(layer, bits, mode);
-    if (!impl) impl = make_linear_block<32>(layer, bits, mode);
+    impl = make_linear_block<16>(layer, act, mode);
+    if (!impl) impl = make_linear_block<32>(layer, act, mode);
   }
-  if (!impl) throw value_error("Linear: no kernel for " + layer->weight_format() + " with " + act_format);
+  if (!impl) throw value_error("Linear: no kernel for " + layer->weight_format() + " with " + act);
   return linear_object{layer, std::move(impl), reference.empty() ? "kernel" : "reference_" + reference};
 }
 

@@ -113,6 +113,53 @@ def test_bad_arguments_name_the_problem(rng):
         lqer.factorize(np.zeros((16, 48), np.float32), st, rank=4)
 
 
+def ggml_q4_0(w):
+    """llama.cpp's Q4_0 of w's rows (blocks of 32), dequantized: ggml's
+    quantize_row_q4_0_ref written out in numpy float32 — d = (the signed value
+    of largest magnitude) / −8, q = min(15, trunc(x/d + 8.5)), d stored as fp16
+    — then (q − 8)·fp16(d)."""
+    b = w.reshape(w.shape[0], -1, 32).astype(np.float32)
+    idx = np.abs(b).argmax(-1)
+    mx = np.take_along_axis(b, idx[..., None], -1)
+    d = mx / np.float32(-8)
+    inv = np.where(d != 0, np.float32(1) / np.where(d != 0, d, np.float32(1)), np.float32(0)).astype(np.float32)
+    q = np.minimum(np.float32(15), np.trunc(b * inv + np.float32(8.5)))
+    return ((q - 8) * d.astype(np.float16).astype(np.float32)).astype(np.float32).reshape(w.shape)
+
+
+def test_q4_0_weights_with_a_q8_0_correction(tmp_path, rng):
+    # An LQER correction on top of llama.cpp's Q4_0 (block 32, fp16 scales):
+    # Wq is exactly ggml's Q4_0 of W, the correction shrinks the error, and the
+    # layer survives a checkpoint bit for bit.
+    w = (rng.standard_normal((48, 96)) * 0.05).astype(np.float32)
+    st = lqer.ActivationStats(96)
+    st.add(rng.standard_normal((200, 96)).astype(np.float32))
+    l = lqer.factorize(w, st, rank=8, w_format="q4_0", lr_format="q8_0", block=32)
+    # Stored names: Q4_0 is int4 group 32 with the signed extreme's scale, Q8_0 int8 group 32, both fp16.
+    assert l.weight_format.startswith("int4_g32_") and l.lowrank_format.startswith("int8_g32_")
+    assert np.array_equal(l.wq, ggml_q4_0(w))
+    assert l.report["residual_norm"] < l.report["error_norm"]
+    p = tmp_path / "q4.lqer.safetensors"
+    lqer.save(p, {"blk.0.q": l})
+    b = lqer.load(p, "blk.0.q")
+    assert (b.weight_format, b.lowrank_format, b.rank) == (l.weight_format, l.lowrank_format, 8)
+    assert np.array_equal(b.wq, l.wq) and np.array_equal(b.a, l.a) and np.array_equal(b.b, l.b)
+    x = rng.standard_normal((5, 96)).astype(np.float32)
+    assert np.array_equal(lqer.Linear(b)(x), lqer.Linear(l)(x))
+
+
+def test_q4_0_needs_its_pair_and_block(rng):
+    w = (rng.standard_normal((16, 64)) * 0.05).astype(np.float32)
+    st = lqer.ActivationStats(64)
+    st.add(rng.standard_normal((8, 64)).astype(np.float32))
+    with pytest.raises(ValueError, match="blocks of 32"):
+        lqer.factorize(w, st, rank=4, w_format="q4_0", lr_format="q8_0", block=16)
+    with pytest.raises(ValueError, match="q8_0 A/B only"):
+        lqer.factorize(w, st, rank=4, w_format="q4_0", lr_format="mxint8", block=32)
+    with pytest.raises(ValueError, match="q8_0 A/B only"):
+        lqer.factorize(w, st, rank=4, w_format="mxint4", lr_format="q8_0", block=32)
+
+
 def test_checkpoint_round_trip_many_layers(tmp_path, rng):
     st = lqer.ActivationStats(64)
     st.add(rng.standard_normal((100, 64)).astype(np.float32))

@@ -33,6 +33,8 @@ def test_kernel_paths_are_reported():
         ({"w_format": "mxint2"}, "mxint8"),
         ({"w_format": "mxint8", "rule": "ocp"}, "mxint8"),
         ({"lr_rule": "ocp"}, "mxint8"),
+        ({"w_format": "q4_0", "lr_format": "q8_0", "block": 32}, "q8_0"),  # llama.cpp's pair + LQER
+        ({"w_format": "q4_0", "lr_format": "q8_0", "block": 32, "policy": "identity"}, None),  # default: q8_0
     ],
 )
 def test_kernel_equals_the_fused_reference_bit_for_bit(rng, kw, act):
@@ -42,6 +44,9 @@ def test_kernel_equals_the_fused_reference_bit_for_bit(rng, kw, act):
     ref = lqer.Linear(layer, act_format=act, reference="fused")(x)
     assert y.dtype == np.float32 and y.shape == (9, 72)
     assert np.array_equal(y, ref)
+    # Format names as stored: q8_0 is int8, group 32, symmetric, fp16 scale.
+    expect = {"mxint8": "mxint8_b", "mxint4": "mxint4_b", "q8_0": "int8_g32_", None: "int8_g32_"}[act]
+    assert lqer.Linear(layer, act_format=act).act_format.startswith(expect)
 
 
 def block_max(m, block=16):
@@ -176,3 +181,13 @@ def test_bad_construction():
         lqer.Linear(layer, act_format="int8")
     with pytest.raises(ValueError, match="reference"):
         lqer.Linear(layer, reference="exact")
+
+
+def test_q4_0_layers_take_q8_0_activations_only(rng):
+    _, layer = make_layer(rng, w_format="q4_0", lr_format="q8_0", block=32)
+    for act in ("mxint8", "mxint4", "int8"):
+        with pytest.raises(ValueError, match="q8_0"):
+            lqer.Linear(layer, act_format=act)
+    _, mx = make_layer(rng)
+    with pytest.raises(ValueError, match="mxint8"):
+        lqer.Linear(mx, act_format="q8_0")

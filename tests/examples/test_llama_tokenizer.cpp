@@ -11,7 +11,6 @@
 // what the gguf package read.
 #include <doctest/doctest.h>
 
-#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -418,7 +417,9 @@ TEST_CASE("SmolLM2 tokenizer: ids identical to Hugging Face's on every fixture c
   MESSAGE(same << " of " << cases.size() << " fixture cases identical (" << kjv << " KJV)");
 }
 
-TEST_CASE("SmolLM2 tokenizer: 100 KB of text in well under a second, and back") {
+TEST_CASE("SmolLM2 tokenizer: 100 KB of text and back") {
+  // A long input (many distinct pieces for encode's piece cache), round trip
+  // exact. Its speed is a benchmark's business, not a test's.
   const tokenizer* t = model_tokenizer();
   if (t == nullptr) return;
   const nlohmann::json f = fixture();
@@ -428,10 +429,7 @@ TEST_CASE("SmolLM2 tokenizer: 100 KB of text in well under a second, and back") 
   const std::string base = text;
   // Repeat with a counter so that the words are not all cached after one round.
   for (int i = 0; text.size() < 100'000; ++i) text += std::to_string(i) + " " + base;
-  const auto start = std::chrono::steady_clock::now();
   const ids got = t->encode(text);
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  MESSAGE(text.size() << " bytes → " << got.size() << " tokens in " << s * 1e3 << " ms");
+  MESSAGE(text.size() << " bytes → " << got.size() << " tokens");
   CHECK(t->decode(got) == text);
-  CHECK(s < 5.0);  // ~50 ms in a release build; generous for sanitizer builds
 }

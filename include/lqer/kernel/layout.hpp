@@ -80,6 +80,14 @@ inline constexpr code_kind kCodeKindFor = Bits <= 4 ? code_kind::nibble : code_k
 /// Offset of the stored unsigned code: u = q + kStoredOffset.
 constexpr int stored_offset(code_kind k) noexcept { return k == code_kind::nibble ? 8 : 128; }
 
+/// What a path subtracts from a stored zero-point record zk (= zero + stored
+/// offset, layout_n16c4) to get the zero point in its own code space: a path
+/// whose dot products see a code as q + `path_code_offset` (its tag's
+/// code_offset) needs (q + path_code_offset) − (zk − this) = q − zero.
+constexpr int zero_record_bias(code_kind k, int path_code_offset) noexcept {
+  return stored_offset(k) - path_code_offset;
+}
+
 /// Stream words from stored code bytes (little-endian words: byte i of a word
 /// is byte i of memory). `source_unit(src, i)` loads the stored bytes of stream
 /// word i of a lane — 4 bytes, or 2 when 4-bit codes widen to bytes — and
@@ -211,7 +219,11 @@ struct layout_n16c4 {
   /// scale kind S with zero points: output j's is at [j].
   template <detail::code_kind K, scale_kind S>
   static const std::uint8_t* zero_records(const std::uint8_t* blk, int block) noexcept {
-    return blk + code_bytes(K, block) + scale_bytes(S);
+    return blk + zero_offset(K, block, S);
+  }
+  /// Where a block record's zero points start: after its codes and its kGroup scales.
+  static constexpr index_t zero_offset(detail::code_kind k, int block, scale_kind s) noexcept {
+    return code_bytes(k, block) + scale_bytes(s);
   }
 
   /// Where the parts of one group of a packed layer start: Wq's blocks at 0,
@@ -219,18 +231,18 @@ struct layout_n16c4 {
   struct group_offsets {
     index_t correction = 0, bias = 0, stride = 0;
   };
-  static constexpr group_offsets main_group(detail::code_kind weight_kind, record_kind weight_scale,
-                                            record_kind lowrank_scale, int block, index_t weight_blocks,
+  static constexpr group_offsets main_group(detail::code_kind weight_kind, record_kind weight_record,
+                                            record_kind lowrank_record, int block, index_t weight_blocks,
                                             index_t lowrank_blocks, bool has_bias) noexcept {
     group_offsets o;
-    o.correction = weight_blocks * block_bytes(weight_kind, block, weight_scale);
-    o.bias = o.correction + lowrank_blocks * block_bytes(detail::code_kind::byte, block, lowrank_scale);
+    o.correction = weight_blocks * block_bytes(weight_kind, block, weight_record);
+    o.bias = o.correction + lowrank_blocks * block_bytes(detail::code_kind::byte, block, lowrank_record);
     o.stride = align(o.bias + (has_bias ? kBiasBytes : 0));
     return o;
   }
   /// Distance between the groups of A's stream (byte codes, blocks along `in`).
-  static constexpr index_t a_group_stride(int block, index_t weight_blocks, record_kind lowrank_scale = {}) noexcept {
-    return align(weight_blocks * block_bytes(detail::code_kind::byte, block, lowrank_scale));
+  static constexpr index_t a_group_stride(int block, index_t weight_blocks, record_kind lowrank_record = {}) noexcept {
+    return align(weight_blocks * block_bytes(detail::code_kind::byte, block, lowrank_record));
   }
 
   /// Packs lanes [lane0, lane0 + 16) (missing lanes: zero codes) of `q`, blocks
@@ -274,7 +286,7 @@ struct layout_n16c4 {
     for (int j = 0; j < kGroup; ++j) {
       std::uint8_t* lane_out = out + kLaneK * j;
       std::uint8_t* scale_out = out + kWords * kLaneGroupBytes + kRecordBytes * j;
-      std::uint8_t* zero_out = out + kWords * kLaneGroupBytes + scale_bytes(kScale) + j;  // used when kZero
+      std::uint8_t* zero_out = out + zero_offset(Kind, B, kScale) + j;  // used when kZero
       if (lane0 + j >= q.lanes()) {
         for (index_t b = 0; b < nblk; ++b) {
           for (index_t t = 0; t < kWords; ++t)

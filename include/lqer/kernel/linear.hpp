@@ -168,14 +168,14 @@ inline bool in_magic_window(exponent_range w, exponent_range x, int wfrac, int x
 /// Runs tiles of Isa's micro-kernel — at most MRmax rows × NVmax groups —
 /// over rows [0, M) × a range of groups.
 template <class Isa, int Block, code_kind K0, bool Corr, scale_mode S, int MRmax, int NVmax,
-          record_kind WS0 = record_kind{}, record_kind WS1 = record_kind{}>
+          record_kind WR0 = record_kind{}, record_kind WR1 = record_kind{}>
 struct gemm_runner {
   using tile_fn = void (*)(const tile_args&);
   static constexpr int kGroup = Isa::layout::kGroup;  ///< outputs per group of the path's layout
 
   template <int I>
   static constexpr tile_fn entry() {
-    return &Isa::template tile<I % MRmax + 1, I / MRmax + 1, Block, K0, Corr, S, WS0, WS1>;
+    return &Isa::template tile<I % MRmax + 1, I / MRmax + 1, Block, K0, Corr, S, WR0, WR1>;
   }
   template <int... I>
   static constexpr std::array<tile_fn, sizeof...(I)> make_table(std::integer_sequence<int, I...>) {
@@ -226,7 +226,7 @@ struct gemm_runner {
     const index_t chunk = std::max<index_t>(1, kPanelChunkBytes / std::max<index_t>(1, group_bytes));
     const index_t nblk = base.nblk0;
     const index_t kc =
-        row_groups == 1 ? nblk : std::max<index_t>(1, kWeightChunkBytes / (NVmax * group_block_bytes(K0, Block, WS0)));
+        row_groups == 1 ? nblk : std::max<index_t>(1, kWeightChunkBytes / (NVmax * group_block_bytes(K0, Block, WR0)));
     const index_t full_tile_bytes = tile_bytes(base.group_stride);
     // GEMV's next-tile prefetch: one slice per block of this tile, whole lines.
     const index_t per_block = (full_tile_bytes + std::max<index_t>(1, nblk) - 1) / std::max<index_t>(1, nblk);
@@ -269,7 +269,7 @@ struct gemm_runner {
         }
         const tile_fn full = kTable[static_cast<std::size_t>((nv - 1) * MRmax + (MRmax - 1))];
         for (index_t k0 = 0; k0 < nblk; k0 += kc) {
-          a.w0 = base.w0 + g0 * base.group_stride + k0 * group_block_bytes(K0, Block, WS0);
+          a.w0 = base.w0 + g0 * base.group_stride + k0 * group_block_bytes(K0, Block, WR0);
           a.nblk0 = std::min(kc, nblk - k0);
           a.load_acc = k0 > 0;
           a.finish = k0 + kc >= nblk;
@@ -299,7 +299,7 @@ struct linear_driver {
     using Lr = typename P::lowrank_format;
     constexpr int B = P::kBlock;
     constexpr code_kind KW = P::kWeightKind;
-    constexpr record_kind SW = P::kWeightScale, SLr = P::kLowrankScale;
+    constexpr record_kind RW = P::kWeightRecord, RLr = P::kLowrankRecord;
     constexpr bool kReal = P::kRealScales;
     // Fraction bits of E8M0 formats (the magic and exact modes'); real-scale
     // formats carry theirs in the scale itself.
@@ -344,12 +344,12 @@ struct linear_driver {
       a.wfrac0 = Flr;
       const act_panel_ref xa{xlay, xpanel, 1};
       if constexpr (kReal) {
-        run_lowrank_tiles<Isa, B, scale_mode::real, SLr>(a, xa, M, p.a_groups(), R, exec);
+        run_lowrank_tiles<Isa, B, scale_mode::real, RLr>(a, xa, M, p.a_groups(), R, exec);
       } else {
         if (in_magic_window<B>(p.a_exponent_range(), ex_x, Flr, Fx))
-          run_lowrank_tiles<Isa, B, scale_mode::magic, SLr>(a, xa, M, p.a_groups(), R, exec);
+          run_lowrank_tiles<Isa, B, scale_mode::magic, RLr>(a, xa, M, p.a_groups(), R, exec);
         else
-          run_lowrank_tiles<Isa, B, scale_mode::exact, SLr>(a, xa, M, p.a_groups(), R, exec);
+          run_lowrank_tiles<Isa, B, scale_mode::exact, RLr>(a, xa, M, p.a_groups(), R, exec);
       }
 
       tpanel = linear_workspace::sized(ws.tq_, tlay.bytes());
@@ -382,9 +382,9 @@ struct linear_driver {
     const index_t work = M * N * (K + R);
     const auto run_main = [&]<scale_mode S>() {
       if (R > 0)
-        run_tiles<Isa, B, KW, true, S, SW, SLr>(a, x0, &x1, M, p.groups(), N, work, exec);
+        run_tiles<Isa, B, KW, true, S, RW, RLr>(a, x0, &x1, M, p.groups(), N, work, exec);
       else
-        run_tiles<Isa, B, KW, false, S, SW, SLr>(a, x0, nullptr, M, p.groups(), N, work, exec);
+        run_tiles<Isa, B, KW, false, S, RW, RLr>(a, x0, nullptr, M, p.groups(), N, work, exec);
     };
     if constexpr (kReal) {
       run_main.template operator()<scale_mode::real>();
@@ -445,12 +445,12 @@ struct linear_driver {
   /// Output tiles as tasks on the executor — GEMV tiles (all M ≤ kGemvRows
   /// rows at once) or GEMM tiles; small problems (< 2^20 MACs, a few µs) run
   /// on the calling thread, where waking workers would cost more.
-  template <class Isa, int B, code_kind K0, bool Corr, scale_mode S, record_kind WS0, record_kind WS1, class E>
+  template <class Isa, int B, code_kind K0, bool Corr, scale_mode S, record_kind WR0, record_kind WR1, class E>
   static void run_tiles(const tile_args& a, const act_panel_ref& x0, const act_panel_ref* x1, index_t M, index_t groups,
                         index_t n_total, index_t macs, E& exec) {
     const bool parallel = macs >= (index_t{1} << 20);
     if (M <= Isa::kGemvRows) {
-      using G = gemm_runner<Isa, B, K0, Corr, S, Isa::kGemvRows, Isa::kGemvGroups, WS0, WS1>;
+      using G = gemm_runner<Isa, B, K0, Corr, S, Isa::kGemvRows, Isa::kGemvGroups, WR0, WR1>;
       // GEMV tasks are contiguous ranges of groups with up to kGemvRunBytes
       // of weights each, so that a task holds several tiles and the
       // next-tile prefetch (G::run) has a next tile to fetch.
@@ -478,7 +478,7 @@ struct linear_driver {
                             [=](index_t i) { return std::min(groups, i * run * Isa::kGemvGroups); });
       }
     } else {
-      using G = gemm_runner<Isa, B, K0, Corr, S, Isa::kGemmRows, Isa::kGemmGroups, WS0, WS1>;
+      using G = gemm_runner<Isa, B, K0, Corr, S, Isa::kGemmRows, Isa::kGemmGroups, WR0, WR1>;
       run_group_ranges<G>(a, x0, x1, M, groups, n_total, parallel, exec, G::tiles(groups),
                           [=](index_t i) { return std::min(groups, i * Isa::kGemmGroups); });
     }
@@ -486,16 +486,16 @@ struct linear_driver {
   /// u = Q(x)·A: only rank/16 groups (2 for rank 32), so one group per task,
   /// and worth splitting from 2^16 MACs on: at M = 1 it is mostly reading A
   /// (≈ 140 KB for in = 4096), which two threads do in half the time.
-  template <class Isa, int B, scale_mode S, record_kind WS, class E>
+  template <class Isa, int B, scale_mode S, record_kind WR, class E>
   static void run_lowrank_tiles(const tile_args& a, const act_panel_ref& x, index_t M, index_t groups, index_t R,
                                 E& exec) {
     const bool parallel = M * a.nblk0 * B * R >= (index_t{1} << 16);
     const auto one_group = [](index_t i) { return i; };
     if (M <= Isa::kGemvRows)
-      run_group_ranges<gemm_runner<Isa, B, code_kind::byte, false, S, Isa::kGemvRows, 1, WS>>(
+      run_group_ranges<gemm_runner<Isa, B, code_kind::byte, false, S, Isa::kGemvRows, 1, WR>>(
           a, x, nullptr, M, groups, R, parallel, exec, groups, one_group);
     else
-      run_group_ranges<gemm_runner<Isa, B, code_kind::byte, false, S, Isa::kGemmRows, 1, WS>>(
+      run_group_ranges<gemm_runner<Isa, B, code_kind::byte, false, S, Isa::kGemmRows, 1, WR>>(
           a, x, nullptr, M, groups, R, parallel, exec, groups, one_group);
   }
 

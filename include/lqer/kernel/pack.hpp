@@ -95,8 +95,8 @@ class packed_layer {
   static constexpr int kBlock = ActFormat::kBlock;
   static constexpr detail::code_kind kWeightKind = detail::kCodeKindFor<WFormat::kBits>;
   /// How each stream stores its block scales and zero points (layout_n16c4).
-  static constexpr record_kind kWeightScale = kRecordKindOf<WFormat>;
-  static constexpr record_kind kLowrankScale = kRecordKindOf<LrFormat>;
+  static constexpr record_kind kWeightRecord = kRecordKindOf<WFormat>;
+  static constexpr record_kind kLowrankRecord = kRecordKindOf<LrFormat>;
   /// A real scale anywhere: every product runs scale_mode::real (params.hpp).
   static constexpr bool kRealScales = detail::kAnyRealScale<WFormat, LrFormat, ActFormat>;
 
@@ -121,7 +121,7 @@ class packed_layer {
 
   /// A's stream: ceil(rank / Layout::kGroup) groups of weight_blocks() byte blocks.
   index_t a_groups() const noexcept { return Layout::groups(rank_); }
-  index_t a_group_stride() const noexcept { return Layout::a_group_stride(kBlock, weight_blocks(), kLowrankScale); }
+  index_t a_group_stride() const noexcept { return Layout::a_group_stride(kBlock, weight_blocks(), kLowrankRecord); }
   const std::uint8_t* a_stream() const noexcept { return a_.data(); }
 
   /// Exponent ranges of the stream's E8M0 block scales (0 included), per
@@ -138,7 +138,7 @@ class packed_layer {
 
  private:
   typename Layout::group_offsets offsets() const noexcept {
-    return Layout::main_group(kWeightKind, kWeightScale, kLowrankScale, kBlock, weight_blocks(), lowrank_blocks(),
+    return Layout::main_group(kWeightKind, kWeightRecord, kLowrankRecord, kBlock, weight_blocks(), lowrank_blocks(),
                               has_bias_);
   }
 

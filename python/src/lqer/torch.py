@@ -34,7 +34,7 @@ class LQERLinear(nn.Module):
     layer). act_format and reference are lqer.Linear's.
     """
 
-    def __init__(self, layer: lqer.Layer, act_format: str = "mxint8", reference: Optional[str] = None) -> None:
+    def __init__(self, layer: lqer.Layer, act_format: Optional[str] = None, reference: Optional[str] = None) -> None:
         super().__init__()
         self.layer = layer
         self.kernel = lqer.Linear(layer, act_format=act_format, reference=reference)
@@ -42,7 +42,7 @@ class LQERLinear(nn.Module):
         self.out_features = layer.out_features
 
     @classmethod
-    def from_layer(cls, layer: lqer.Layer, act_format: str = "mxint8", reference: Optional[str] = None) -> "LQERLinear":
+    def from_layer(cls, layer: lqer.Layer, act_format: Optional[str] = None, reference: Optional[str] = None) -> "LQERLinear":
         return cls(layer, act_format=act_format, reference=reference)
 
     @classmethod
@@ -52,7 +52,7 @@ class LQERLinear(nn.Module):
         stats: Optional[lqer.ActivationStats],
         rank: int = 32,
         policy: str = "mean_abs",
-        act_format: str = "mxint8",
+        act_format: Optional[str] = None,
         reference: Optional[str] = None,
         **factorize_options: Any,
     ) -> "LQERLinear":
@@ -164,7 +164,7 @@ def quantize(
     rank: int = 32,
     policy: str = "mean_abs",
     layers: LayerSelector = None,
-    act_format: str = "mxint8",
+    act_format: Optional[str] = None,
     reference: Optional[str] = None,
     progress: Optional[Callable[[int, int, str], None]] = None,
     **factorize_options: Any,
@@ -202,7 +202,7 @@ def save(model: nn.Module, path: str) -> None:
     lqer.save(path, layers)
 
 
-def load_into(model: nn.Module, path: str, act_format: str = "mxint8", verify: bool = True) -> nn.Module:
+def load_into(model: nn.Module, path: str, act_format: Optional[str] = None, verify: bool = True) -> nn.Module:
     """Replaces the modules named in checkpoint `path` by LQERLinear layers
     read from it (the inverse of save: no float weights or statistics are
     needed). Each named module must exist and have the layer's shape."""

@@ -99,11 +99,11 @@ LQER_AVX512_INLINE __m512 opaque(__m512 v) {
 template <int MR, int Block>
 inline constexpr int kFmaRows = Block <= 16 ? MR / 2 : 0;
 
-template <int MR, int NV, int Block, code_kind K, record_kind WS, scale_mode S>
+template <int MR, int NV, int Block, code_kind K, record_kind WR, scale_mode S>
 LQER_AVX512_INLINE void segment(__m512 (&acc)[MR][NV], const act_operand& x, const std::uint8_t* w, index_t nblk,
                                 index_t gstride, int wfrac, const prefetch_hint& prefetch) {
-  static_assert(!WS.real() || S == scale_mode::real, "segment: real scales take scale_mode::real");
-  constexpr index_t kBlockBytes = group_block_bytes(K, Block, WS);
+  static_assert(!WR.real() || S == scale_mode::real, "segment: real scales take scale_mode::real");
+  constexpr index_t kBlockBytes = group_block_bytes(K, Block, WR);
   constexpr index_t kCodeBytes = group_code_bytes(K, Block);
   const __m512i low_nibbles = _mm512_set1_epi8(0x0f);
   const __m512i min_scale_bits = _mm512_set1_epi32(0x00400000);  // the float 2^-127 (exact mode)
@@ -133,18 +133,20 @@ LQER_AVX512_INLINE void segment(__m512 (&acc)[MR][NV], const act_operand& x, con
     LQER_UNROLL(4)
     for (int v = 0; v < NV; ++v) {
       const std::uint8_t* sp = wb + v * gstride + kCodeBytes;
-      if constexpr (WS.scale == scale_kind::e8m0_pow2) {
+      if constexpr (WR.scale == scale_kind::e8m0_pow2) {
         const __m128i e = _mm_loadu_si128(reinterpret_cast<const __m128i*>(sp));
         sbits[v] = _mm512_slli_epi32(_mm512_cvtepu8_epi32(e), 23);
         wbits[v] = _mm512_sub_epi32(sbits[v], _mm512_set1_epi32(127 << 23));
-      } else if constexpr (WS.scale == scale_kind::f16) {
+      } else if constexpr (WR.scale == scale_kind::f16) {
         sreal[v] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sp)));
       } else {
         sreal[v] = _mm512_loadu_ps(reinterpret_cast<const float*>(sp));
       }
-      if constexpr (WS.zero_point)
-        zk[v] = _mm512_cvtepu8_epi32(
-            _mm_loadu_si128(reinterpret_cast<const __m128i*>(sp + layout_n16c4::scale_bytes(WS.scale))));
+      // This path's dots see the stored codes (code_offset = stored offset): zk as stored.
+      static_assert(zero_record_bias(K, stored_offset(K)) == 0);
+      if constexpr (WR.zero_point)
+        zk[v] = _mm512_cvtepu8_epi32(_mm_loadu_si128(
+            reinterpret_cast<const __m128i*>(layout_n16c4::zero_records<K, WR.scale>(wb + v * gstride, Block))));
     }
     __m512i d[MR][NV];
     LQER_UNROLL(8)
@@ -156,7 +158,7 @@ LQER_AVX512_INLINE void segment(__m512 (&acc)[MR][NV], const act_operand& x, con
       } else if constexpr (S == scale_mode::real) {
         const __m512i init = _mm512_set1_epi32(meta[m].real_init());
         LQER_UNROLL(4)
-        for (int v = 0; v < NV; ++v) d[m][v] = WS.zero_point ? _mm512_mullo_epi32(zk[v], init) : init;
+        for (int v = 0; v < NV; ++v) d[m][v] = WR.zero_point ? _mm512_mullo_epi32(zk[v], init) : init;
       } else {
         const __m512i init = _mm512_set1_epi32(meta[m].init());
         LQER_UNROLL(4)
@@ -221,7 +223,7 @@ LQER_AVX512_INLINE void segment(__m512 (&acc)[MR][NV], const act_operand& x, con
       __m512 sw[NV];  // 2^(ew − Fw), exact: 2^ew (2^-127 for bw = 0) times 2^-Fw; or the real scale
       LQER_UNROLL(4)
       for (int v = 0; v < NV; ++v) {
-        if constexpr (WS.scale == scale_kind::e8m0_pow2)
+        if constexpr (WR.scale == scale_kind::e8m0_pow2)
           sw[v] = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_max_epu32(sbits[v], min_scale_bits)), inv_wfrac);
         else
           sw[v] = sreal[v];
@@ -615,10 +617,10 @@ struct avx512_vnni_isa : path_tag::avx512_vnni {
       quantize_rows_scalar<ActFormat>(x, ldx, cols, r0, r1, lay, panel, cons, status);
   }
 
-  template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S, record_kind WS0 = record_kind{},
-            record_kind WS1 = record_kind{}>
+  template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S, record_kind WR0 = record_kind{},
+            record_kind WR1 = record_kind{}>
   static void tile(const tile_args& a) {
-    avx512::gemm_qmx8_f32_qmxw_n16c4<MR, NV, Block, K0, Corr, S, WS0, WS1>(a);
+    avx512::gemm_qmx8_f32_qmxw_n16c4<MR, NV, Block, K0, Corr, S, WR0, WR1>(a);
   }
 };
 

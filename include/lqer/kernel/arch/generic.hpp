@@ -32,9 +32,9 @@ namespace lqer::detail {
 namespace portable {  // the path's own namespace, as every path has (tile.inl defines the same names in each)
 
 /// The float of one stored real scale record (fp16 or fp32), exactly.
-template <scale_kind WS>
+template <scale_kind Kind>
 float real_scale_at(const std::uint8_t* p) noexcept {
-  if constexpr (WS == scale_kind::f16) {
+  if constexpr (Kind == scale_kind::f16) {
     half_bits h;
     std::memcpy(&h.bits, p, 2);
     return half_to_float(h);
@@ -49,29 +49,29 @@ float real_scale_at(const std::uint8_t* p) noexcept {
 /// acc[m][16·v + j] (see the file comment). Magic and exact modes are the
 /// same here (the reference's arithmetic in every case); real mode reads the
 /// activation records as act_block_meta::real.
-template <int MR, int NV, int Block, code_kind K, record_kind WS, scale_mode S>
+template <int MR, int NV, int Block, code_kind K, record_kind WR, scale_mode S>
 void segment(float (&acc)[MR][16 * NV], const act_operand& x, const std::uint8_t* w, index_t nblk, index_t gstride,
              int wfrac, const prefetch_hint& /*compute-bound: not followed*/) {
-  static_assert(!WS.real() || S == scale_mode::real, "segment: real scales take scale_mode::real");
-  constexpr index_t kBlockBytes = group_block_bytes(K, Block, WS);
+  static_assert(!WR.real() || S == scale_mode::real, "segment: real scales take scale_mode::real");
+  constexpr index_t kBlockBytes = group_block_bytes(K, Block, WR);
   constexpr index_t kCodeBytes = group_code_bytes(K, Block);
   for (int v = 0; v < NV; ++v) {
     const std::uint8_t* wv = w + v * gstride;
     for (index_t b = 0; b < nblk; ++b, wv += kBlockBytes) {
       using L = path_tag::generic::layout;
-      // q − zero, with zero = zk − offset (layout.hpp's record_kind), or q.
+      // q − zero, with zero = zk − offset (layout.hpp's record_kind), or q; code_at gives q (code offset 0).
       std::int32_t zero[16] = {};
-      if constexpr (WS.zero_point)
-        for (int j = 0; j < 16; ++j) zero[j] = L::zero_records<K, WS.scale>(wv, Block)[j] - stored_offset(K);
+      if constexpr (WR.zero_point)
+        for (int j = 0; j < 16; ++j) zero[j] = L::zero_records<K, WR.scale>(wv, Block)[j] - zero_record_bias(K, 0);
       std::int32_t wq[Block][16];
       for (int kk = 0; kk < Block; ++kk)
         for (int j = 0; j < 16; ++j) wq[kk][j] = L::code_at<K>(wv, j, kk) - zero[j];
       float sw[16];
       for (int j = 0; j < 16; ++j) {
-        if constexpr (WS.scale == scale_kind::e8m0_pow2)
+        if constexpr (WR.scale == scale_kind::e8m0_pow2)
           sw[j] = mul_pow2(1.0f, static_cast<int>(wv[kCodeBytes + j]) - e8m0::kBias - wfrac);
         else
-          sw[j] = real_scale_at<WS.scale>(L::scale_record<K, WS.scale>(wv, Block, j));
+          sw[j] = real_scale_at<WR.scale>(L::scale_record<K, WR.scale>(wv, Block, j));
       }
       const std::uint8_t* xblk = x.base + b * x.block_stride;
       const auto* meta = reinterpret_cast<const act_block_meta*>(xblk + x.meta_offset);
@@ -124,10 +124,10 @@ struct generic_isa : path_tag::generic {
   }
 
   /// gemm_qmx8_f32_qmxw_n16c4 of this namespace (tile.inl).
-  template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S, record_kind WS0 = record_kind{},
-            record_kind WS1 = record_kind{}>
+  template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S, record_kind WR0 = record_kind{},
+            record_kind WR1 = record_kind{}>
   static void tile(const tile_args& a) {
-    portable::gemm_qmx8_f32_qmxw_n16c4<MR, NV, Block, K0, Corr, S, WS0, WS1>(a);
+    portable::gemm_qmx8_f32_qmxw_n16c4<MR, NV, Block, K0, Corr, S, WR0, WR1>(a);
   }
 };
 

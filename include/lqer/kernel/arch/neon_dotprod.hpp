@@ -66,12 +66,12 @@ LQER_NEON_INLINE int32x4_t dot_lane(int32x4_t d, int8x16_t w, int8x16_t x) {
 /// bytes are made q again (see the file comment).
 constexpr int code_offset_of(code_kind k) noexcept { return k == code_kind::nibble ? 8 : 0; }
 
-template <int MR, int NV, int Block, code_kind K, record_kind WS, scale_mode S>
+template <int MR, int NV, int Block, code_kind K, record_kind WR, scale_mode S>
 LQER_NEON_INLINE void segment(float32x4_t (&acc)[MR][4 * NV], const act_operand& x, const std::uint8_t* w, index_t nblk,
                               index_t gstride, int wfrac, const prefetch_hint& /*not followed: unmeasured here*/) {
-  static_assert(!WS.real() || S == scale_mode::real, "segment: real scales take scale_mode::real");
+  static_assert(!WR.real() || S == scale_mode::real, "segment: real scales take scale_mode::real");
   constexpr int Q = 4 * NV;  // quads: quad q is outputs 4(q%4) … of group q/4
-  constexpr index_t kBlockBytes = group_block_bytes(K, Block, WS);
+  constexpr index_t kBlockBytes = group_block_bytes(K, Block, WR);
   constexpr index_t kCodeBytes = group_code_bytes(K, Block);
   for (index_t b = 0; b < nblk; ++b) {
     const std::uint8_t* wb = w + b * kBlockBytes;
@@ -83,16 +83,17 @@ LQER_NEON_INLINE void segment(float32x4_t (&acc)[MR][4 * NV], const act_operand&
     LQER_UNROLL(4)
     for (int v = 0; v < NV; ++v) {
       const std::uint8_t* sp = wb + v * gstride + kCodeBytes;
-      if constexpr (WS.zero_point) {
-        const uint8x16_t z = vld1q_u8(sp + layout_n16c4::scale_bytes(WS.scale));
+      if constexpr (WR.zero_point) {
+        const std::uint8_t* zp = layout_n16c4::zero_records<K, WR.scale>(wb + v * gstride, Block);
+        const uint8x16_t z = vld1q_u8(zp);  // (clang's vld1q_u8 is a macro: no template commas inside)
         const uint16x8_t z0 = vmovl_u8(vget_low_u8(z)), z1 = vmovl_u8(vget_high_u8(z));
-        const int32x4_t r = vdupq_n_s32(stored_offset(K) - code_offset_of(K));
+        const int32x4_t r = vdupq_n_s32(zero_record_bias(K, code_offset_of(K)));
         zk[4 * v + 0] = vsubq_s32(vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(z0))), r);
         zk[4 * v + 1] = vsubq_s32(vreinterpretq_s32_u32(vmovl_u16(vget_high_u16(z0))), r);
         zk[4 * v + 2] = vsubq_s32(vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(z1))), r);
         zk[4 * v + 3] = vsubq_s32(vreinterpretq_s32_u32(vmovl_u16(vget_high_u16(z1))), r);
       }
-      if constexpr (WS.scale == scale_kind::e8m0_pow2) {
+      if constexpr (WR.scale == scale_kind::e8m0_pow2) {
         const uint8x16_t e = vld1q_u8(sp);
         const uint16x8_t e0 = vmovl_u8(vget_low_u8(e)), e1 = vmovl_u8(vget_high_u8(e));
         sbits[4 * v + 0] = vshlq_n_u32(vmovl_u16(vget_low_u16(e0)), 23);
@@ -102,7 +103,7 @@ LQER_NEON_INLINE void segment(float32x4_t (&acc)[MR][4 * NV], const act_operand&
       } else {
         LQER_UNROLL(4)
         for (int i = 0; i < 4; ++i) {
-          if constexpr (WS.scale == scale_kind::f16)
+          if constexpr (WR.scale == scale_kind::f16)
             sreal[4 * v + i] =
                 vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(reinterpret_cast<const std::uint16_t*>(sp) + 4 * i)));
           else
@@ -111,7 +112,7 @@ LQER_NEON_INLINE void segment(float32x4_t (&acc)[MR][4 * NV], const act_operand&
       }
     }
     uint32x4_t wbits[Q];  // ew·2^23: the weight's share of the exponent field (magic mode)
-    if constexpr (WS.scale == scale_kind::e8m0_pow2) {
+    if constexpr (WR.scale == scale_kind::e8m0_pow2) {
       LQER_UNROLL(16)
       for (int q = 0; q < Q; ++q) wbits[q] = vsubq_u32(sbits[q], vdupq_n_u32(127u << 23));
     }
@@ -125,7 +126,7 @@ LQER_NEON_INLINE void segment(float32x4_t (&acc)[MR][4 * NV], const act_operand&
       } else if constexpr (S == scale_mode::real) {
         const int32x4_t init = vdupq_n_s32(meta[m].real_init());
         LQER_UNROLL(16)
-        for (int q = 0; q < Q; ++q) d[m][q] = WS.zero_point ? vmulq_s32(zk[q], init) : init;
+        for (int q = 0; q < Q; ++q) d[m][q] = WR.zero_point ? vmulq_s32(zk[q], init) : init;
       } else {
         const int32x4_t init = vdupq_n_s32(meta[m].init());
         LQER_UNROLL(16)
@@ -197,7 +198,7 @@ LQER_NEON_INLINE void segment(float32x4_t (&acc)[MR][4 * NV], const act_operand&
       float32x4_t sw[Q];
       LQER_UNROLL(16)
       for (int q = 0; q < Q; ++q) {
-        if constexpr (WS.scale == scale_kind::e8m0_pow2)
+        if constexpr (WR.scale == scale_kind::e8m0_pow2)
           sw[q] = opaque(vmulq_f32(vreinterpretq_f32_u32(vmaxq_u32(sbits[q], vdupq_n_u32(0x00400000))), inv_wfrac));
         else
           sw[q] = sreal[q];
@@ -410,10 +411,10 @@ struct neon_dotprod_isa : path_tag::neon_dotprod {
     else  // other real-scale activations: the format's own encoder
       quantize_rows_scalar<ActFormat>(x, ldx, cols, r0, r1, lay, panel, cons, status);
   }
-  template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S, record_kind WS0 = record_kind{},
-            record_kind WS1 = record_kind{}>
+  template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S, record_kind WR0 = record_kind{},
+            record_kind WR1 = record_kind{}>
   static void tile(const tile_args& a) {
-    neondot::gemm_qmx8_f32_qmxw_n16c4<MR, NV, Block, K0, Corr, S, WS0, WS1>(a);
+    neondot::gemm_qmx8_f32_qmxw_n16c4<MR, NV, Block, K0, Corr, S, WR0, WR1>(a);
   }
 };
 

@@ -15,16 +15,16 @@
 //     reg load_full(const float*)  kLanes floats
 //     void store(float*, mask, reg) writes the masked lanes only
 //
-//   segment<MR, NV, Block, K, WS, S>(acc, x, w, nblk, group_stride, wfrac, prefetch)
+//   segment<MR, NV, Block, K, WR, S>(acc, x, w, nblk, group_stride, wfrac, prefetch)
 //                                  the path's core: one operand's blocks (Wq's or
-//                                  B's: codes of kind K, scales of kind WS) of the
+//                                  B's: codes of kind K, records (scale, zero point) of kind WR) of the
 //                                  tile accumulated into acc[MR][NV · 16 / kLanes]
 //                                  (params.hpp's arithmetic), following the
 //                                  prefetch_hint as far as the path does
 //
-// and gets gemm_qmx8_f32_qmxw_n16c4<MR, NV, Block, K0, Corr, S, WS0, WS1>(const tile_args&):
+// and gets gemm_qmx8_f32_qmxw_n16c4<MR, NV, Block, K0, Corr, S, WR0, WR1>(const tile_args&):
 // MR rows × NV groups of 16 outputs; activations int8 codes, weights codes of
-// kind K0 and scales of kind WS0, the correction's byte codes (scales WS1) as
+// kind K0 and records of kind WR0, the correction's byte codes (records WR1) as
 // a second segment, f32 out (the namespace names the ISA). What every path does alike lives here once: the
 // tail masks of the last group (its padding outputs are never read from y nor
 // written to it), the accumulators' start (0, or y's partial sums when the
@@ -35,8 +35,8 @@
 #error "tile.inl: define LQER_TILE_ATTR (the path's target attribute) before including it"
 #endif
 
-template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S, record_kind WS0 = record_kind{},
-          record_kind WS1 = record_kind{}>
+template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S, record_kind WR0 = record_kind{},
+          record_kind WR1 = record_kind{}>
 LQER_TILE_ATTR void gemm_qmx8_f32_qmxw_n16c4(const tile_args& a) {
   constexpr int kGroup = layout_n16c4::kGroup;
   static_assert(kGroup % vec::kLanes == 0, "tile.inl: a group must be a whole number of the path's registers");
@@ -52,10 +52,10 @@ LQER_TILE_ATTR void gemm_qmx8_f32_qmxw_n16c4(const tile_args& a) {
     for (int p = 0; p < P; ++p)
       acc[m][p] = a.load_acc ? vec::load(a.y + m * a.ldy + vec::kLanes * p, mask[p]) : vec::zero();
   }
-  segment<MR, NV, Block, K0, WS0, S>(acc, a.x0, a.w0, a.nblk0, a.group_stride, a.wfrac0, a.prefetch);
+  segment<MR, NV, Block, K0, WR0, S>(acc, a.x0, a.w0, a.nblk0, a.group_stride, a.wfrac0, a.prefetch);
   if (a.finish) {
     if constexpr (Corr)
-      segment<MR, NV, Block, code_kind::byte, WS1, S>(acc, a.x1, a.w1, a.nblk1, a.group_stride, a.wfrac1,
+      segment<MR, NV, Block, code_kind::byte, WR1, S>(acc, a.x1, a.w1, a.nblk1, a.group_stride, a.wfrac1,
                                                       prefetch_hint{});
     if (a.bias) {
       LQER_UNROLL(16)

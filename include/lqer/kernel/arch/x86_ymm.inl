@@ -87,12 +87,12 @@ LQER_YMM_INLINE __m256i dot_byte(__m256i d, __m256i w, __m256i x, [[maybe_unused
 /// The prefetch hints are not followed: on Zen 5 the avx2 path streams a GEMV
 /// at 18–23 GB/s without them (K = 576 … 4096), and the next-tile hint made it
 /// 5–9% slower (linear.hpp, run).
-template <int MR, int NV, int Block, code_kind K, record_kind WS, scale_mode S>
+template <int MR, int NV, int Block, code_kind K, record_kind WR, scale_mode S>
 LQER_YMM_INLINE void segment(__m256 (&acc)[MR][2 * NV], const act_operand& x, const std::uint8_t* w, index_t nblk,
                              index_t gstride, int wfrac, const prefetch_hint& /*not followed, see above*/) {
-  static_assert(!WS.real() || S == scale_mode::real, "segment: real scales take scale_mode::real");
+  static_assert(!WR.real() || S == scale_mode::real, "segment: real scales take scale_mode::real");
   constexpr int H = 2 * NV;  // ymm columns: half h of group h / 2
-  constexpr index_t kBlockBytes = group_block_bytes(K, Block, WS);
+  constexpr index_t kBlockBytes = group_block_bytes(K, Block, WR);
   constexpr index_t kCodeBytes = group_code_bytes(K, Block);
   const __m256i low_nibbles = _mm256_set1_epi8(0x0f);
   for (index_t b = 0; b < nblk; ++b) {
@@ -107,15 +107,16 @@ LQER_YMM_INLINE void segment(__m256 (&acc)[MR][2 * NV], const act_operand& x, co
     LQER_UNROLL(8)
     for (int h = 0; h < H; ++h) {
       const std::uint8_t* sp = wb + (h / 2) * gstride + kCodeBytes;
-      if constexpr (WS.zero_point)
-        zk[h] = _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(
-                                     sp + layout_n16c4::scale_bytes(WS.scale) + (h % 2) * 8))),
-                                 _mm256_set1_epi32(stored_offset(K) - ymm_code_offset(K)));
-      if constexpr (WS.scale == scale_kind::e8m0_pow2) {
+      if constexpr (WR.zero_point)
+        zk[h] = _mm256_sub_epi32(
+            _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(
+                layout_n16c4::zero_records<K, WR.scale>(wb + (h / 2) * gstride, Block) + (h % 2) * 8))),
+            _mm256_set1_epi32(zero_record_bias(K, ymm_code_offset(K))));
+      if constexpr (WR.scale == scale_kind::e8m0_pow2) {
         const __m128i e = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sp + (h % 2) * 8));
         sbits[h] = _mm256_slli_epi32(_mm256_cvtepu8_epi32(e), 23);
         wbits[h] = _mm256_sub_epi32(sbits[h], _mm256_set1_epi32(127 << 23));
-      } else if constexpr (WS.scale == scale_kind::f16) {
+      } else if constexpr (WR.scale == scale_kind::f16) {
         sreal[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sp + (h % 2) * 16)));
       } else {
         sreal[h] = _mm256_loadu_ps(reinterpret_cast<const float*>(sp + (h % 2) * 32));
@@ -131,7 +132,7 @@ LQER_YMM_INLINE void segment(__m256 (&acc)[MR][2 * NV], const act_operand& x, co
       } else if constexpr (S == scale_mode::real) {
         const __m256i init = _mm256_set1_epi32(meta[m].real_init());
         LQER_UNROLL(8)
-        for (int h = 0; h < H; ++h) d[m][h] = WS.zero_point ? _mm256_mullo_epi32(zk[h], init) : init;
+        for (int h = 0; h < H; ++h) d[m][h] = WR.zero_point ? _mm256_mullo_epi32(zk[h], init) : init;
       } else {
         const __m256i init = _mm256_set1_epi32(meta[m].init());
         LQER_UNROLL(8)
@@ -193,7 +194,7 @@ LQER_YMM_INLINE void segment(__m256 (&acc)[MR][2 * NV], const act_operand& x, co
       __m256 sw[H];
       LQER_UNROLL(8)
       for (int h = 0; h < H; ++h) {
-        if constexpr (WS.scale == scale_kind::e8m0_pow2)
+        if constexpr (WR.scale == scale_kind::e8m0_pow2)
           sw[h] = opaque(_mm256_mul_ps(_mm256_castsi256_ps(_mm256_max_epu32(sbits[h], min_scale_bits)), inv_wfrac));
         else
           sw[h] = sreal[h];
@@ -419,10 +420,10 @@ struct isa : path_tag_of<LQER_YMM_PATH> {
     else  // other real-scale activations: the format's own encoder
       quantize_rows_scalar<ActFormat>(x, ldx, cols, r0, r1, lay, panel, cons, status);
   }
-  template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S, record_kind WS0 = record_kind{},
-            record_kind WS1 = record_kind{}>
+  template <int MR, int NV, int Block, code_kind K0, bool Corr, scale_mode S, record_kind WR0 = record_kind{},
+            record_kind WR1 = record_kind{}>
   static void tile(const tile_args& a) {
-    gemm_qmx8_f32_qmxw_n16c4<MR, NV, Block, K0, Corr, S, WS0, WS1>(a);
+    gemm_qmx8_f32_qmxw_n16c4<MR, NV, Block, K0, Corr, S, WR0, WR1>(a);
   }
 };
 

@@ -60,7 +60,8 @@ def test_bits_per_weight_and_names():
     assert lqer.format_info("q4_0")[1] == 4.5  # 4-bit codes + an fp16 scale per 32
     # GPTQ/AWQ-style: 4-bit codes, an fp16 scale and an 8-bit zero point per 128.
     assert lqer.format_info("int4", block=128, scheme="asym", scale="f16")[1] == 4 + 24 / 128
-    assert set(lqer.format_names()) == {"mxint2", "mxint3", "mxint4", "mxint8", "int4", "int8", "q4_0", "q8_0"}
+    assert set(lqer.format_names()) == {"mxint2", "mxint3", "mxint4", "mxint8", "int4", "int8", "q4_0", "q4_1", "q8_0"}
+    assert lqer.format_info("q4_1")[1] == 5.0  # 4-bit codes + an fp16 scale and an fp16 minimum per 32
     assert "mxint" in lqer.format_help()
 
 
@@ -106,3 +107,17 @@ def test_torch_in_torch_out(rng):
 def test_bad_options_are_value_errors_naming_the_problem(kwargs, needle):
     with pytest.raises(ValueError, match=needle):
         lqer.fake_quantize(np.zeros((2, 64), np.float32), **kwargs)
+
+
+def test_q4_1_is_llama_cpps_rule(rng):
+    # ggml's quantize_row_q4_1_ref in numpy float32: per block of 32, lo = min,
+    # d = (max − lo)/15, u = min(15, trunc((x − lo)·(1/d) + 0.5)), d and lo
+    # stored as fp16; value u·fp16(d) + fp16(lo).
+    x = (rng.standard_normal((6, 96)) * 0.3 + 0.1).astype(np.float32)
+    b = x.reshape(6, 3, 32)
+    lo, hi = b.min(-1, keepdims=True), b.max(-1, keepdims=True)
+    d = ((hi - lo) / np.float32(15)).astype(np.float32)
+    inv = (np.float32(1) / d).astype(np.float32)
+    u = np.minimum(np.float32(15), np.trunc(((b - lo) * inv).astype(np.float32) + np.float32(0.5)))
+    want = (u * d.astype(np.float16).astype(np.float32)).astype(np.float32) + lo.astype(np.float16).astype(np.float32)
+    assert np.array_equal(lqer.fake_quantize(x, "q4_1"), want.reshape(6, 96))

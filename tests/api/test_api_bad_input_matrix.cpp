@@ -262,8 +262,11 @@ TEST_CASE("API matrix: gguf_file::open, its getters, dequantize and to_quantized
   // Inf scale in a Q4_0 block; an IQ2_XXS tensor (opens, does not decode); a Q8_0 tensor.
   std::vector<std::byte> q4(18);
   q4[1] = std::byte{0x7c};
+  std::vector<std::byte> q41(20);  // a Q4_1 block whose minimum is -Inf (scale 0)
+  q41[3] = std::byte{0xfc};
   const auto odd = gguf_builder()
                        .tensor("inf", 2, {32}, q4)
+                       .tensor("minf", 3, {32}, q41)
                        .tensor("grid", 16, {256}, std::vector<std::byte>(66))
                        .tensor("q8", 8, {32}, std::vector<std::byte>(34))
                        .build();
@@ -342,6 +345,10 @@ TEST_CASE("API matrix: gguf_file::open, its getters, dequantize and to_quantized
        kind::value,
        {"odd.gguf", "non-finite scale"},
        [&] { (void)io::to_quantized_matrix<q4_0>(f.tensor("inf")); }},
+      {"to_quantized_matrix: an Inf block minimum",
+       kind::value,
+       {"odd.gguf", "minf (Q4_1, 32)", "non-finite minimum"},
+       [&] { (void)io::to_quantized_matrix<q4_1>(f.tensor("minf")); }},
   };
   run_table(table, [&] { return all_sentinel(dst); });
 }

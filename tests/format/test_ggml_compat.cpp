@@ -1,9 +1,9 @@
-// Bit compatibility with llama.cpp's Q4_0 and Q8_0. How it was checked: the
-// expected bytes in tests/data/ggml were produced by ggml's own reference
-// quantizers (quantize_row_q4_0_ref / quantize_row_q8_0_ref, ggml 0.21.0; see
+// Bit compatibility with llama.cpp's Q4_0, Q4_1 and Q8_0. How it was checked:
+// the expected bytes in tests/data/ggml were produced by ggml's own reference
+// quantizers (quantize_row_q4_0_ref / _q4_1_ref / _q8_0_ref, ggml 0.21.0; see
 // tests/data/ggml/README.md) on a fixed input that includes ties, an all-zero
 // block, an fp16-subnormal scale and values near the fp16 maximum. lqer's
-// q4_0 / q8_0 formats must produce the same bytes, and decode ggml's bytes to
+// q4_0 / q4_1 / q8_0 formats must produce the same bytes, and decode ggml's bytes to
 // the same floats as ggml's dequantizers.
 #include <doctest/doctest.h>
 
@@ -59,4 +59,10 @@ TEST_CASE("q8_0: same bytes as ggml's quantize_row_q8_0_ref, same floats as its 
   const auto x = floats(slurp("ggml_ref_in.f32"));
   check_same_bytes(to_ggml_q8_0(x), slurp("ggml_ref_q8_0.bin"), kGgmlQ8_0BlockBytes);
   check_same_floats(from_ggml_q8_0(slurp("ggml_ref_q8_0.bin")), floats(slurp("ggml_ref_q8_0_deq.f32")));
+}
+
+TEST_CASE("q4_1: same bytes as ggml's quantize_row_q4_1_ref, same floats as its dequantizer") {
+  const auto x = floats(slurp("ggml_ref_in.f32"));
+  check_same_bytes(to_ggml_q4_1(x), slurp("ggml_ref_q4_1.bin"), kGgmlQ4_1BlockBytes);
+  check_same_floats(from_ggml_q4_1(slurp("ggml_ref_q4_1.bin")), floats(slurp("ggml_ref_q4_1_deq.f32")));
 }

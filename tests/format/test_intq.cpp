@@ -2,6 +2,7 @@
 // byte layouts, per-row groups, and the round-trip bound of each scheme.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -72,6 +73,38 @@ TEST_CASE("intq asymmetric: zero point in range, 0 exact") {
   CHECK(F::decode(q[2], sp) == 15.0f);
 }
 
+TEST_CASE("intq with_min (Q4_1 rule): d = (max − min)/15, u = min(15, trunc((x − min)·(1/d) + 0.5)), value u·d + m") {
+  using F = intq<4, 8, int_scheme::with_min, scale_dtype::f32>;
+  static_assert(F::kHasMin && !F::kHasZeroPoint && F::kQmin == -8 && F::kQmax == 7);
+  static_assert(F::code_value(-8) == 0 && F::code_value(7) == 15, "codes stand for u = q + 8");
+  static_assert(q4_1::kScaleBits == 32, "Q4_1: fp16 d and fp16 m per block of 32 (5 bits per weight)");
+  // lo = -1, hi = 14 -> d = 1, m = -1; u = trunc(x + 1 + 0.5).
+  const float x[5] = {-1.0f, 14.0f, 0.0f, 2.4f, 7.5f};
+  std::int8_t q[5];
+  const auto s = F::quantize_block(x, 5, 1, q);
+  CHECK(F::scale_value(s) == 1.0f);
+  CHECK(F::min_value(s) == -1.0f);
+  CHECK(F::zero_point(s) == 0);
+  CHECK(F::code_value(q[0]) == 0);
+  CHECK(F::code_value(q[1]) == 15);
+  CHECK(F::decode(q[2], s) == 0.0f);
+  CHECK(F::decode(q[3], s) == 2.0f);  // 3.9 -> 3: u·1 − 1
+  CHECK(F::decode(q[4], s) == 8.0f);  // 9.0 -> 9 (ties go up: + 0.5 then trunc)
+  // All-positive data: the minimum is not widened to 0 (unlike asymmetric), so
+  // the whole 4-bit range covers [1, 16].
+  const float p[3] = {1.0f, 2.0f, 16.0f};
+  const auto sp = F::quantize_block(p, 3, 1, q);
+  CHECK(F::min_value(sp) == 1.0f);
+  CHECK(F::decode(q[0], sp) == 1.0f);
+  CHECK(F::decode(q[1], sp) == 2.0f);
+  CHECK(F::decode(q[2], sp) == 16.0f);
+  // A constant group: d = 0, every code 0, value m exactly.
+  const float c[4] = {-3.25f, -3.25f, -3.25f, -3.25f};
+  const auto sc = F::quantize_block(c, 4, 1, q);
+  CHECK(F::scale_value(sc) == 0.0f);
+  CHECK(F::decode(q[3], sc) == -3.25f);
+}
+
 TEST_CASE("intq: round-trip bound of each scheme") {
   std::mt19937 rng(11);
   std::normal_distribution<float> nd(0.0f, 1.0f);
@@ -94,10 +127,17 @@ TEST_CASE("intq: round-trip bound of each scheme") {
         float bound = d / 2 + fp16_err;
         if constexpr (F::kScheme == int_scheme::signed_extreme)
           bound = d + fp16_err;  // the top code saturates one step early (7 of 8)
+        if constexpr (F::kHasMin)  // + the stored minimum's own rounding (half an fp16 ulp of m)
+          bound += F::kScaleDtype == scale_dtype::f16
+                       ? std::max(std::ldexp(std::fabs(F::min_value(s)), -11), std::ldexp(1.0f, -25))
+                       : 0.0f;
         // Float arithmetic: 1/d and x·(1/d) each round by ≤ 2^-24 relative with
         // |x/d| < 2^Bits (so ≤ d·2^(Bits−23) after scaling back), and the decode's
         // product and this subtraction by ≤ |x|·2^-23 together.
-        const float arith = d * std::ldexp(1.0f, F::kBits - 23) + std::fabs(x[i]) * std::ldexp(1.0f, -22);
+        // With a minimum, x − m and u·d + m round too (by ≤ |x − m|·2^-24 and |u·d|, |value|·2^-24).
+        const float arith = d * std::ldexp(1.0f, F::kBits - 23) + std::fabs(x[i]) * std::ldexp(1.0f, -22) +
+                            (F::kHasMin ? (std::fabs(x[i]) + std::fabs(F::min_value(s))) * std::ldexp(1.0f, -21)
+                                        : 0.0f);
         REQUIRE(std::fabs(F::decode(q[i], s) - x[i]) <= bound + arith);
       }
     }
@@ -108,6 +148,8 @@ TEST_CASE("intq: round-trip bound of each scheme") {
   run(int4_g128_asym{}, 128);
   run(intq<8, kPerRow>{}, 77);
   run(intq<3, 16, int_scheme::asymmetric>{}, 16);
+  run(q4_1{}, 32);
+  run(intq<4, 64, int_scheme::with_min>{}, 64);
 }
 
 TEST_CASE("ggml block layouts: Q4_0 nibble order and Q8_0 bytes") {
@@ -145,7 +187,8 @@ TEST_CASE("ggml block layouts: Q4_0 nibble order and Q8_0 bytes") {
 TEST_CASE_TEMPLATE("intq: a group of subnormals with zeros among them (fuzz regression)", F,
                    intq<8, 4, int_scheme::symmetric, scale_dtype::f32>,
                    intq<4, 4, int_scheme::signed_extreme, scale_dtype::f32>,
-                   intq<4, 4, int_scheme::asymmetric, scale_dtype::f32>, int4_g128_asym, q4_0, q8_0) {
+                   intq<4, 4, int_scheme::asymmetric, scale_dtype::f32>, int4_g128_asym, q4_0, q8_0,
+                   intq<4, 4, int_scheme::with_min, scale_dtype::f32>, q4_1) {
   constexpr int n = F::kBlock == kPerRow ? 4 : F::kBlock;
   std::vector<float> x(n, 0.0f);
   x[1] = std::ldexp(1.0f, -140);
@@ -188,6 +231,32 @@ TEST_CASE_TEMPLATE("intq: data near FLT_MAX decodes finite (fuzz regression)", F
       INFO("i = " << i << " x = " << x[i] << " y = " << y << " step = " << step);
       CHECK(std::isfinite(y));
       CHECK(std::fabs(double(y) - double(x[i])) <= 1.0001 * double(step));
+    }
+  }
+}
+
+// A block minimum decodes u·d + m (ggml's formula): a group whose span
+// max − min exceeds FLT_MAX cannot be represented (u·d would overflow before m
+// is added), so such a group clamps its codes where u·d stays finite — every
+// value finite, though the top elements lose more than a step. Spans that fit
+// stay within one step.
+TEST_CASE("intq with_min: data near FLT_MAX decodes finite") {
+  using F = intq<4, 8, int_scheme::with_min, scale_dtype::f32>;
+  const float big = std::numeric_limits<float>::max();
+  for (const auto& x : {std::vector<float>{big, -big / 3, 1.0f, 0.0f, big / 2, -1e30f, 7.0f, big},
+                        std::vector<float>{-big, big, 0.0f, -big, 3.0f, big / 7, -big / 5, 1e-30f},
+                        std::vector<float>{0.0f, 0.0f, 0.0f, big, 0.0f, 0.0f, 0.0f, 0.0f},
+                        std::vector<float>{-big, -big, -big / 2, 0.0f, -1e30f, -big / 3, -big, -big}}) {
+    std::vector<std::int8_t> q(x.size());
+    const auto s = F::quantize_block(x.data(), index_t(x.size()), 1, q.data());
+    const double span = double(*std::max_element(x.begin(), x.end())) - double(*std::min_element(x.begin(), x.end()));
+    const float step = F::scale_value(s);
+    CHECK(std::isfinite(step));
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      const float y = F::decode(q[i], s);
+      INFO("i = " << i << " x = " << x[i] << " y = " << y << " step = " << step);
+      CHECK(std::isfinite(y));
+      if (span <= double(big)) CHECK(std::fabs(double(y) - double(x[i])) <= 1.0001 * double(step));
     }
   }
 }

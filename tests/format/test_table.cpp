@@ -82,7 +82,7 @@ TEST_CASE("table: every intq entry, scheme, scale and block dispatches to the in
   }
 }
 
-TEST_CASE("table: the ggml entries are q4_0 and q8_0, block 32, fp16 scale") {
+TEST_CASE("table: the ggml entries are q4_0, q4_1 and q8_0, block 32, fp16 scale") {
   int n = 0;
   for (const auto& e : kFormatTable) {
     if (e.family != format_family::ggml) continue;
@@ -94,11 +94,15 @@ TEST_CASE("table: the ggml entries are q4_0 and q8_0, block 32, fp16 scale") {
     CHECK(t.block == 32);
     CHECK(t.scale == scale_kind::f16);
     CHECK(t.scale == e.scale);
-    CHECK(t.name == (e.bits == 4 ? q4_0::name() : q8_0::name()));
+    CHECK(t.name == (e.name == "q4_0" ? q4_0::name() : e.name == "q4_1" ? q4_1::name() : q8_0::name()));
   }
-  CHECK(n == 2);
+  CHECK(n == 3);
   CHECK(short_name<q4_0>() == "q4_0");
+  CHECK(short_name<q4_1>() == "q4_1");
   CHECK(short_name<q8_0>() == "q8_0");
+  // A scheme only a ggml row has is no intq row's: reachable by its ggml name only.
+  CHECK(find_format_of<intq<4, 64, int_scheme::with_min>>() == nullptr);
+  CHECK(find_format_of<intq<4, 64, int_scheme::signed_extreme>>() == nullptr);
 }
 
 TEST_CASE("table: with_format_named finds every type the table has, by F::name()") {
@@ -114,8 +118,8 @@ TEST_CASE("table: with_format_named finds every type the table has, by F::name()
   });
   CHECK(q8_0_seen == 2);
   names.insert(q8_0::name());
-  // 4 MX widths × 2 rules × 5 blocks + 2 int widths × 2 schemes × 2 scales × 6 blocks + q4_0
-  CHECK(names.size() == 4 * 2 * 5 + 2 * 2 * 2 * 6 + 1);
+  // 4 MX widths × 2 rules × 5 blocks + 2 int widths × 2 schemes × 2 scales × 6 blocks + q4_0, q4_1
+  CHECK(names.size() == 4 * 2 * 5 + 2 * 2 * 2 * 6 + 2);
   for (const auto& n : names) {
     std::string got;
     CHECK(with_format_named(n, [&]<class F>(std::type_identity<F>) { got = F::name(); }));
@@ -146,7 +150,7 @@ TEST_CASE("table: parse and resolve errors are format_errors that say what is wr
   CHECK_THROWS_AS(parse_block("1234567"), format_error);
 
   CHECK_THROWS_WITH_AS(resolve(format_spec{"mxint5"}, false, false, false),
-                       "unknown format 'mxint5'; known formats: mxint2, mxint3, mxint4, mxint8, int4, int8, q4_0, q8_0",
+                       "unknown format 'mxint5'; known formats: mxint2, mxint3, mxint4, mxint8, int4, int8, q4_0, q4_1, q8_0",
                        format_error);
   CHECK_THROWS_WITH_AS(resolve(format_spec{"int8"}, true, false, false),
                        "--rule applies to the MX formats (mxint2/3/4/8) only, not to int8", format_error);
@@ -186,7 +190,7 @@ TEST_CASE("table: the help text lists every name, block list and option") {
   // The descriptions start in one column (35) on every family's line.
   CHECK(h.find("\n  mxint2, mxint3, mxint4, mxint8   MX block") != std::string::npos);
   CHECK(h.find("\n  int4, int8                       scaled") != std::string::npos);
-  CHECK(h.find("\n  q4_0, q8_0                       llama.cpp") != std::string::npos);
+  CHECK(h.find("\n  q4_0, q4_1, q8_0                 llama.cpp") != std::string::npos);
 }
 
 TEST_CASE("table: MX names and subsets") {

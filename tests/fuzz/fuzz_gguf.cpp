@@ -3,9 +3,10 @@
 // a huge allocation (libFuzzer's -malloc_limit_mb) or a hang — is a bug. What
 // parses is then used the way an engine would: every metadata value read
 // through the typed getters (which may refuse with value_error, never crash),
-// every decodable tensor decoded, and every Q4_0 / Q8_0 tensor moved into
+// every decodable tensor decoded, and every Q4_0 / Q4_1 / Q8_0 tensor moved into
 // lqer's quantized_matrix, whose dequantization must equal the GGUF decode bit
-// for bit (to_quantized_matrix refuses non-finite scales, so no NaN is compared).
+// for bit (to_quantized_matrix refuses non-finite scales and minima, so no NaN is
+// compared).
 //
 // Seeds: tests/fuzz/corpus/gguf (tests/fuzz/make_gguf_corpus.py; test_gguf
 // checks that every valid_* seed parses and every bad_* seed is refused).
@@ -84,6 +85,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (!lqer::ggml_traits(t.type).decodable) continue;
     const std::vector<float> decoded = lqer::io::dequantize(t);
     if (t.type == lqer::ggml_type::q4_0) check_quantized<lqer::q4_0>(t, decoded);
+    if (t.type == lqer::ggml_type::q4_1) check_quantized<lqer::q4_1>(t, decoded);
     if (t.type == lqer::ggml_type::q8_0) check_quantized<lqer::q8_0>(t, decoded);
   }
   return 0;

@@ -166,8 +166,11 @@ TEST_CASE("every format round-trips its codes and scale records bit for bit") {
   // llama.cpp's encodings.
   round_trip_format<q4_0>();
   round_trip_format<q8_0>();
+  round_trip_format<q4_1>();  // a block minimum: the "mins" plane
+  round_trip_format<intq<8, 16, int_scheme::with_min, scale_dtype::f32>>();
   // Mixed: a 4-bit weight with 8-bit factors of another family.
   round_trip<q4_0, q8_0>(32, 64, 16, true);
+  round_trip<q4_1, q8_0>(32, 64, 16, true);
   round_trip<int4_g128_asym, mxint<8, 16, mx_rule::lqer>>(16, 200, 5, false);
 }
 
@@ -211,6 +214,29 @@ TEST_CASE("the stored planes are what docs/checkpoint.md says: dtypes, shapes, n
     }
   // Every tensor has its SHA-256 under lqer.sha256.<name>, as sha256sum would print it.
   for (const auto& t : st.tensors()) CHECK(st.metadata().at("lqer.sha256." + t.name) == io::sha256_hex(t.data));
+}
+
+TEST_CASE("a block minimum (Q4_1) is a third plane: <part>.mins in the scale dtype") {
+  const auto layer = make_layer<q4_1, q8_0>(3, 64, 2, false, 5);
+  io::checkpoint_writer w;
+  w.add("l", layer);
+  const auto bytes = w.encode();
+  const checkpoint_file f = checkpoint_file::from_bytes(bytes, "min.safetensors");
+  const io::safetensors_file& st = f.file();
+  CHECK(st.metadata().at("lqer.layer.l.weight_format") == q4_1::name());
+  CHECK(st.tensor("l.wq.scales").dtype == io::safetensors_dtype::f16);
+  CHECK(st.tensor("l.wq.mins").dtype == io::safetensors_dtype::f16);
+  CHECK(st.tensor("l.wq.mins").shape == std::vector<index_t>{3, 2});
+  CHECK(!st.contains("l.wq.zeros"));
+  CHECK(!st.contains("l.a.mins"));  // q8_0 A/B: no minimum
+  for (index_t r = 0; r < 3; ++r)
+    for (index_t b = 0; b < 2; ++b) {
+      const auto& rec = layer.wq.lane_scales(r)[b];
+      const auto* m = reinterpret_cast<const std::uint8_t*>(st.tensor("l.wq.mins").data.data()) + 2 * (r * 2 + b);
+      CHECK((m[0] | (m[1] << 8)) == rec.m.bits);
+    }
+  // Loading it as a format without a minimum: the formats differ (value_error naming both).
+  CHECK_THROWS_AS(((void)f.load<q4_0, q8_0>("l")), value_error);
 }
 
 namespace {
@@ -315,6 +341,7 @@ TEST_CASE("every way a checkpoint can be bad is a typed error naming the file, t
   io::checkpoint_writer w;
   w.add("l", make_layer<W, Lr>(8, 40, 4, true, 3));
   w.add("z", make_layer<A, Lr>(4, 64, 2, false, 4));
+  w.add("m", make_layer<q4_1, q8_0>(4, 64, 2, false, 6));  // a block minimum: m.wq.mins
   const std::vector<std::byte> good = w.encode();
   const std::string file = "ck.safetensors";
   const auto open = [&](const std::vector<std::byte>& b, bool verify = true) {
@@ -351,7 +378,9 @@ TEST_CASE("every way a checkpoint can be bad is a typed error naming the file, t
   };
   edit checksum = poke_byte("l.wq.codes", 5, 0x77);
   checksum.keep_checksums = true;
-  edit drop_codes, drop_zeros, drop_bias, drop_a;
+  edit drop_codes, drop_zeros, drop_bias, drop_a, drop_mins;
+  drop_mins.drop = {"m.wq.mins"};
+  edit nan_min = poke_byte("m.wq.mins", 3, 0x7e);  // fp16 0x7e.. : NaN
   drop_codes.drop = {"l.b.codes"};
   drop_zeros.drop = {"z.wq.zeros"};
   drop_bias.drop = {"l.bias"};
@@ -388,6 +417,7 @@ TEST_CASE("every way a checkpoint can be bad is a typed error naming the file, t
       {"missing tensor (A's scales)", drop_a, {"layer \"l\"", "missing tensor \"l.a.scales\""}, 0, true, ""},
       {"missing tensor (the bias)", drop_bias, {"layer \"l\"", "missing tensor \"l.bias\""}, 0, true, ""},
       {"missing tensor (zero points)", drop_zeros, {"layer \"z\"", "missing tensor \"z.wq.zeros\""}, 0, true, ""},
+      {"missing tensor (block minima)", drop_mins, {"layer \"m\"", "missing tensor \"m.wq.mins\""}, 0, true, ""},
       {"a checksum without its tensor",
        edit{}.set("lqer.sha256.l.gone", std::string(64, 'a')),
        {"missing tensor \"l.gone\""},
@@ -464,6 +494,7 @@ TEST_CASE("every way a checkpoint can be bad is a typed error naming the file, t
        "l"},
       {"a non-zero padding code", padding, {"layer \"l\"", "\"l.wq\"", "padding code"}, 0, false, "l"},
       {"a zero point outside the format", zero_point, {"layer \"z\"", "zero point 64"}, 0, false, "z"},
+      {"a NaN block minimum", nan_min, {"layer \"m\"", "\"m.wq\"", "non-finite minimum"}, 0, false, "m"},
       {"a NaN in the bias", nan_bias, {"layer \"l\"", "l.bias", "not finite"}, 0, false, "l"},
   };
   for (const bad& c : cases) {
@@ -474,6 +505,8 @@ TEST_CASE("every way a checkpoint can be bad is a typed error naming the file, t
       const checkpoint_file f = open(bytes);
       if (std::string(c.layer) == "z")
         (void)f.load<A, Lr>("z");
+      else if (std::string(c.layer) == "m")
+        (void)f.load<q4_1, q8_0>("m");
       else
         (void)f.load<W, Lr>("l");
     };

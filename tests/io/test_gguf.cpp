@@ -20,7 +20,10 @@
 #include <new>
 #include <random>
 #include <string>
+#include <span>
 #include <string_view>
+#include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "io/gguf_builder.hpp"
@@ -288,7 +291,7 @@ TEST_CASE("gguf: a type lqer does not decode opens, and decoding it names file a
 namespace {
 /// Rows of random blocks of `type` (2 = Q4_0, 8 = Q8_0) with finite random fp16 scales.
 std::vector<std::byte> random_blocks(std::uint32_t type, std::size_t blocks, std::mt19937& rng) {
-  const std::size_t bytes = type == 2 ? 18 : 34;
+  const std::size_t bytes = type == 2 ? 18 : type == 3 ? 20 : 34;
   std::vector<std::byte> b(blocks * bytes);
   std::uniform_int_distribution<int> byte(0, 255);
   std::uniform_real_distribution<float> scale(-0.05f, 0.05f);
@@ -296,7 +299,14 @@ std::vector<std::byte> random_blocks(std::uint32_t type, std::size_t blocks, std
     const half_bits d = float_to_half(k == 3 ? 3e-7f : scale(rng));  // block 3: a subnormal half
     b[k * bytes] = std::byte(d.bits & 0xff);
     b[k * bytes + 1] = std::byte(d.bits >> 8);
-    for (std::size_t j = 2; j < bytes; ++j) {
+    std::size_t j0 = 2;
+    if (type == 3) {  // Q4_1's minimum: either sign, a subnormal half in block 4
+      const half_bits m = float_to_half(k == 4 ? -2e-7f : scale(rng) * 4);
+      b[k * bytes + 2] = std::byte(m.bits & 0xff);
+      b[k * bytes + 3] = std::byte(m.bits >> 8);
+      j0 = 4;
+    }
+    for (std::size_t j = j0; j < bytes; ++j) {
       int v = byte(rng);
       if (type == 8 && v == 0x80) v = 0x81;  // -128: not a q8_0 code (see the refusal test)
       b[k * bytes + j] = std::byte(v);
@@ -349,6 +359,81 @@ TEST_CASE_TEMPLATE("gguf Q4_0 / Q8_0 tensors move into quantized_matrix — its 
              path);
       CAPTURE(rank);
       CHECK(lqer_test::count_mismatches(y, ref, 5) == 0);
+    }
+  }
+}
+
+TEST_CASE("gguf Q4_1 tensors move into lqer's q4_1 — its dequantize equals the GGUF decode; reference_forward runs it") {
+  std::mt19937 rng(11);
+  const gguf_file f = parse(gguf_builder()
+                                .tensor("w", 3, {96, 5}, random_blocks(3, 15, rng))
+                                .tensor("w0", 2, {64}, random_blocks(2, 2, rng))
+                                .build());
+  const gguf_tensor& t = f.tensor("w");
+  const auto q = to_quantized_matrix<q4_1>(t);
+  CHECK(q.rows() == 5);
+  CHECK(q.cols() == 96);
+  const std::vector<float> want = dequantize(t);
+  const std::vector<float> got = q.dequantize();
+  REQUIRE(got.size() == want.size());
+  std::size_t mismatches = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) mismatches += bits(got[i]) == bits(want[i]) ? 0 : 1;
+  CHECK(mismatches == 0);
+  const std::span<const std::uint8_t> raw(reinterpret_cast<const std::uint8_t*>(t.data.data()), t.data.size());
+  CHECK(from_ggml_q4_1(raw) == want);
+  CHECK_THROWS_AS(to_quantized_matrix<q4_0>(t), value_error);
+  CHECK_THROWS_AS(to_quantized_matrix<q4_1>(f.tensor("w0")), value_error);
+
+  // Run by reference_forward (a block minimum has no fused kernel yet) under
+  // Q8_0 activations with a Q8_0 correction. Per block it adds float(dot)·(sx·d),
+  // then float(Σqx)·(sx·m): against the exact sum of those terms (double, from
+  // the codes), each term is off by ≤ 2u relative (two roundings) and the
+  // running sum of n terms by ≤ (n − 1)·u·Σ|terms|, u = 2^-24.
+  lqer_layer<q4_1, q8_0> layer;
+  layer.wq = q;
+  const index_t rank = 8;
+  const auto a = lqer_test::random_matrix(96, rank, 0.1f, 9), bm = lqer_test::random_matrix(rank, 5, 0.01f, 10);
+  layer.a = quantized_matrix<q8_0>::quantize(matrix_view<const float>(a.data(), 96, rank), block_axis::rows);
+  layer.b = quantized_matrix<q8_0>::quantize(matrix_view<const float>(bm.data(), rank, 5), block_axis::rows);
+  const auto x = lqer_test::random_matrix(3, 96, 1.0f, 8);
+  std::vector<float> y(15);
+  reference_forward<q8_0>(layer, matrix_view<const float>(x.data(), 3, 96), matrix_view<float>(y.data(), 3, 5));
+  const auto xq = quantized_matrix<q8_0>::quantize(matrix_view<const float>(x.data(), 3, 96), block_axis::cols);
+  // Σ over blocks of the exact terms of row m of `act` against lane n of `w`: {sum, Σ|term|, terms}.
+  const auto exact_terms = [](const auto& act, index_t m, const auto& w, index_t n) {
+    using W = typename std::decay_t<decltype(w)>::format;
+    double sum = 0, mag = 0;
+    int terms = 0;
+    for (index_t blk = 0; blk < act.blocks_per_lane(); ++blk) {
+      const double sx = q8_0::scale_value(act.lane_scales(m)[blk]);
+      const auto sw = w.lane_scales(n)[blk];
+      double dot = 0, sum_x = 0;
+      for (index_t i = blk * 32; i < std::min((blk + 1) * 32, act.depth()); ++i) {
+        dot += double(act.lane_code(m, i)) * (W::code_value(w.lane_code(n, i)) - W::zero_point(sw));
+        sum_x += act.lane_code(m, i);
+      }
+      for (const double term : {dot * sx * W::scale_value(sw), W::kHasMin ? sum_x * sx * W::min_value(sw) : 0.0}) {
+        sum += term;
+        mag += std::fabs(term);
+      }
+      terms += W::kHasMin ? 2 : 1;
+    }
+    return std::tuple{sum, mag, terms};
+  };
+  const double u = std::ldexp(1.0, -24);
+  for (index_t m = 0; m < 3; ++m) {
+    // The correction's activations as the reference forms them: t = Q(Q(x)·A).
+    std::vector<float> ua(rank);
+    for (index_t j = 0; j < rank; ++j) ua[j] = lqer::detail::accumulate_block_dots(0.0f, xq, m, layer.a, j);
+    const auto tq = quantized_matrix<q8_0>::quantize(matrix_view<const float>(ua.data(), 1, rank), block_axis::cols);
+    for (index_t n = 0; n < 5; ++n) {
+      const auto [sw, mw, nw] = exact_terms(xq, m, layer.wq, n);
+      const auto [sc, mc, nc] = exact_terms(tq, 0, layer.b, n);
+      const double bound = (2 + (nw + nc - 1)) * u * (mw + mc) * (1 + 1e-6);
+      CAPTURE(m);
+      CAPTURE(n);
+      CHECK(nw == 6);  // 3 blocks, two terms each
+      CHECK(std::fabs(double(y[m * 5 + n]) - (sw + sc)) <= bound);
     }
   }
 }

@@ -175,3 +175,23 @@ TEST_CASE("SmolLM2 GGUF: the Q8_0 token embedding moves into lqer's q8_0 quantiz
     mismatches += std::bit_cast<std::uint32_t>(got[i]) == std::bit_cast<std::uint32_t>(want[i]) ? 0 : 1;
   CHECK(mismatches == 0);
 }
+
+TEST_CASE("SmolLM2 GGUF: every Q4_1 linear moves into lqer's q4_1 quantized_matrix bit for bit") {
+  const gguf_file* f = model();
+  if (f == nullptr) return;
+  int n = 0;
+  std::size_t mismatches = 0;
+  for (const gguf_tensor& t : f->tensors()) {
+    if (t.type != ggml_type::q4_1) continue;
+    ++n;
+    const auto q = to_quantized_matrix<q4_1>(t);
+    REQUIRE(q.rows() == t.rows());
+    const std::vector<float> want = dequantize(t);
+    const std::vector<float> got = q.dequantize();
+    REQUIRE(got.size() == want.size());
+    for (std::size_t i = 0; i < got.size(); ++i)
+      mismatches += std::bit_cast<std::uint32_t>(got[i]) == std::bit_cast<std::uint32_t>(want[i]) ? 0 : 1;
+  }
+  CHECK(n == 210);
+  CHECK(mismatches == 0);
+}

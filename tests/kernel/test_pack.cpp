@@ -179,6 +179,7 @@ TEST_CASE("pack: real-scale formats (Q4_0, Q8_0, INT4 fp32) keep their codes and
   CHECK_FALSE(kernel_supports_formats<intq<4, 32>, q8_0, intq<4, 32, int_scheme::asymmetric>>);  // act zero
   CHECK_FALSE(kernel_supports_formats<intq<4, 32>, q8_0, intq<8, 32, int_scheme::signed_extreme>>);  // act −128
   CHECK_FALSE(kernel_supports_formats<intq<8, kPerRow>, q8_0, q8_0>);  // one scale per row
+  CHECK_FALSE(kernel_supports_formats<q4_1, q8_0, q8_0>);  // a block minimum (Q4_1): reference_forward only
 }
 
 TEST_CASE("pack: invalid layers are rejected") {

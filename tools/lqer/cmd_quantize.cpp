@@ -66,7 +66,7 @@ int run_quantize(const quantize_options& o) {
     res = with_format(spec, [&]<class F>(std::type_identity<F>) {
       const auto q = quantized_matrix<F>::quantize(src, axis);
       q.dequantize(dst);
-      // q4_0 / q8_0 are aliases of intq types: show both names.
+      // q4_0 / q4_1 / q8_0 are aliases of intq types: show both names.
       std::string label = F::name();
       if (spec.name.starts_with('q')) label = spec.name + " (" + label + ")";
       // The format's bits per weight: code bits plus the scale's share of its
@@ -124,7 +124,7 @@ command add_quantize_command(CLI::App& parent) {
   o->block_opt = sub->add_option("-b,--block", o->block,
                                  "Elements per block/group along the blocking axis: " + list_text(mx_blocks{}, {}, ", ") +
                                      ", or 'row' "
-                                 "(= 0, int formats only). Default: 32 for OCP MX and q4_0/q8_0, 16 for --rule "
+                                 "(= 0, int formats only). Default: 32 for OCP MX and q4_0/q4_1/q8_0, 16 for --rule "
                                  "lqer, row for int4/int8");
   o->rule_opt = sub->add_option("-r,--rule", o->rule, "MX exponent/rounding rule: ocp (OCP MX v1.0) or lqer (LQER block_fp)")
                     ->check(CLI::IsMember({"ocp", "lqer"}))

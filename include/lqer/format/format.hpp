@@ -5,7 +5,10 @@
 // block of reals along the reduction axis to small signed integer codes and one
 // per-block scale record, and back:
 //
-//     value = (code − zero_point(scale)) · scale_value(scale)
+//     value = (code_value(code) − zero_point(scale)) · scale_value(scale) + min_value(scale)
+//
+// (min_value is 0 except for formats with a block minimum, kHasMin: llama.cpp's
+// Q4_1 stores d and m per block and decodes u·d + m.)
 //
 // Codes are held in int8 in [kQmin, kQmax] whatever the format; packing two
 // 4-bit codes into a byte is the container's business, not the format's.
@@ -24,8 +27,11 @@
 //     multiply);
 //   * code_value(code) — the integer a code stands for before the scale and
 //     zero point are applied: value = (code_value(q) − zero_point) · scale.
-//     The identity for every linear integer format here; a non-uniform format
-//     maps its codes (indices) to the integer grid of its table.
+//     The identity for the linear integer formats; a non-uniform format maps
+//     its codes (indices) to the integer grid of its table, and a format with a
+//     block minimum its signed nibble q to the unsigned code u = q + 2^(b−1);
+//   * kHasMin / min_value(scale) — a real offset added after the scale (a
+//     second real record per block).
 #pragma once
 
 #include <concepts>
@@ -67,6 +73,7 @@ concept quantization_format = requires(const float* x, index_t n, index_t stride
   { F::kQmin } -> std::convertible_to<int>;
   { F::kQmax } -> std::convertible_to<int>;
   { F::kHasZeroPoint } -> std::convertible_to<bool>;
+  { F::kHasMin } -> std::convertible_to<bool>;    // min_value is not always 0
   { F::kScaleBits } -> std::convertible_to<int>;  // storage bits of one block_scale record
   { F::kScaleKind } -> std::convertible_to<scale_kind>;
   /// The integer code q stands for (identity for linear integer formats).
@@ -75,6 +82,7 @@ concept quantization_format = requires(const float* x, index_t n, index_t stride
   { F::quantize_block(x, n, stride, q) } -> std::same_as<typename F::block_scale>;
   { F::scale_value(s) } -> std::same_as<float>;
   { F::zero_point(s) } -> std::same_as<int>;
+  { F::min_value(s) } -> std::same_as<float>;
   { F::decode(code, s) } -> std::same_as<float>;
   { F::name() } -> std::convertible_to<std::string>;
 };
@@ -90,8 +98,14 @@ concept storable_format = quantization_format<F> &&
   typename F::stored_scale;
   { F::store_scale(s) } -> std::same_as<typename F::stored_scale>;
   { F::store_zero(s) } -> std::same_as<std::int8_t>;
+} && (F::kHasMin ?
+    requires(const typename F::block_scale& s, const typename F::stored_scale& d, std::int8_t z) {
+  // A block minimum is a third plane, stored like the scale.
+  { F::store_min(s) } -> std::same_as<typename F::stored_scale>;
+  { F::load_scale(d, z, d) } -> std::same_as<typename F::block_scale>;
+} : requires(const typename F::stored_scale& d, std::int8_t z) {
   { F::load_scale(d, z) } -> std::same_as<typename F::block_scale>;
-};
+});
 
 /// A format whose codes are the integers they stand for (code_value is the
 /// identity on [kQmin, kQmax]): what the integer kernels' dot products assume.

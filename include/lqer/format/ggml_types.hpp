@@ -167,14 +167,6 @@ inline std::uint32_t ggml_u32_at(const std::uint8_t* p) noexcept {
 inline constexpr std::array<std::int8_t, 16> kIq4nl{-127, -104, -83, -65, -49, -35, -22, -10,
                                                     1,    13,   25,  38,  53,  69,  89,  113};
 
-inline void ggml_decode_q4_1(const std::uint8_t* p, float* y) noexcept {
-  const float d = ggml_half_at(p), m = ggml_half_at(p + 2);
-  for (int j = 0; j < 16; ++j) {
-    y[j] = static_cast<float>(p[4 + j] & 0x0f) * d + m;
-    y[j + 16] = static_cast<float>(p[4 + j] >> 4) * d + m;
-  }
-}
-
 /// Q5_0 and Q5_1 share the code layout: the low 4 bits as Q4_0's nibbles, the
 /// 5th bit of element j in bit j of the little-endian u32 qh.
 inline int ggml_q5_code(const std::uint8_t* qs, std::uint32_t qh, int i) noexcept {
@@ -385,7 +377,7 @@ inline void ggml_dequantize(ggml_type t, std::span<const std::byte> src, std::sp
       break;
     case ggml_type::q4_0: each_block(ggml_decode_q4_0_block); break;
     case ggml_type::q8_0: each_block(ggml_decode_q8_0_block); break;
-    case ggml_type::q4_1: each_block(detail::ggml_decode_q4_1); break;
+    case ggml_type::q4_1: each_block(ggml_decode_q4_1_block); break;
     case ggml_type::q5_0: each_block(detail::ggml_decode_q5_0); break;
     case ggml_type::q5_1: each_block(detail::ggml_decode_q5_1); break;
     case ggml_type::iq4_nl: each_block(detail::ggml_decode_iq4_nl); break;

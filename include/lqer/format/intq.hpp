@@ -19,6 +19,14 @@
 //                u = clamp(round_half_away(x·(1/d)) + z, 0, 2^Bits − 1), value = (u − z)·d.
 //                (GPTQ / AWQ style with the zero in range, so 0 is exact.) Codes and
 //                the zero point are held shifted by −2^(Bits−1) to fit int8.
+//  * with_min (llama.cpp's Q4_1 rule, any Bits): lo = min x, hi = max x (not
+//                widened to include 0), d = (hi − lo)/(2^Bits − 1),
+//                u = min(2^Bits − 1, trunc((x − lo)·(1/d) + 0.5)), m = lo,
+//                value = u·d + m with d and m as stored. The block keeps a second
+//                real record, m (kHasMin); codes are held as q = u − 2^(Bits−1)
+//                like the others (so 4-bit codes pack as the same nibbles), and
+//                code_value(q) = u gives the integer back. (f32 scales only: a group
+//                spanning more than FLT_MAX clamps its top codes where u·d stays finite.)
 //
 // A group whose scale is 0 (all zeros) encodes to code 0 / zero point and
 // decodes to 0. With an fp16 scale, d is rounded to fp16 only when stored, as
@@ -40,7 +48,7 @@
 
 namespace lqer {
 
-enum class int_scheme { symmetric, signed_extreme, asymmetric };
+enum class int_scheme { symmetric, signed_extreme, asymmetric, with_min };
 enum class scale_dtype { f32, f16 };
 
 inline const char* to_string(int_scheme s) noexcept {
@@ -48,6 +56,7 @@ inline const char* to_string(int_scheme s) noexcept {
     case int_scheme::symmetric: return "sym";
     case int_scheme::signed_extreme: return "sext";
     case int_scheme::asymmetric: return "asym";
+    case int_scheme::with_min: return "min";
   }
   return "?";
 }
@@ -76,6 +85,22 @@ struct scale_storage<scale_dtype::f16> {
 /// Blocks with a normal d keep the multiply, so their codes are unchanged.
 inline float times_inverse(float v, float id, float d) noexcept { return std::isfinite(id) ? v * id : v / d; }
 
+/// intq's per-group record: the stored scale, the zero point (asymmetric
+/// scheme; 0 otherwise) and, with a block minimum only, the stored minimum.
+template <class T, bool Min>
+struct intq_record {
+  T d{};
+  std::int8_t zero = 0;
+  friend bool operator==(const intq_record&, const intq_record&) = default;
+};
+template <class T>
+struct intq_record<T, true> {
+  T d{};
+  std::int8_t zero = 0;
+  T m{};
+  friend bool operator==(const intq_record&, const intq_record&) = default;
+};
+
 }  // namespace detail
 
 template <int Bits, int Group, int_scheme Scheme = int_scheme::symmetric, scale_dtype Scale = scale_dtype::f32>
@@ -86,12 +111,10 @@ struct intq {
                 "share a byte, so a group must start on a byte boundary)");
 
   using scale_type = typename detail::scale_storage<Scale>::type;
-  /// Per-group record: the stored scale and, for the asymmetric scheme, the zero point (shifted).
-  struct block_scale {
-    scale_type d{};
-    std::int8_t zero = 0;
-    friend bool operator==(const block_scale&, const block_scale&) = default;
-  };
+  static constexpr bool kHasMin = Scheme == int_scheme::with_min;
+  /// Per-group record: the stored scale; for the asymmetric scheme the zero
+  /// point (shifted); for with_min the stored minimum m.
+  using block_scale = detail::intq_record<scale_type, kHasMin>;
 
   static constexpr int kBits = Bits;
   static constexpr int kBlock = Group;
@@ -101,10 +124,11 @@ struct intq {
   static constexpr int kQmax = kOffset - 1;
   static constexpr int kQmin = Scheme == int_scheme::symmetric ? -(kOffset - 1) : -kOffset;
   static constexpr bool kHasZeroPoint = Scheme == int_scheme::asymmetric;
-  static constexpr int kScaleBits = (Scale == scale_dtype::f32 ? 32 : 16) + (kHasZeroPoint ? 8 : 0);
+  static constexpr int kScaleBits = (Scale == scale_dtype::f32 ? 32 : 16) * (kHasMin ? 2 : 1) + (kHasZeroPoint ? 8 : 0);
   static constexpr scale_kind kScaleKind = Scale == scale_dtype::f32 ? scale_kind::f32 : scale_kind::f16;
-  /// Linear codes: q stands for q (value = (q − zero) · d), for every scheme.
-  static constexpr int code_value(std::int8_t q) noexcept { return q; }
+  /// q stands for q (value = (q − zero) · d), linear codes; with a block
+  /// minimum for the unsigned u = q + 2^(Bits−1) (value = u · d + m).
+  static constexpr int code_value(std::int8_t q) noexcept { return kHasMin ? q + kOffset : q; }
 
   static std::string name() {
     // Appended piece by piece rather than `"int" + std::to_string(...) + ...`:
@@ -126,14 +150,29 @@ struct intq {
   using stored_scale = scale_type;
   static constexpr scale_type store_scale(const block_scale& s) noexcept { return s.d; }
   static constexpr std::int8_t store_zero(const block_scale& s) noexcept { return s.zero; }
-  static constexpr block_scale load_scale(scale_type d, std::int8_t zero) noexcept {
+  static constexpr block_scale load_scale(scale_type d, std::int8_t zero) noexcept requires(!kHasMin) {
     return block_scale{d, kHasZeroPoint ? zero : std::int8_t{0}};
+  }
+  /// The minimum plane (with_min only): stored like the scale.
+  static constexpr scale_type store_min(const block_scale& s) noexcept requires kHasMin { return s.m; }
+  static constexpr block_scale load_scale(scale_type d, std::int8_t /*zero: none*/,
+                                          scale_type m) noexcept requires kHasMin {
+    return block_scale{d, 0, m};
   }
 
   static float scale_value(const block_scale& s) noexcept { return detail::scale_storage<Scale>::load(s.d); }
   static int zero_point(const block_scale& s) noexcept { return s.zero; }
+  static float min_value(const block_scale& s) noexcept {
+    if constexpr (kHasMin)
+      return detail::scale_storage<Scale>::load(s.m);
+    else
+      return 0.0f;
+  }
   static float decode(std::int8_t q, const block_scale& s) noexcept {
-    return static_cast<float>(static_cast<int>(q) - s.zero) * scale_value(s);
+    if constexpr (kHasMin)  // u·d rounded on its own, then + m: ggml's dequantize_row_q4_1 (no FMA)
+      return detail::no_contract(static_cast<float>(code_value(q)) * scale_value(s)) + min_value(s);
+    else
+      return static_cast<float>(static_cast<int>(q) - s.zero) * scale_value(s);
   }
 
   static block_scale quantize_block(const float* x, index_t n, index_t stride, std::int8_t* q) noexcept {
@@ -171,6 +210,34 @@ struct intq {
         q[i] = static_cast<std::int8_t>(static_cast<int>(u) - kOffset);
       }
       s.d = detail::scale_storage<Scale>::store(d);
+    } else if constexpr (Scheme == int_scheme::with_min) {
+      float lo = x[0], hi = x[0];
+      for (index_t i = 1; i < n; ++i) {
+        lo = std::min(lo, x[i * stride]);
+        hi = std::max(hi, x[i * stride]);
+      }
+      constexpr float umax = float((1 << Bits) - 1);
+      float d = (hi - lo) / umax;
+      // |hi|, |lo| near FLT_MAX: hi − lo overflows; ggml would store Inf. A
+      // finite d instead (an fp16 one then overflows and the matrix quantizer refuses it).
+      if (!std::isfinite(d)) d = hi / umax - lo / umax;
+      const float id = d != 0.0f ? 1.0f / d : 0.0f;
+      // The largest code whose u·d is finite (decode forms u·d, then adds m):
+      // umax except for a group spanning about ±FLT_MAX (double: exact bound).
+      const float top =
+          d != 0.0f
+              ? static_cast<float>(std::min(double(umax), std::floor(double(std::numeric_limits<float>::max()) / d)))
+              : umax;
+      for (index_t i = 0; i < n; ++i) {
+        // (x − lo)·id, then + 0.5, each rounded (volatile: no FMA contraction, as
+        // ggml's C). t ≥ 0, so trunc is ggml's (int8_t) cast; the min first keeps
+        // the conversion defined where x − lo overflowed (t = +Inf).
+        volatile float t = detail::times_inverse(x[i * stride] - lo, id, d);
+        const float u = std::min(top, std::trunc(t + 0.5f));
+        q[i] = static_cast<std::int8_t>(static_cast<int>(u) - kOffset);
+      }
+      s.d = detail::scale_storage<Scale>::store(d);
+      s.m = detail::scale_storage<Scale>::store(lo);
     } else {
       float lo = 0.0f, hi = 0.0f;
       for (index_t i = 0; i < n; ++i) {
@@ -210,6 +277,8 @@ struct intq {
 using q4_0 = intq<4, 32, int_scheme::signed_extreme, scale_dtype::f16>;
 /// llama.cpp's Q8_0 encoding (block 32, fp16 scale, symmetric, round half away).
 using q8_0 = intq<8, 32, int_scheme::symmetric, scale_dtype::f16>;
+/// llama.cpp's Q4_1 encoding (block 32, fp16 scale and fp16 minimum; value = u·d + m).
+using q4_1 = intq<4, 32, int_scheme::with_min, scale_dtype::f16>;
 /// Per-channel / per-token symmetric INT8 with an fp32 scale.
 using int8_per_row = intq<8, kPerRow>;
 /// GPTQ/AWQ-style INT4, group 128, asymmetric, fp16 scale.

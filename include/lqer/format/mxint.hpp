@@ -72,6 +72,7 @@ struct mxint {
   static constexpr int kQmax = (1 << (Bits - 1)) - 1;
   static constexpr int kQmin = -kQmax;  // symmetric: −2^(Bits−1) is never produced
   static constexpr bool kHasZeroPoint = false;
+  static constexpr bool kHasMin = false;
   static constexpr int kScaleBits = 8;
   static constexpr scale_kind kScaleKind = scale_kind::e8m0_pow2;
   /// Linear codes: q stands for q (value = q · 2^(e − kFractionBits)).
@@ -125,6 +126,7 @@ struct mxint {
     return s.is_nan() ? NAN : detail::mul_pow2(1.0f, s.exponent() - kFractionBits);
   }
   static int zero_point(e8m0) noexcept { return 0; }
+  static float min_value(e8m0) noexcept { return 0.0f; }
   /// Exact: |q| < 2^7 times a power of two ≥ 2^-134 is representable in float.
   static float decode(std::int8_t q, e8m0 s) noexcept {
     return detail::mul_pow2(static_cast<float>(q), s.exponent() - kFractionBits);

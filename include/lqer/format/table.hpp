@@ -10,7 +10,7 @@
 //
 //   mx    mxint2, mxint3, mxint4, mxint8   rule ocp | lqer     blocks 8 … 128
 //   intq  int4, int8                       scheme sym | asym   scale f32 | f16   blocks row, 8 … 128
-//   ggml  q4_0, q8_0                       block 32, fp16 scale
+//   ggml  q4_0, q4_1, q8_0                 block 32, fp16 scale (q4_1: and an fp16 minimum)
 //
 // It is deliberately not "every template argument": each entry is a full
 // instantiation of whatever the visitor does (quantized_matrix, a writer),
@@ -54,7 +54,7 @@ class format_error : public value_error {
 enum class format_family {
   mx,    ///< MX block integers (mxint.hpp): one E8M0 exponent per block
   intq,  ///< scaled integers (intq.hpp): a real scale (and zero point) per group or row
-  ggml,  ///< llama.cpp's Q4_0 / Q8_0 (intq.hpp aliases q4_0, q8_0; ggml_blocks.hpp)
+  ggml,  ///< llama.cpp's Q4_0 / Q4_1 / Q8_0 (intq.hpp aliases q4_0, q4_1, q8_0; ggml_blocks.hpp)
 };
 
 /// A compile-time list of ints: bit widths, block lengths.
@@ -85,8 +85,27 @@ inline constexpr format_entry kFormatTable[] = {
     {"mxint2", format_family::mx, 2, scale_kind::e8m0_pow2}, {"mxint3", format_family::mx, 3, scale_kind::e8m0_pow2},
     {"mxint4", format_family::mx, 4, scale_kind::e8m0_pow2}, {"mxint8", format_family::mx, 8, scale_kind::e8m0_pow2},
     {"int4", format_family::intq, 4, scale_kind::f32},       {"int8", format_family::intq, 8, scale_kind::f32},
-    {"q4_0", format_family::ggml, 4, scale_kind::f16},       {"q8_0", format_family::ggml, 8, scale_kind::f16},
+    {"q4_0", format_family::ggml, 4, scale_kind::f16},       {"q4_1", format_family::ggml, 4, scale_kind::f16},
+    {"q8_0", format_family::ggml, 8, scale_kind::f16},
 };
+
+/// The ggml family's rows by type: each is an alias of an intq type (q4_0
+/// signed-extreme, q4_1 with a minimum, q8_0 symmetric), so the name comes
+/// from the type, not from its width (two of them are 4-bit).
+template <class F>
+inline constexpr std::string_view kGgmlNameOf{};
+template <>
+inline constexpr std::string_view kGgmlNameOf<q4_0>{"q4_0"};
+template <>
+inline constexpr std::string_view kGgmlNameOf<q4_1>{"q4_1"};
+template <>
+inline constexpr std::string_view kGgmlNameOf<q8_0>{"q8_0"};
+/// Calls visit(std::type_identity<F>{}) for the ggml row named `name`; false when there is none.
+template <class Visit>
+bool visit_ggml_type(std::string_view name, Visit& visit) {
+  const auto one = [&]<class F>(std::type_identity<F> t) { return kGgmlNameOf<F> == name ? (visit(t), true) : false; };
+  return one(std::type_identity<q4_0>{}) || one(std::type_identity<q4_1>{}) || one(std::type_identity<q8_0>{});
+}
 
 namespace detail {
 template <int... Vs>
@@ -122,12 +141,11 @@ constexpr const format_entry* find_format_of() noexcept {
   for (const auto& e : kFormatTable) {
     if constexpr (requires { F::kRule; }) {
       if (e.family == format_family::mx && e.bits == F::kBits) return &e;
+    } else if constexpr (!kGgmlNameOf<F>.empty()) {
+      if (e.family == format_family::ggml && e.name == kGgmlNameOf<F>) return &e;
     } else if constexpr (requires { F::kScheme; }) {
-      if constexpr (std::is_same_v<F, q4_0> || std::is_same_v<F, q8_0>) {
-        if (e.family == format_family::ggml && e.bits == F::kBits) return &e;
-      } else if (F::kScheme != int_scheme::signed_extreme) {
+      if (F::kScheme == int_scheme::symmetric || F::kScheme == int_scheme::asymmetric)
         if (e.family == format_family::intq && e.bits == F::kBits) return &e;
-      }
     }
   }
   return nullptr;
@@ -205,7 +223,8 @@ inline std::string format_help() {
          " (default row: one\n"
          "                                   scale per row, or per column with --axis 0).\n" +
          column(detail::names_text(format_family::ggml)) +
-         "llama.cpp's Q4_0 / Q8_0 encodings (block 32, fp16 scale).\n";
+         "llama.cpp's Q4_0 / Q4_1 / Q8_0 encodings (block 32, fp16 scale;\n"
+         "                                   Q4_1 also an fp16 block minimum: u·d + m).\n";
 }
 
 // ---------------------------------------------------------------------------
@@ -317,7 +336,9 @@ bool dispatch_intq(int bits, const format_spec& s, Visit& visit, int_list<Bits..
     switch (s.scheme) {
       case int_scheme::symmetric: return dispatch_intq_scale<B, int_scheme::symmetric>(s, visit);
       case int_scheme::asymmetric: return dispatch_intq_scale<B, int_scheme::asymmetric>(s, visit);
-      case int_scheme::signed_extreme: return false;  // reachable only through q4_0
+      case int_scheme::signed_extreme:  // reachable only through q4_0
+      case int_scheme::with_min:        // reachable only through q4_1
+        return false;
     }
     return false;
   };
@@ -342,10 +363,7 @@ void dispatch(const format_spec& s, Visit& visit) {
       return;
     case format_family::ggml:
       if (s.block != kGgmlBlock) throw format_error(s.name + " supports --block 32 only, not " + block_name(s.block));
-      if (f->bits == 4)
-        visit(std::type_identity<q4_0>{});
-      else
-        visit(std::type_identity<q8_0>{});
+      visit_ggml_type(s.name, visit);  // the table's ggml names are kGgmlNameOf's (tested)
       return;
   }
 }

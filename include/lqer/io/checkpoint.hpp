@@ -8,6 +8,7 @@
 //   <name>.wq.codes    U8  [lanes, lane_code_bytes]   Wq [out, in], blocks along in (lane = row)
 //   <name>.wq.scales   the format's scale dtype [lanes, blocks_per_lane]
 //   <name>.wq.zeros    I8  [lanes, blocks_per_lane]   only for formats with a zero point
+//   <name>.wq.mins     the scale dtype [lanes, blocks_per_lane]  only for formats with a block minimum (Q4_1)
 //   <name>.a.*         A [in, k], blocks down its columns (lane = column): absent at rank 0
 //   <name>.b.*         B [k, out], likewise
 //   <name>.bias        F32 [out]                      absent without a bias
@@ -116,9 +117,11 @@ inline constexpr std::string_view kLayerFields[] = {"weight_format", "lowrank_fo
                                                     "policy",        "solver"};
 inline constexpr std::string_view kLayerRequiredFields[] = {
     "weight_format", "lowrank_format", "out_features", "in_features", "rank", "bias", "weight_axis", "lowrank_axis"};
-// The matrices of a layer, in the tensor names: `<name>.<part>.<codes|scales|zeros>`.
+// The matrices of a layer, in the tensor names: `<name>.<part>.<codes|scales|zeros|mins>`.
 inline constexpr std::string_view kMatrixParts[] = {"wq", "a", "b"};
-inline constexpr std::string_view kMatrixTensors[] = {"codes", "scales", "zeros"};
+inline constexpr std::string_view kMatrixTensors[] = {"codes", "scales", "zeros", "mins"};
+/// The planes only some formats have (zero points, block minima).
+inline bool optional_plane(std::string_view what) noexcept { return what == "zeros" || what == "mins"; }
 
 inline std::string layer_key(std::string_view layer, std::string_view field) {
   std::string k(kLayerPrefix);
@@ -141,10 +144,12 @@ inline std::string layer_context(std::string_view layer) { return "layer " + quo
 
 inline const char* axis_name(block_axis a) noexcept { return a == block_axis::cols ? "cols" : "rows"; }
 
-/// Tensor names of matrix `part` of a layer that stores zero points or not.
-inline std::vector<std::string> matrix_tensor_names(std::string_view layer, std::string_view part, bool zeros) {
+/// Tensor names of matrix `part` of a layer in format F (zero points and minima when F has them).
+template <class F>
+std::vector<std::string> matrix_tensor_names(std::string_view layer, std::string_view part) {
   std::vector<std::string> v{layer_tensor(layer, part, "codes"), layer_tensor(layer, part, "scales")};
-  if (zeros) v.push_back(layer_tensor(layer, part, "zeros"));
+  if (F::kHasZeroPoint) v.push_back(layer_tensor(layer, part, "zeros"));
+  if (F::kHasMin) v.push_back(layer_tensor(layer, part, "mins"));
   return v;
 }
 
@@ -153,7 +158,8 @@ inline std::vector<std::string> matrix_tensor_names(std::string_view layer, std:
 template <storable_format F>
 struct stored_matrix {
   std::vector<typename F::stored_scale> scales;
-  std::vector<std::int8_t> zeros;  ///< F::kHasZeroPoint only
+  std::vector<std::int8_t> zeros;              ///< F::kHasZeroPoint only
+  std::vector<typename F::stored_scale> mins;  ///< F::kHasMin only
 
   explicit stored_matrix(const quantized_matrix<F>& m) {
     const auto s = m.scales();
@@ -162,6 +168,10 @@ struct stored_matrix {
     if constexpr (F::kHasZeroPoint) {
       zeros.reserve(s.size());
       for (const auto& r : s) zeros.push_back(F::store_zero(r));
+    }
+    if constexpr (F::kHasMin) {
+      mins.reserve(s.size());
+      for (const auto& r : s) mins.push_back(F::store_min(r));
     }
   }
 };
@@ -177,6 +187,8 @@ void add_matrix(lqer_file_writer& w, std::list<std::shared_ptr<const void>>& kee
   w.add(layer_tensor(layer, part, "scales"), scale_shape, std::span<const typename F::stored_scale>(planes->scales));
   if constexpr (F::kHasZeroPoint)
     w.add(layer_tensor(layer, part, "zeros"), scale_shape, std::span<const std::int8_t>(planes->zeros));
+  if constexpr (F::kHasMin)
+    w.add(layer_tensor(layer, part, "mins"), scale_shape, std::span<const typename F::stored_scale>(planes->mins));
   keep.push_back(std::move(planes));
 }
 
@@ -286,10 +298,10 @@ class checkpoint_writer {
     for (const std::string& s : {info.policy, info.solver})
       if (detail::invalid_utf8_at(s) != std::string_view::npos)
         throw value_error(what + ": its layer_info holds a string that is not UTF-8");
-    std::vector<std::string> names = detail::matrix_tensor_names(name, "wq", W::kHasZeroPoint);
+    std::vector<std::string> names = detail::matrix_tensor_names<W>(name, "wq");
     if (layer->rank() > 0)
       for (const std::string_view part : {"a", "b"})
-        for (auto& n : detail::matrix_tensor_names(name, part, Lr::kHasZeroPoint)) names.push_back(std::move(n));
+        for (auto& n : detail::matrix_tensor_names<Lr>(name, part)) names.push_back(std::move(n));
     if (layer->has_bias()) names.push_back(detail::layer_tensor(name, "bias", ""));
     for (const auto& n : names)
       if (names_.count(n)) throw value_error(what + ": its tensor " + detail::quoted_for_message(n) + " is taken");
@@ -590,9 +602,10 @@ class checkpoint_file {
           continue;
         }
         if (!t) {
-          // Only formats with a zero point have zeros (load() checks which), but
-          // one whose checksum is recorded was written and has gone missing.
-          if (what == "zeros" && !file_.metadata().count(std::string(kChecksumPrefix) + name)) continue;
+          // Only formats with a zero point (a block minimum) have zeros (mins):
+          // load() checks which; but one whose checksum is recorded was written
+          // and has gone missing.
+          if (detail::optional_plane(what) && !file_.metadata().count(std::string(kChecksumPrefix) + name)) continue;
           fail(ctx, "missing tensor " + quoted(name));
         }
         const bool ok = t->rank() == 2 && t->shape[0] == lanes &&
@@ -644,10 +657,19 @@ class checkpoint_file {
     } else {
       if (zeros) fail(ctx, "tensor " + quoted(zeros_name) + " is present but " + F::name() + " has no zero point");
     }
+    const std::string mins_name = detail::layer_tensor(info.name, part, "mins");
+    const safetensors_tensor* mins = file_.find_tensor(mins_name);
+    if constexpr (F::kHasMin) {
+      if (!mins) fail(ctx, "missing tensor " + quoted(mins_name) + " (" + F::name() + " has block minima)");
+      detail::require_layout(file_, *mins, safetensors_dtype_of<typename F::stored_scale>::value, scale_shape, ctx);
+    } else {
+      if (mins) fail(ctx, "tensor " + quoted(mins_name) + " is present but " + F::name() + " has no block minimum");
+    }
     if (options_.verify_checksums) {
       detail::verify_checksum(file_, codes, ctx);
       detail::verify_checksum(file_, scales, ctx);
       if (zeros) detail::verify_checksum(file_, *zeros, ctx);
+      if (mins) detail::verify_checksum(file_, *mins, ctx);
     }
     const auto* c = reinterpret_cast<const std::uint8_t*>(codes.data.data());
     std::vector<std::uint8_t> code_bytes(c, c + codes.data.size());
@@ -656,7 +678,12 @@ class checkpoint_file {
     if (zeros) z = zeros->to_vector<std::int8_t>();
     std::vector<typename F::block_scale> records;
     records.reserve(d.size());
-    for (std::size_t i = 0; i < d.size(); ++i) records.push_back(F::load_scale(d[i], z.empty() ? 0 : z[i]));
+    if constexpr (F::kHasMin) {
+      const std::vector<typename F::stored_scale> mv = mins->to_vector<typename F::stored_scale>();
+      for (std::size_t i = 0; i < d.size(); ++i) records.push_back(F::load_scale(d[i], 0, mv[i]));
+    } else {
+      for (std::size_t i = 0; i < d.size(); ++i) records.push_back(F::load_scale(d[i], z.empty() ? 0 : z[i]));
+    }
     try {
       return quantized_matrix<F>::from_codes(rows, cols, axis, std::move(code_bytes), std::move(records));
     } catch (const error& e) {

@@ -32,8 +32,9 @@
 // offset of the problem: "model.gguf: byte 1234: …".
 //
 // Decoding (dequantize) reproduces ggml's dequantize_row_* bit for bit for the
-// types format/ggml_types.hpp decodes; to_quantized_matrix moves Q4_0 / Q8_0
-// tensors into lqer's q4_0 / q8_0 quantized_matrix without going through float.
+// types format/ggml_types.hpp decodes; to_quantized_matrix moves Q4_0 / Q4_1 /
+// Q8_0 tensors into lqer's q4_0 / q4_1 / q8_0 quantized_matrix without going
+// through float.
 #pragma once
 
 #include <algorithm>
@@ -841,38 +842,47 @@ inline std::vector<float> dequantize(const gguf_tensor& t) {
   return out;
 }
 
-/// A Q4_0 (Format = lqer::q4_0) or Q8_0 (lqer::q8_0) tensor as an lqer
-/// quantized_matrix of rows() × row_length(), blocks along the rows — the codes
-/// and fp16 scales moved, never decoded: its dequantize() equals
-/// dequantize(t) bit for bit. value_error when the tensor is of another type or
-/// holds what lqer's format cannot (a Q8_0 code −128, which ggml's quantizer
-/// never writes; a non-finite scale); shape_error for a tensor without elements.
+/// A Q4_0 (Format = lqer::q4_0), Q4_1 (lqer::q4_1) or Q8_0 (lqer::q8_0) tensor
+/// as an lqer quantized_matrix of rows() × row_length(), blocks along the rows —
+/// the codes and fp16 scales (and Q4_1's fp16 minima) moved, never decoded: its
+/// dequantize() equals dequantize(t) bit for bit. value_error when the tensor is
+/// of another type or holds what lqer's format cannot (a Q8_0 code −128, which
+/// ggml's quantizer never writes; a non-finite scale or minimum); shape_error
+/// for a tensor without elements.
 template <class Format>
 quantized_matrix<Format> to_quantized_matrix(const gguf_tensor& t) {
-  static_assert(std::is_same_v<Format, q4_0> || std::is_same_v<Format, q8_0>,
-                "to_quantized_matrix: GGUF tensors convert without decoding to lqer::q4_0 and lqer::q8_0 only");
-  constexpr bool kQ4 = std::is_same_v<Format, q4_0>;
-  constexpr ggml_type kType = kQ4 ? ggml_type::q4_0 : ggml_type::q8_0;
+  static_assert(std::is_same_v<Format, q4_0> || std::is_same_v<Format, q4_1> || std::is_same_v<Format, q8_0>,
+                "to_quantized_matrix: GGUF tensors convert without decoding to lqer::q4_0, lqer::q4_1 and "
+                "lqer::q8_0 only");
+  constexpr bool kQ41 = std::is_same_v<Format, q4_1>;
+  constexpr bool kQ4 = std::is_same_v<Format, q4_0> || kQ41;
+  constexpr ggml_type kType = kQ41 ? ggml_type::q4_1 : kQ4 ? ggml_type::q4_0 : ggml_type::q8_0;
   const std::string where = std::string(t.file) + ": tensor " + t.describe();
   if (t.type != kType) throw value_error(where + " is not " + to_string(kType));
   if (t.n_elements == 0) throw shape_error(where + " has no elements");
   const index_t rows = t.rows(), cols = t.row_length();
   const std::size_t blocks = static_cast<std::size_t>(t.n_elements) / 32;
-  constexpr std::size_t kBlockBytes = kQ4 ? kGgmlQ4_0BlockBytes : kGgmlQ8_0BlockBytes;
-  constexpr std::size_t kCodeBytes = kQ4 ? 16 : 32;  // per block, in both layouts
+  constexpr std::size_t kBlockBytes = kQ41 ? kGgmlQ4_1BlockBytes : kQ4 ? kGgmlQ4_0BlockBytes : kGgmlQ8_0BlockBytes;
+  constexpr std::size_t kRecordBytes = kQ41 ? 4 : 2;  // fp16 d (and Q4_1's fp16 m) before the codes
+  constexpr std::size_t kCodeBytes = kQ4 ? 16 : 32;   // per block, in both layouts
   std::vector<std::uint8_t> codes(blocks * kCodeBytes);
   std::vector<typename Format::block_scale> scales(blocks);
   // Blocks run along each row in both layouts and a row is whole blocks, so
   // block b of the tensor is block b of lqer's lane-major storage.
   const auto* p = reinterpret_cast<const std::uint8_t*>(t.data.data());
   for (std::size_t b = 0; b < blocks; ++b, p += kBlockBytes) {
-    scales[b] = {lqer::detail::get_half(p), 0};
+    if constexpr (kQ41)
+      scales[b] = Format::load_scale(lqer::detail::get_half(p), 0, lqer::detail::get_half(p + 2));
+    else
+      scales[b] = Format::load_scale(lqer::detail::get_half(p), 0);
     std::uint8_t* out = codes.data() + b * kCodeBytes;
     if constexpr (kQ4) {
-      // ggml: byte j = element j (low nibble) and j + 16 (high), unsigned u = q + 8.
-      // lqer: byte k = element 2k (low) and 2k + 1 (high), two's complement q.
+      // ggml: byte j = element j (low nibble) and j + 16 (high), unsigned u (Q4_0: u = q + 8; Q4_1: the
+      // code itself, held by lqer as q = u − 8 too). lqer: byte k = element 2k (low) and 2k + 1 (high),
+      // two's complement q.
+      const std::uint8_t* qs = p + kRecordBytes;
       const auto code = [&](int i) {
-        const int u = i < 16 ? (p[2 + i] & 0x0f) : (p[2 + i - 16] >> 4);
+        const int u = i < 16 ? (qs[i] & 0x0f) : (qs[i - 16] >> 4);
         return static_cast<std::uint8_t>((u - 8) & 0x0f);
       };
       for (int k = 0; k < 16; ++k) out[k] = static_cast<std::uint8_t>(code(2 * k) | (code(2 * k + 1) << 4));

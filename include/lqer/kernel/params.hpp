@@ -281,7 +281,8 @@ consteval bool is_kernel_operand_format() {
   if constexpr (is_mxint<F>::value) {
     return true;
   } else {
-    return has_linear_codes<F>() && F::kBlock > 0 && F::kBlock <= kMaxGroup &&
+    // (A block minimum, Q4_1, fails has_linear_codes: its codes stand for u = q + 8.)
+    return has_linear_codes<F>() && !F::kHasMin && F::kBlock > 0 && F::kBlock <= kMaxGroup &&
            (F::kBits <= 4 ? F::kQmin >= -8 : F::kQmin >= -127) && F::kQmax <= 127 &&
            (F::kScaleKind == scale_kind::f16 || F::kScaleKind == scale_kind::f32);
   }

@@ -10,9 +10,11 @@
 //
 // Every product is computed block by block: for each output, for each block
 // of the reduction axis in ascending order, the exact integer dot product of
-// the two blocks' codes (minus zero points; int64, so it cannot overflow) is
-// converted to float, multiplied by the product of the two block scales and
-// added to one float accumulator; in fused mode the correction's blocks
+// the two blocks' codes (code_value minus zero points; int64, so it cannot
+// overflow) is converted to float, multiplied by the product of the two block
+// scales and added to one float accumulator — and for a weight format with a
+// block minimum m (Q4_1: value = u·d + m) the block's second term, the exact
+// float(Σ activation codes) times (activation scale · m), is added after it; in fused mode the correction's blocks
 // continue in the same accumulator after the weight's blocks. For MX formats
 // the block scales are powers of two and |dot| < 2^24 (a 16-block of int8×int8
 // is at most 16·127·127), so every term is exact and the result depends only on
@@ -50,19 +52,28 @@ namespace detail {
 template <class FA, class FB>
 float accumulate_block_dots(float acc, const quantized_matrix<FA>& qa, index_t la, const quantized_matrix<FB>& qb,
                             index_t lb) {
+  static_assert(!FA::kHasMin,
+                "reference_forward: activations (x, and the correction's Q(x)·A) cannot have a block "
+                "minimum: the min term is Σ activation codes times the weight's minimum");
   const index_t blocks = qa.blocks_per_lane();
   const index_t len = qa.block_len();
   const auto sa = qa.lane_scales(la);
   const auto sb = qb.lane_scales(lb);
   for (index_t blk = 0; blk < blocks; ++blk) {
     const int za = FA::zero_point(sa[blk]), zb = FB::zero_point(sb[blk]);
-    std::int64_t dot = 0;
+    std::int64_t dot = 0, sum_a = 0;
     const index_t end = std::min((blk + 1) * len, qa.depth());  // padding codes are zero; skip them anyway
-    for (index_t i = blk * len; i < end; ++i)
-      dot += static_cast<std::int64_t>(qa.lane_code(la, i) - za) * static_cast<std::int64_t>(qb.lane_code(lb, i) - zb);
+    for (index_t i = blk * len; i < end; ++i) {
+      const std::int64_t a = FA::code_value(qa.lane_code(la, i)) - za;
+      dot += a * static_cast<std::int64_t>(FB::code_value(qb.lane_code(lb, i)) - zb);
+      sum_a += a;
+    }
     // The term rounded on its own, then added (no FMA contraction): exact for
     // MX formats either way, but a real scale's product rounds.
-    acc += detail::no_contract(static_cast<float>(dot) * (FA::scale_value(sa[blk]) * FB::scale_value(sb[blk])));
+    const float s_a = FA::scale_value(sa[blk]);
+    acc += detail::no_contract(static_cast<float>(dot) * (s_a * FB::scale_value(sb[blk])));
+    if constexpr (FB::kHasMin)  // Σ a·(u·d + m) = d·Σ a·u + m·Σ a: the minimum's term, after the scale's
+      acc += detail::no_contract(static_cast<float>(sum_a) * (s_a * FB::min_value(sb[blk])));
   }
   return acc;
 }

@@ -149,9 +149,10 @@ class quantized_matrix {
     for (index_t lane = 0; lane < m.lanes_; ++lane) {
       for (index_t b = 0; b < m.blocks_per_lane_; ++b) {
         const block_scale& s = m.scales_[lane * m.blocks_per_lane_ + b];
-        if (!std::isfinite(Format::scale_value(s)))
+        if (!std::isfinite(Format::scale_value(s)) || !std::isfinite(Format::min_value(s)))
           throw value_error("quantized_matrix::from_codes: block " + std::to_string(b) + " of lane " +
-                            std::to_string(lane) + " has a non-finite scale");
+                            std::to_string(lane) + " has a non-finite " +
+                            (std::isfinite(Format::scale_value(s)) ? "minimum" : "scale"));
         const int z = Format::zero_point(s);
         if (Format::kHasZeroPoint ? (z < Format::kQmin || z > Format::kQmax) : z != 0)
           throw value_error("quantized_matrix::from_codes: block " + std::to_string(b) + " of lane " +
@@ -291,10 +292,12 @@ class quantized_matrix {
 
   void check_scale(const block_scale& s, index_t lane, index_t b) const {
     // An fp16 scale can overflow to Inf for data beyond ~65504·qmax; refuse to store it.
-    if (!std::isfinite(Format::scale_value(s)))
+    // Likewise a block minimum (fp16: a block whose smallest value is below −65504).
+    if (!std::isfinite(Format::scale_value(s)) || !std::isfinite(Format::min_value(s)))
       throw value_error("quantize: block " + std::to_string(b) + " of " +
-                        (axis_ == block_axis::cols ? "row " : "column ") + std::to_string(lane) +
-                        " needs a scale beyond the range of " + Format::name() + "'s scale type");
+                        (axis_ == block_axis::cols ? "row " : "column ") + std::to_string(lane) + " needs a " +
+                        (std::isfinite(Format::scale_value(s)) ? "minimum" : "scale") + " beyond the range of " +
+                        Format::name() + "'s scale type");
   }
 
   static void put_code(std::uint8_t* lane_bytes, index_t i, std::int8_t q) noexcept {

@@ -16,6 +16,8 @@
 //               q4_0_mxlr (Q4_0 weights and Q8_0 activations with an MXINT8 block-32
 //                         correction: 8.25-bit A/B with power-of-two scales instead of
 //                         Q8_0's 8.5 bits with fp16 ones)
+//               q4_1     (llama.cpp's Q4_1 weights — fp16 scale and block minimum, 5 bits/
+//                         weight — with Q8_0 activations and factors)
 //       cold = 1 rotates over copies of the packed layer totalling ≥ 256 MiB, so
 //       every call streams its weights from DRAM; cold = 0 reuses one copy.
 //   BM_onednn_u8s8f32/M/K/N/threads/cold   (LQER_BENCH_ONEDNN) int8 weights
@@ -26,6 +28,8 @@
 //       backend's repack buffer type (its interleaved AVX-512 layout), ggml's
 //       fastest 4-bit path. ggml is not a Debian package: build it from its
 //       public source and point CMake at it (bench/CMakeLists.txt).
+//   BM_ggml_q4_1/…/repack:0  ggml's Q4_1 (5 bits/weight; x quantized to Q8_1
+//       inside the op), its plain layout: the repack buffer has no Q4_1.
 //
 // Counters: GOPS = 2·M·N·K / s (the correction's extra work is not counted: it
 // is overhead), wGB/s = bytes of weights streamed per call / s (lqer: the
@@ -63,6 +67,7 @@
 #include <ggml.h>
 
 #include <cstdio>
+#include <initializer_list>
 #include <string>
 #endif
 #if defined(LQER_BENCH_ONEDNN)
@@ -326,10 +331,12 @@ void BM_lqer_q4_0(benchmark::State& s) { BM_lqer<lqer::q4_0, lqer::q8_0, lqer::q
 void BM_lqer_int4_g128(benchmark::State& s) { BM_lqer<g128_w, g128_act, g128_act>(s); }
 void BM_lqer_int4_g128_asym(benchmark::State& s) { BM_lqer<lqer::int4_g128_asym, g128_act, g128_act>(s); }
 void BM_lqer_q4_0_mxlr(benchmark::State& s) { BM_lqer<lqer::q4_0, b32_lr, lqer::q8_0>(s); }
+void BM_lqer_q4_1(benchmark::State& s) { BM_lqer<lqer::q4_1, lqer::q8_0, lqer::q8_0>(s); }
 BENCHMARK(BM_lqer_q4_0)->Apply(lqer_args);
 BENCHMARK(BM_lqer_int4_g128)->Apply(lqer_args);
 BENCHMARK(BM_lqer_int4_g128_asym)->Apply(lqer_args);
 BENCHMARK(BM_lqer_q4_0_mxlr)->Apply(lqer_args);
+BENCHMARK(BM_lqer_q4_1)->Apply(lqer_args);
 
 // ---------------------------------------------------------------------------
 // oneDNN u8s8f32 matmul: y[M, N] = scale[n] · Σ_k x_u8[m, k] · w_s8[k, n]
@@ -440,7 +447,9 @@ ggml_backend_buffer_type_t ggml_repack_buffer_type(ggml_backend_t backend) {
   return nullptr;
 }
 
-void BM_ggml_q4_0(benchmark::State& state) {
+/// ggml_mul_mat of `type` weights (ggml quantizes the activations to its
+/// vec_dot type itself: Q8_0 for Q4_0, Q8_1 for Q4_1).
+void run_ggml(benchmark::State& state, ggml_type type, const char* label) {
   const index_t M = state.range(0), K = state.range(1), N = state.range(2);
   const int threads = int(state.range(3));
   const bool cold = state.range(4) != 0, repack = state.range(5) != 0;
@@ -458,18 +467,18 @@ void BM_ggml_q4_0(benchmark::State& state) {
     state.SkipWithError("this ggml build has no CPU_REPACK buffer type");
     return;
   }
-  const std::size_t wbytes = ggml_row_size(GGML_TYPE_Q4_0, K) * std::size_t(N);
+  const std::size_t wbytes = ggml_row_size(type, K) * std::size_t(N);
   const std::size_t copies = cold ? kColdBytes / wbytes + 2 : 1;
 
   const ggml_init_params wparams{ggml_tensor_overhead() * copies, nullptr, true};
   c.weight_ctx = ggml_init(wparams);
   std::vector<ggml_tensor*> w(copies);
-  for (auto& t : w) t = ggml_new_tensor_2d(c.weight_ctx, GGML_TYPE_Q4_0, K, N);  // ne0 = K: rows of W
+  for (auto& t : w) t = ggml_new_tensor_2d(c.weight_ctx, type, K, N);  // ne0 = K: rows of W
   c.weight_buf = ggml_backend_alloc_ctx_tensors_from_buft(c.weight_ctx, wbuft);
   {
     const auto wf = random_vec(std::size_t(N * K), 0.02f, 7);
     std::vector<std::uint8_t> q(wbytes);
-    ggml_quantize_chunk(GGML_TYPE_Q4_0, wf.data(), q.data(), 0, N, K, nullptr);
+    ggml_quantize_chunk(type, wf.data(), q.data(), 0, N, K, nullptr);
     for (auto* t : w) ggml_backend_tensor_set(t, q.data(), 0, wbytes);  // the repack buffer repacks here
   }
   const ggml_init_params params{ggml_tensor_overhead() * (copies + 1) + ggml_graph_overhead() * copies, nullptr, true};
@@ -495,16 +504,20 @@ void BM_ggml_q4_0(benchmark::State& state) {
   }
   const double secs = std::chrono::duration<double>(clk::now() - t0).count();
   set_counters(state, secs, M, K, N, double(wbytes), threads);
-  state.SetLabel(repack ? "q4_0 repack" : "q4_0");
+  state.SetLabel(std::string(label) + (repack ? " repack" : ""));
 }
+void BM_ggml_q4_0(benchmark::State& state) { run_ggml(state, GGML_TYPE_Q4_0, "q4_0"); }
+/// Q4_1: the plain layout (ggml's repack buffer takes no Q4_1).
+void BM_ggml_q4_1(benchmark::State& state) { run_ggml(state, GGML_TYPE_Q4_1, "q4_1"); }
 
-void ggml_args(benchmark::internal::Benchmark* b) {
+void ggml_args(benchmark::internal::Benchmark* b, std::initializer_list<int> repacks) {
   b->ArgNames({"M", "K", "N", "threads", "cold", "repack"});
-  for (int repack : {0, 1})
+  for (int repack : repacks)
     for_each_case([&](int M, int K, int N, int threads, int cold) { b->Args({M, K, N, threads, cold, repack}); });
   b->Unit(benchmark::kMicrosecond)->UseRealTime();
 }
-BENCHMARK(BM_ggml_q4_0)->Apply(ggml_args);
+BENCHMARK(BM_ggml_q4_0)->Apply([](benchmark::internal::Benchmark* b) { ggml_args(b, {0, 1}); });
+BENCHMARK(BM_ggml_q4_1)->Apply([](benchmark::internal::Benchmark* b) { ggml_args(b, {0}); });
 #endif
 
 }  // namespace

@@ -16,7 +16,8 @@
 //   byte 0  formats: W4A8 MXINT block 16 (LQER rule), OCP block 32, W8A8, W3 + OCP factors;
 //           real scales (scale_mode::real): Q4_0 × Q8_0 with a Q8_0 correction, INT4
 //           group-16 fp32 weights under MXINT8, MXINT4 under Q8_0, Q8_0 weights
-//           with an MXINT8 correction
+//           with an MXINT8 correction; zero points (INT4 asymmetric weights, and
+//           factors); block minima (Q4_1 × Q8_0, and minima on every weight-side operand)
 //   byte 1  M = 1..9          byte 2  K = 1..96 (tails of every length)
 //   byte 3  N = 1..40         byte 4  rank = 0..20
 //   byte 5  bias, strided x/y  bytes 6..8  power-of-two scales of W, A/B, x
@@ -149,7 +150,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   using namespace lqer;
   if (size < 6) return 0;
   byte_source src(data, size);
-  const int kind = src.next() % 10;
+  const int kind = src.next() % 12;
   const index_t M = 1 + src.next() % 9;
   const index_t K = 1 + src.next() % 96;
   const index_t N = 1 + src.next() % 40;
@@ -179,8 +180,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     case 8:  // GPTQ/AWQ-style weights: zero points
       run<intq<4, 32, int_scheme::asymmetric, scale_dtype::f16>, q8_0, q8_0>(src, M, K, N, rank, flags);
       break;
-    default:  // zero points on every weight-side operand, 4-bit factors widened to bytes
+    case 9:  // zero points on every weight-side operand, 4-bit factors widened to bytes
       run<intq<4, 16, int_scheme::asymmetric, scale_dtype::f32>, intq<4, 16, int_scheme::asymmetric, scale_dtype::f16>,
+          mxint<8, 16, mx_rule::lqer>>(src, M, K, N, rank, flags);
+      break;
+    case 10: run<q4_1, q8_0, q8_0>(src, M, K, N, rank, flags); break;  // llama.cpp's Q4_1: block minima
+    default:  // block minima on every weight-side operand (fp32 weights', fp16 factors' widened to bytes)
+      run<intq<4, 16, int_scheme::with_min, scale_dtype::f32>, intq<4, 16, int_scheme::with_min, scale_dtype::f16>,
           mxint<8, 16, mx_rule::lqer>>(src, M, K, N, rank, flags);
       break;
   }

@@ -363,7 +363,7 @@ TEST_CASE_TEMPLATE("gguf Q4_0 / Q8_0 tensors move into quantized_matrix — its 
   }
 }
 
-TEST_CASE("gguf Q4_1 tensors move into lqer's q4_1 — its dequantize equals the GGUF decode; reference_forward runs it") {
+TEST_CASE("gguf Q4_1 tensors move into lqer's q4_1 — its dequantize equals the GGUF decode; it runs fused") {
   std::mt19937 rng(11);
   const gguf_file f = parse(gguf_builder()
                                 .tensor("w", 3, {96, 5}, random_blocks(3, 15, rng))
@@ -384,11 +384,11 @@ TEST_CASE("gguf Q4_1 tensors move into lqer's q4_1 — its dequantize equals the
   CHECK_THROWS_AS(to_quantized_matrix<q4_0>(t), value_error);
   CHECK_THROWS_AS(to_quantized_matrix<q4_1>(f.tensor("w0")), value_error);
 
-  // Run by reference_forward (a block minimum has no fused kernel yet) under
-  // Q8_0 activations with a Q8_0 correction. Per block it adds float(dot)·(sx·d),
-  // then float(Σqx)·(sx·m): against the exact sum of those terms (double, from
-  // the codes), each term is off by ≤ 2u relative (two roundings) and the
-  // running sum of n terms by ≤ (n − 1)·u·Σ|terms|, u = 2^-24.
+  // Under Q8_0 activations with a Q8_0 correction, reference_forward adds per
+  // block float(dot)·(sx·d), then float(Σqx)·(sx·m): against the exact sum of
+  // those terms (double, from the codes), each term is off by ≤ 2u relative
+  // (two roundings) and the running sum of n terms by ≤ (n − 1)·u·Σ|terms|,
+  // u = 2^-24.
   lqer_layer<q4_1, q8_0> layer;
   layer.wq = q;
   const index_t rank = 8;
@@ -435,6 +435,15 @@ TEST_CASE("gguf Q4_1 tensors move into lqer's q4_1 — its dequantize equals the
       CHECK(nw == 6);  // 3 blocks, two terms each
       CHECK(std::fabs(double(y[m * 5 + n]) - (sw + sc)) <= bound);
     }
+  }
+  // And the file's blocks run in the fused kernel as they are: every path
+  // equals reference_forward bit for bit (the same two terms per block).
+  const auto packed = pack<q8_0>(layer);
+  for (const kernel_path path : lqer_test::paths_to_test()) {
+    std::vector<float> yk(15);
+    linear(packed, matrix_view<const float>(x.data(), 3, 96), matrix_view<float>(yk.data(), 3, 5), serial_executor{},
+           path);
+    CHECK(lqer_test::count_mismatches(yk, y, 5) == 0);
   }
 }
 

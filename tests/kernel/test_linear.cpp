@@ -235,6 +235,14 @@ TEST_CASE("linear == reference: scaled-integer families with real scales (Q4_0, 
     check_family<intq<3, 32, int_scheme::asymmetric, scale_dtype::f32>, q8_0, mxint8_ocp<32>>(
         "int3_g32_asym/mxint8", 2000, pool);
   }
+  SUBCASE("llama.cpp's Q4_1 (a block minimum: u·d + m) under Q8_0 activations, with a Q8_0 correction") {
+    check_family<q4_1, q8_0, q8_0>("q4_1/q8_0", 2200, pool);
+  }
+  SUBCASE("block minima on A and B (Q4_1 factors, widened to bytes) and fp32 minima on the weights") {
+    check_family<q4_0, q4_1, q8_0>("q4_0/q4_1 factors", 2300, pool);
+    using M4 = intq<4, 16, int_scheme::with_min, scale_dtype::f32>;
+    check_family<M4, mxint<8, 16, mx_rule::lqer>, mxint<8, 16, mx_rule::lqer>>("int4_g16_min_f32/mxint8", 2400, pool);
+  }
   SUBCASE("zero points at both ends of the code range: one-signed weight rows (z = 0 and z = 15)") {
     using W = intq<4, 32, int_scheme::asymmetric, scale_dtype::f16>;
     auto layer = random_layer<W, q8_0>(40, 200, 16, true, 2100);

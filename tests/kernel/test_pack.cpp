@@ -179,7 +179,9 @@ TEST_CASE("pack: real-scale formats (Q4_0, Q8_0, INT4 fp32) keep their codes and
   CHECK_FALSE(kernel_supports_formats<intq<4, 32>, q8_0, intq<4, 32, int_scheme::asymmetric>>);  // act zero
   CHECK_FALSE(kernel_supports_formats<intq<4, 32>, q8_0, intq<8, 32, int_scheme::signed_extreme>>);  // act −128
   CHECK_FALSE(kernel_supports_formats<intq<8, kPerRow>, q8_0, q8_0>);  // one scale per row
-  CHECK_FALSE(kernel_supports_formats<q4_1, q8_0, q8_0>);  // a block minimum (Q4_1): reference_forward only
+  CHECK(kernel_supports_formats<q4_1, q8_0, q8_0>);        // a block minimum (Q4_1) on the weights
+  CHECK(kernel_supports_formats<q4_0, q4_1, q8_0>);        // … and on A and B (4-bit, widened to bytes)
+  CHECK_FALSE(kernel_supports_formats<q4_0, q8_0, q4_1>);  // but not on the activations
 }
 
 TEST_CASE("pack: invalid layers are rejected") {

@@ -144,15 +144,21 @@ struct stream_words {
 }  // namespace detail
 
 /// What a packed operand stores per output after one block's codes: its
-/// scale record, of the format's scale_kind, and — for a format with a zero
-/// point (intq asymmetric) — one unsigned byte zk = zero + the stored code
-/// offset, so that u − zk = q − zero for the stored code u = q + offset
-/// (params.hpp). The kernels take it as a template argument per operand.
+/// scale record, of the format's scale_kind; for a format with a zero point
+/// (intq asymmetric) one unsigned byte zk = zero + the stored code offset, so
+/// that u − zk = q − zero for the stored code u = q + offset (params.hpp); for
+/// a format with a block minimum (llama.cpp's Q4_1: value u·d + m) the minima,
+/// a second record of the scale kind. `code_shift` is the format's
+/// code_value(0): its codes q stand for q + code_shift (Q4_1: u = q + 8). The
+/// kernels take it as a template argument per operand.
 struct record_kind {
   scale_kind scale;
   bool zero_point;
+  bool min = false;
+  int code_shift = 0;
   constexpr record_kind() noexcept : scale(scale_kind::e8m0_pow2), zero_point(false) {}
-  constexpr record_kind(scale_kind s, bool z = false) noexcept : scale(s), zero_point(z) {}  // NOLINT: implicit
+  constexpr record_kind(scale_kind s, bool z = false, bool m = false, int shift = 0) noexcept  // NOLINT: implicit
+      : scale(s), zero_point(z), min(m), code_shift(shift) {}
   constexpr bool real() const noexcept { return scale != scale_kind::e8m0_pow2; }
   friend constexpr bool operator==(const record_kind&, const record_kind&) = default;
   // `record == scale_kind::f16` would be false for an fp16 record with a zero
@@ -162,7 +168,7 @@ struct record_kind {
 
 /// The record kind of format F's packed operand.
 template <class F>
-inline constexpr record_kind kRecordKindOf{F::kScaleKind, F::kHasZeroPoint};
+inline constexpr record_kind kRecordKindOf{F::kScaleKind, F::kHasZeroPoint, F::kHasMin, F::code_value(0)};
 
 /// The one packed layout: groups of 16 outputs, 4 consecutive k per 32-bit
 /// lane (see the file comment for the stream).
@@ -188,9 +194,10 @@ struct layout_n16c4 {
   static constexpr index_t scale_bytes(scale_kind s) noexcept {
     return index_t{kGroup} * (s == scale_kind::e8m0_pow2 ? 1 : s == scale_kind::f16 ? 2 : 4);
   }
-  /// Bytes of one block's kGroup records: the scales, then the zero points (one byte each) if any.
+  /// Bytes of one block's kGroup records: the scales, then the zero points (one byte each) if
+  /// any, then the minima (one record of the scale kind each) if any.
   static constexpr index_t record_bytes(record_kind r) noexcept {
-    return scale_bytes(r.scale) + (r.zero_point ? index_t{kGroup} : 0);
+    return scale_bytes(r.scale) + (r.zero_point ? index_t{kGroup} : 0) + (r.min ? scale_bytes(r.scale) : 0);
   }
   static constexpr index_t block_bytes(detail::code_kind k, int block, record_kind r = {}) noexcept {
     return code_bytes(k, block) + record_bytes(r);
@@ -224,6 +231,17 @@ struct layout_n16c4 {
   /// Where a block record's zero points start: after its codes and its kGroup scales.
   static constexpr index_t zero_offset(detail::code_kind k, int block, scale_kind s) noexcept {
     return code_bytes(k, block) + scale_bytes(s);
+  }
+  /// Where a block record's minima start: after its codes, scales and zero points (if any).
+  static constexpr index_t min_offset(detail::code_kind k, int block, record_kind r) noexcept {
+    return zero_offset(k, block, r.scale) + (r.zero_point ? index_t{kGroup} : 0);
+  }
+  /// The kGroup minima of a block record of code kind K and record kind R (R.min):
+  /// output j's at [j · scale record size], stored as the scales are.
+  template <detail::code_kind K, record_kind R>
+  static const std::uint8_t* min_records(const std::uint8_t* blk, int block) noexcept {
+    static_assert(R.min, "min_records: this record kind has no minima");
+    return blk + min_offset(K, block, R);
   }
 
   /// Where the parts of one group of a packed layer start: Wq's blocks at 0,
@@ -265,10 +283,12 @@ struct layout_n16c4 {
     constexpr bool kPow2 = kScale == scale_kind::e8m0_pow2;
     constexpr index_t kRecordBytes = scale_bytes(kScale) / kGroup;  // one output's scale
     constexpr bool kZero = F::kHasZeroPoint;
+    constexpr bool kMin = F::kHasMin;
     constexpr index_t kBlockBytes = block_bytes(Kind, B, kRecordKindOf<F>);
     static_assert(kLaneK == 4 && kBlockBytes == kWords * kLaneGroupBytes + record_bytes(kRecordKindOf<F>),
-                  "pack: a block is its lane-groups, its scales and its zero points; a stream word is one 32-bit "
-                  "lane of 4 k");
+                  "pack: a block is its lane-groups, its scales, its zero points and its minima; a stream word is "
+                  "one 32-bit lane of 4 k");
+    static_assert(!kMin || !kPow2, "pack: a block minimum comes with a real scale");
     // zk = zero + the stored offset: the stored codes u = q + offset, so u − zk = q − zero. A
     // format's zero point lies in its code range (intq: [kQmin, kQmax] shifted like the codes),
     // so 0 ≤ zk ≤ 15 (nibbles) or 255 (bytes). Padding outputs get zk = offset: with their zero
@@ -286,7 +306,8 @@ struct layout_n16c4 {
     for (int j = 0; j < kGroup; ++j) {
       std::uint8_t* lane_out = out + kLaneK * j;
       std::uint8_t* scale_out = out + kWords * kLaneGroupBytes + kRecordBytes * j;
-      std::uint8_t* zero_out = out + zero_offset(Kind, B, kScale) + j;  // used when kZero
+      std::uint8_t* zero_out = out + zero_offset(Kind, B, kScale) + j;                         // used when kZero
+      std::uint8_t* min_out = out + min_offset(Kind, B, kRecordKindOf<F>) + kRecordBytes * j;  // when kMin
       if (lane0 + j >= q.lanes()) {
         for (index_t b = 0; b < nblk; ++b) {
           for (index_t t = 0; t < kWords; ++t)
@@ -296,6 +317,7 @@ struct layout_n16c4 {
           else
             std::memset(scale_out + b * kBlockBytes, 0, kRecordBytes);  // +0: a padding output's term is 0·0
           if constexpr (kZero) zero_out[b * kBlockBytes] = kOffsetByte;
+          if constexpr (kMin) std::memset(min_out + b * kBlockBytes, 0, kRecordBytes);  // +0
         }
         continue;
       }
@@ -329,6 +351,10 @@ struct layout_n16c4 {
             if constexpr (kZero)
               zero_out[(b0 + b) * kBlockBytes] =
                   static_cast<std::uint8_t>(F::store_zero(scales[b0 + b]) + detail::stored_offset(Kind));
+            if constexpr (kMin) {
+              const auto m = F::store_min(scales[b0 + b]);
+              std::memcpy(min_out + (b0 + b) * kBlockBytes, &m, kRecordBytes);
+            }
           }
         }
       }

@@ -411,10 +411,11 @@ struct linear_driver {
   /// The multiple of −Σqx in the activation records of a consumer of format
   /// F stored as codes of kind K: the path's code offset, which the records
   /// cancel; 1 for a format with a zero point, whose kernels multiply it by
-  /// each output's own offset and zero point (params.hpp, kMaxGroup).
+  /// each output's own offset and zero point, or with a block minimum, whose
+  /// kernels need Σqx itself (params.hpp, kMaxGroup).
   template <class Isa, class F>
   static constexpr int consumer_offset(code_kind k) noexcept {
-    return F::kHasZeroPoint ? 1 : Isa::code_offset(k);
+    return F::kHasZeroPoint || F::kHasMin ? 1 : Isa::code_offset(k);
   }
 
   /// Fraction bits F of an MX format (value = q·2^(e − F)); 0 for a real-scale format.

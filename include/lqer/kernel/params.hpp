@@ -266,6 +266,12 @@ namespace detail {
 /// group intq allows (4096), zk ≤ 255, u ≤ 255, |qx| ≤ 127: |zk·Σqx| and
 /// |Σ u·qx| are each < 255·127·4096 < 2^28, so no partial sum wraps, and
 /// float(dot) rounds the same exact integer the reference converts.
+///
+/// Block minima (llama.cpp's Q4_1: value u·d + m, u = q + code_shift) take the
+/// same records: the consumer's record holds −Σqx, the accumulator starts at
+/// (r − code_shift)·(−Σqx) (it ends at Σ u·qx, the same bound), and after the
+/// block's scale term the kernel adds float(Σqx)·(sx·m) per output: the
+/// reference's second term, rounded the same way (Σqx is exact in float).
 inline constexpr int kMaxGroup = 4096;
 static_assert(std::int64_t{2} * 255 * 127 * kMaxGroup < (std::int64_t{1} << 31));
 
@@ -276,14 +282,23 @@ static_assert(std::int64_t{2} * 255 * 127 * kMaxGroup < (std::int64_t{1} << 31))
 /// a real fp16 / fp32 number (intq's three schemes, llama.cpp's Q4_0 and
 /// Q8_0). Weight-side operands (Wq, A, B) may have a zero point (intq
 /// asymmetric, GPTQ/AWQ): see kMaxGroup.
+/// Codes that stand for q + c with one constant c (linear codes: c = 0; a block
+/// minimum's unsigned u = q + 2^(bits−1)): the dot products see q (plus the
+/// path's offset) and the shift is a multiple of Σqx, like a zero point.
+template <class F>
+consteval bool has_shifted_codes() {
+  for (int q = F::kQmin; q <= F::kQmax; ++q)
+    if (F::code_value(static_cast<std::int8_t>(q)) != q + F::code_value(0)) return false;
+  return true;
+}
 template <class F>
 consteval bool is_kernel_operand_format() {
   if constexpr (is_mxint<F>::value) {
     return true;
   } else {
-    // (A block minimum, Q4_1, fails has_linear_codes: its codes stand for u = q + 8.)
-    return has_linear_codes<F>() && !F::kHasMin && F::kBlock > 0 && F::kBlock <= kMaxGroup &&
-           (F::kBits <= 4 ? F::kQmin >= -8 : F::kQmin >= -127) && F::kQmax <= 127 &&
+    // Shifted codes only with a block minimum (Q4_1), never with a zero point as well.
+    return (has_linear_codes<F>() || (F::kHasMin && has_shifted_codes<F>() && !F::kHasZeroPoint)) && F::kBlock > 0 &&
+           F::kBlock <= kMaxGroup && (F::kBits <= 4 ? F::kQmin >= -8 : F::kQmin >= -127) && F::kQmax <= 127 &&
            (F::kScaleKind == scale_kind::f16 || F::kScaleKind == scale_kind::f32);
   }
 }
@@ -294,7 +309,8 @@ inline constexpr bool kAnyRealScale = ((F::kScaleKind != scale_kind::e8m0_pow2) 
 /// without a zero point (the kernels subtract the weights' zero points from
 /// the activation block's Σqx; an activation zero point would need Σqw).
 template <class F>
-inline constexpr bool kActivationCodesFit = F::kBits <= 8 && F::kQmin >= -127 && !F::kHasZeroPoint;
+inline constexpr bool kActivationCodesFit =
+    F::kBits <= 8 && F::kQmin >= -127 && !F::kHasZeroPoint && !F::kHasMin && has_linear_codes<F>();
 }  // namespace detail
 
 /// True when the fused kernels support this combination of formats: MX

@@ -103,8 +103,12 @@ template <int MR, int NV, int Block, code_kind K, record_kind WR, scale_mode S>
 LQER_AVX512_INLINE void segment(__m512 (&acc)[MR][NV], const act_operand& x, const std::uint8_t* w, index_t nblk,
                                 index_t gstride, int wfrac, const prefetch_hint& prefetch) {
   static_assert(!WR.real() || S == scale_mode::real, "segment: real scales take scale_mode::real");
+  static_assert(!WR.min || WR.real(), "segment: block minima come with real scales");
   constexpr index_t kBlockBytes = group_block_bytes(K, Block, WR);
   constexpr index_t kCodeBytes = group_code_bytes(K, Block);
+  // Block minima: the dots see u' = q + stored offset; the accumulator starts
+  // at (stored offset − code_shift)·(−Σqx) so that it ends at Σ (q + code_shift)·qx.
+  constexpr int kMinInit = stored_offset(K) - WR.code_shift;
   const __m512i low_nibbles = _mm512_set1_epi8(0x0f);
   const __m512i min_scale_bits = _mm512_set1_epi32(0x00400000);  // the float 2^-127 (exact mode)
   const __m512 inv_wfrac = _mm512_set1_ps(exp2_exact(-wfrac));
@@ -129,7 +133,7 @@ LQER_AVX512_INLINE void segment(__m512 (&acc)[MR][NV], const act_operand& x, con
     // zero points: 16 bytes zk after them (this path's dot leaves the whole stored
     // offset out, so the accumulator starts at zk·(−Σqx)).
     __m512i sbits[NV], wbits[NV], zk[NV];
-    __m512 sreal[NV];
+    __m512 sreal[NV], smin[NV];
     LQER_UNROLL(4)
     for (int v = 0; v < NV; ++v) {
       const std::uint8_t* sp = wb + v * gstride + kCodeBytes;
@@ -147,6 +151,13 @@ LQER_AVX512_INLINE void segment(__m512 (&acc)[MR][NV], const act_operand& x, con
       if constexpr (WR.zero_point)
         zk[v] = _mm512_cvtepu8_epi32(_mm_loadu_si128(
             reinterpret_cast<const __m128i*>(layout_n16c4::zero_records<K, WR.scale>(wb + v * gstride, Block))));
+      if constexpr (WR.min) {
+        const std::uint8_t* mp = layout_n16c4::min_records<K, WR>(wb + v * gstride, Block);
+        if constexpr (WR.scale == scale_kind::f16)
+          smin[v] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(mp)));
+        else
+          smin[v] = _mm512_loadu_ps(reinterpret_cast<const float*>(mp));
+      }
     }
     __m512i d[MR][NV];
     LQER_UNROLL(8)
@@ -156,7 +167,7 @@ LQER_AVX512_INLINE void segment(__m512 (&acc)[MR][NV], const act_operand& x, con
         LQER_UNROLL(4)
         for (int v = 0; v < NV; ++v) d[m][v] = m < kFmaRows<MR, Block> ? init : _mm512_add_epi32(init, wbits[v]);
       } else if constexpr (S == scale_mode::real) {
-        const __m512i init = _mm512_set1_epi32(meta[m].real_init());
+        const __m512i init = _mm512_set1_epi32(WR.min ? kMinInit * meta[m].real_init() : meta[m].real_init());
         LQER_UNROLL(4)
         for (int v = 0; v < NV; ++v) d[m][v] = WR.zero_point ? _mm512_mullo_epi32(zk[v], init) : init;
       } else {
@@ -236,6 +247,14 @@ LQER_AVX512_INLINE void segment(__m512 (&acc)[MR][NV], const act_operand& x, con
           const __m512 s = opaque(_mm512_mul_ps(sx, sw[v]));
           const __m512 term = opaque(_mm512_mul_ps(_mm512_cvtepi32_ps(d[m][v]), s));
           acc[m][v] = _mm512_add_ps(acc[m][v], term);
+        }
+        if constexpr (WR.min) {  // then float(Σqx)·(sx·m), the reference's second term (exact Σqx)
+          const __m512 sum_x = _mm512_set1_ps(static_cast<float>(-meta[m].real_init()));
+          LQER_UNROLL(4)
+          for (int v = 0; v < NV; ++v) {
+            const __m512 sm = opaque(_mm512_mul_ps(sx, smin[v]));
+            acc[m][v] = _mm512_add_ps(acc[m][v], opaque(_mm512_mul_ps(sum_x, sm)));
+          }
         }
       }
     }

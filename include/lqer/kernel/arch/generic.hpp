@@ -60,9 +60,12 @@ void segment(float (&acc)[MR][16 * NV], const act_operand& x, const std::uint8_t
     for (index_t b = 0; b < nblk; ++b, wv += kBlockBytes) {
       using L = path_tag::generic::layout;
       // q − zero, with zero = zk − offset (layout.hpp's record_kind), or q; code_at gives q (code offset 0).
+      // A block minimum's codes stand for q + code_shift: zero = −code_shift.
       std::int32_t zero[16] = {};
       if constexpr (WR.zero_point)
         for (int j = 0; j < 16; ++j) zero[j] = L::zero_records<K, WR.scale>(wv, Block)[j] - zero_record_bias(K, 0);
+      if constexpr (WR.min)
+        for (int j = 0; j < 16; ++j) zero[j] = -WR.code_shift;
       std::int32_t wq[Block][16];
       for (int kk = 0; kk < Block; ++kk)
         for (int j = 0; j < 16; ++j) wq[kk][j] = L::code_at<K>(wv, j, kk) - zero[j];
@@ -73,6 +76,10 @@ void segment(float (&acc)[MR][16 * NV], const act_operand& x, const std::uint8_t
         else
           sw[j] = real_scale_at<WR.scale>(L::scale_record<K, WR.scale>(wv, Block, j));
       }
+      float mins[16] = {};
+      if constexpr (WR.min)
+        for (int j = 0; j < 16; ++j)
+          mins[j] = real_scale_at<WR.scale>(L::min_records<K, WR>(wv, Block) + j * (L::scale_bytes(WR.scale) / 16));
       const std::uint8_t* xblk = x.base + b * x.block_stride;
       const auto* meta = reinterpret_cast<const act_block_meta*>(xblk + x.meta_offset);
       for (int m = 0; m < MR; ++m) {
@@ -82,6 +89,11 @@ void segment(float (&acc)[MR][16 * NV], const act_operand& x, const std::uint8_t
           for (int j = 0; j < 16; ++j) dot[j] += static_cast<std::int32_t>(xq[kk]) * wq[kk][j];
         const float sx = S == scale_mode::real ? meta[m].real_scale() : meta[m].scale(wfrac);
         for (int j = 0; j < 16; ++j) acc[m][16 * v + j] += no_contract(static_cast<float>(dot[j]) * (sx * sw[j]));
+        if constexpr (WR.min) {  // then the minimum's term, float(Σqx)·(sx·m), as the reference
+          std::int32_t sum_x = 0;
+          for (int kk = 0; kk < Block; ++kk) sum_x += xq[kk];
+          for (int j = 0; j < 16; ++j) acc[m][16 * v + j] += no_contract(static_cast<float>(sum_x) * (sx * mins[j]));
+        }
       }
     }
   }

@@ -70,15 +70,19 @@ template <int MR, int NV, int Block, code_kind K, record_kind WR, scale_mode S>
 LQER_NEON_INLINE void segment(float32x4_t (&acc)[MR][4 * NV], const act_operand& x, const std::uint8_t* w, index_t nblk,
                               index_t gstride, int wfrac, const prefetch_hint& /*not followed: unmeasured here*/) {
   static_assert(!WR.real() || S == scale_mode::real, "segment: real scales take scale_mode::real");
+  static_assert(!WR.min || WR.real(), "segment: block minima come with real scales");
   constexpr int Q = 4 * NV;  // quads: quad q is outputs 4(q%4) … of group q/4
   constexpr index_t kBlockBytes = group_block_bytes(K, Block, WR);
   constexpr index_t kCodeBytes = group_code_bytes(K, Block);
+  // Block minima: start at (this path's code offset − code_shift)·(−Σqx) (avx512_vnni.hpp).
+  constexpr int kMinInit = code_offset_of(K) - WR.code_shift;
   for (index_t b = 0; b < nblk; ++b) {
     const std::uint8_t* wb = w + b * kBlockBytes;
     const auto* xblk = reinterpret_cast<const std::int8_t*>(x.base + b * x.block_stride);
     const auto* meta = reinterpret_cast<const act_block_meta*>(x.base + b * x.block_stride + x.meta_offset);
     uint32x4_t sbits[Q];
     float32x4_t sreal[Q];  // real scales (scale_mode::real): fp16 (converted exactly) or fp32 records
+    float32x4_t smin[Q];   // block minima, stored as the scales
     int32x4_t zk[Q];       // zero points: zk − (stored offset − this path's code offset)
     LQER_UNROLL(4)
     for (int v = 0; v < NV; ++v) {
@@ -110,6 +114,17 @@ LQER_NEON_INLINE void segment(float32x4_t (&acc)[MR][4 * NV], const act_operand&
             sreal[4 * v + i] = vld1q_f32(reinterpret_cast<const float*>(sp) + 4 * i);
         }
       }
+      if constexpr (WR.min) {
+        const std::uint8_t* mp = layout_n16c4::min_records<K, WR>(wb + v * gstride, Block);
+        LQER_UNROLL(4)
+        for (int i = 0; i < 4; ++i) {
+          if constexpr (WR.scale == scale_kind::f16)
+            smin[4 * v + i] =
+                vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(reinterpret_cast<const std::uint16_t*>(mp) + 4 * i)));
+          else
+            smin[4 * v + i] = vld1q_f32(reinterpret_cast<const float*>(mp) + 4 * i);
+        }
+      }
     }
     uint32x4_t wbits[Q];  // ew·2^23: the weight's share of the exponent field (magic mode)
     if constexpr (WR.scale == scale_kind::e8m0_pow2) {
@@ -124,7 +139,7 @@ LQER_NEON_INLINE void segment(float32x4_t (&acc)[MR][4 * NV], const act_operand&
         LQER_UNROLL(16)
         for (int q = 0; q < Q; ++q) d[m][q] = vreinterpretq_s32_u32(vaddq_u32(init, wbits[q]));
       } else if constexpr (S == scale_mode::real) {
-        const int32x4_t init = vdupq_n_s32(meta[m].real_init());
+        const int32x4_t init = vdupq_n_s32(WR.min ? kMinInit * meta[m].real_init() : meta[m].real_init());
         LQER_UNROLL(16)
         for (int q = 0; q < Q; ++q) d[m][q] = WR.zero_point ? vmulq_s32(zk[q], init) : init;
       } else {
@@ -211,6 +226,14 @@ LQER_NEON_INLINE void segment(float32x4_t (&acc)[MR][4 * NV], const act_operand&
           const float32x4_t s = opaque(vmulq_f32(sx, sw[q]));
           const float32x4_t term = opaque(vmulq_f32(vcvtq_f32_s32(d[m][q]), s));
           acc[m][q] = vaddq_f32(acc[m][q], term);
+        }
+        if constexpr (WR.min) {  // then float(Σqx)·(sx·m), the reference's second term
+          const float32x4_t sum_x = vdupq_n_f32(static_cast<float>(-meta[m].real_init()));
+          LQER_UNROLL(16)
+          for (int q = 0; q < Q; ++q) {
+            const float32x4_t sm = opaque(vmulq_f32(sx, smin[q]));
+            acc[m][q] = vaddq_f32(acc[m][q], opaque(vmulq_f32(sum_x, sm)));
+          }
         }
       }
     }

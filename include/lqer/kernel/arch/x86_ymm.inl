@@ -91,9 +91,13 @@ template <int MR, int NV, int Block, code_kind K, record_kind WR, scale_mode S>
 LQER_YMM_INLINE void segment(__m256 (&acc)[MR][2 * NV], const act_operand& x, const std::uint8_t* w, index_t nblk,
                              index_t gstride, int wfrac, const prefetch_hint& /*not followed, see above*/) {
   static_assert(!WR.real() || S == scale_mode::real, "segment: real scales take scale_mode::real");
+  static_assert(!WR.min || WR.real(), "segment: block minima come with real scales");
   constexpr int H = 2 * NV;  // ymm columns: half h of group h / 2
   constexpr index_t kBlockBytes = group_block_bytes(K, Block, WR);
   constexpr index_t kCodeBytes = group_code_bytes(K, Block);
+  // Block minima: the dots see q + this path's code offset; start at
+  // (offset − code_shift)·(−Σqx) to end at Σ (q + code_shift)·qx (avx512_vnni.hpp).
+  constexpr int kMinInit = ymm_code_offset(K) - WR.code_shift;
   const __m256i low_nibbles = _mm256_set1_epi8(0x0f);
   for (index_t b = 0; b < nblk; ++b) {
     const std::uint8_t* wb = w + b * kBlockBytes;
@@ -103,7 +107,7 @@ LQER_YMM_INLINE void segment(__m256 (&acc)[MR][2 * NV], const act_operand& x, co
     // Real scales (scale_mode::real): 8 fp16 (F16C, exact) or fp32 records per half.
     // Zero points: zk − (stored offset − this path's code offset), 8 per half.
     __m256i sbits[H], wbits[H], zk[H];
-    __m256 sreal[H];
+    __m256 sreal[H], smin[H];
     LQER_UNROLL(8)
     for (int h = 0; h < H; ++h) {
       const std::uint8_t* sp = wb + (h / 2) * gstride + kCodeBytes;
@@ -121,6 +125,13 @@ LQER_YMM_INLINE void segment(__m256 (&acc)[MR][2 * NV], const act_operand& x, co
       } else {
         sreal[h] = _mm256_loadu_ps(reinterpret_cast<const float*>(sp + (h % 2) * 32));
       }
+      if constexpr (WR.min) {
+        const std::uint8_t* mp = layout_n16c4::min_records<K, WR>(wb + (h / 2) * gstride, Block);
+        if constexpr (WR.scale == scale_kind::f16)
+          smin[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(mp + (h % 2) * 16)));
+        else
+          smin[h] = _mm256_loadu_ps(reinterpret_cast<const float*>(mp + (h % 2) * 32));
+      }
     }
     __m256i d[MR][H];
     LQER_UNROLL(8)
@@ -130,7 +141,7 @@ LQER_YMM_INLINE void segment(__m256 (&acc)[MR][2 * NV], const act_operand& x, co
         LQER_UNROLL(8)
         for (int h = 0; h < H; ++h) d[m][h] = _mm256_add_epi32(init, wbits[h]);
       } else if constexpr (S == scale_mode::real) {
-        const __m256i init = _mm256_set1_epi32(meta[m].real_init());
+        const __m256i init = _mm256_set1_epi32(WR.min ? kMinInit * meta[m].real_init() : meta[m].real_init());
         LQER_UNROLL(8)
         for (int h = 0; h < H; ++h) d[m][h] = WR.zero_point ? _mm256_mullo_epi32(zk[h], init) : init;
       } else {
@@ -207,6 +218,14 @@ LQER_YMM_INLINE void segment(__m256 (&acc)[MR][2 * NV], const act_operand& x, co
           const __m256 s = opaque(_mm256_mul_ps(sx, sw[h]));
           const __m256 term = opaque(_mm256_mul_ps(_mm256_cvtepi32_ps(d[m][h]), s));
           acc[m][h] = _mm256_add_ps(acc[m][h], term);
+        }
+        if constexpr (WR.min) {  // then float(Σqx)·(sx·m), the reference's second term
+          const __m256 sum_x = _mm256_set1_ps(static_cast<float>(-meta[m].real_init()));
+          LQER_UNROLL(8)
+          for (int h = 0; h < H; ++h) {
+            const __m256 sm = opaque(_mm256_mul_ps(sx, smin[h]));
+            acc[m][h] = _mm256_add_ps(acc[m][h], opaque(_mm256_mul_ps(sum_x, sm)));
+          }
         }
       }
     }

@@ -363,7 +363,7 @@ TEST_CASE_TEMPLATE("gguf Q4_0 / Q8_0 tensors move into quantized_matrix — its 
   }
 }
 
-TEST_CASE("gguf Q4_1 tensors move into lqer's q4_1 — its dequantize equals the GGUF decode; it runs fused") {
+TEST_CASE("gguf Q4_1 tensors move into lqer's q4_1 — its dequantize equals the GGUF decode, and it runs fused") {
   std::mt19937 rng(11);
   const gguf_file f = parse(gguf_builder()
                                 .tensor("w", 3, {96, 5}, random_blocks(3, 15, rng))

@@ -85,6 +85,25 @@ struct scale_storage<scale_dtype::f16> {
 /// Blocks with a normal d keep the multiply, so their codes are unchanged.
 inline float times_inverse(float v, float id, float d) noexcept { return std::isfinite(id) ? v * id : v / d; }
 
+/// The step of a range scheme (asymmetric, with_min): d = (hi − lo)/umax. When
+/// |hi|, |lo| are near FLT_MAX, hi − lo overflows (d = Inf, then NaN codes; ggml
+/// would store Inf); hi/umax − lo/umax is finite there (an fp16 d may still
+/// overflow, and the matrix quantizer refuses that with a sentence).
+inline float range_step(float lo, float hi, float umax) noexcept {
+  const float d = (hi - lo) / umax;
+  return std::isfinite(d) ? d : hi / umax - lo / umax;
+}
+
+/// The largest code distance c ≤ umax whose c·d is finite, so that decoding
+/// (u − z)·d or u·d never gives Inf from finite data. For every group but one
+/// spanning about ±FLT_MAX it is umax; computed in double so that c·d ≤ FLT_MAX
+/// holds exactly. d = 0: umax.
+inline float finite_code_span(float d, float umax) noexcept {
+  return d != 0.0f
+             ? static_cast<float>(std::min(double(umax), std::floor(double(std::numeric_limits<float>::max()) / d)))
+             : umax;
+}
+
 /// intq's per-group record: the stored scale, the zero point (asymmetric
 /// scheme; 0 otherwise) and, with a block minimum only, the stored minimum.
 template <class T, bool Min>
@@ -217,17 +236,10 @@ struct intq {
         hi = std::max(hi, x[i * stride]);
       }
       constexpr float umax = float((1 << Bits) - 1);
-      float d = (hi - lo) / umax;
-      // |hi|, |lo| near FLT_MAX: hi − lo overflows; ggml would store Inf. A
-      // finite d instead (an fp16 one then overflows and the matrix quantizer refuses it).
-      if (!std::isfinite(d)) d = hi / umax - lo / umax;
+      const float d = detail::range_step(lo, hi, umax);
       const float id = d != 0.0f ? 1.0f / d : 0.0f;
-      // The largest code whose u·d is finite (decode forms u·d, then adds m):
-      // umax except for a group spanning about ±FLT_MAX (double: exact bound).
-      const float top =
-          d != 0.0f
-              ? static_cast<float>(std::min(double(umax), std::floor(double(std::numeric_limits<float>::max()) / d)))
-              : umax;
+      // The largest code whose u·d is finite (decode forms u·d, then adds m).
+      const float top = detail::finite_code_span(d, umax);
       for (index_t i = 0; i < n; ++i) {
         // (x − lo)·id, then + 0.5, each rounded (volatile: no FMA contraction, as
         // ggml's C). t ≥ 0, so trunc is ggml's (int8_t) cast; the min first keeps
@@ -245,20 +257,14 @@ struct intq {
         hi = std::max(hi, x[i * stride]);
       }
       constexpr float umax = float((1 << Bits) - 1);
-      float d = (hi - lo) / umax;
-      // |hi|, |lo| near FLT_MAX: hi − lo overflows (d = Inf and NaN codes).
-      if (!std::isfinite(d)) d = hi / umax - lo / umax;
+      const float d = detail::range_step(lo, hi, umax);
       const float id = d != 0.0f ? 1.0f / d : 0.0f;
       const float z = std::clamp(round_half_away(detail::times_inverse(-lo, id, d)), 0.0f, umax);
       // Codes whose decode (u − z)·d would exceed FLT_MAX (a group spanning about
       // ±FLT_MAX, z rounded to the middle; or umax·d rounded up) are clamped to the
-      // last finite one: such an element is off by at most one step. `span` is
-      // computed in double so that span·d ≤ FLT_MAX holds exactly; for every other
-      // group span ≥ umax and the clamp is the plain [0, umax].
-      const float span =
-          d != 0.0f
-              ? static_cast<float>(std::min(double(umax), std::floor(double(std::numeric_limits<float>::max()) / d)))
-              : umax;
+      // last finite one: such an element is off by at most one step. For every
+      // other group span = umax and the clamp is the plain [0, umax].
+      const float span = detail::finite_code_span(d, umax);
       const float ulo = std::max(0.0f, z - span), uhi = std::min(umax, z + span);
       for (index_t i = 0; i < n; ++i) {
         const float u = std::clamp(round_half_away(detail::times_inverse(x[i * stride], id, d)) + z, ulo, uhi);

@@ -150,7 +150,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   using namespace lqer;
   if (size < 6) return 0;
   byte_source src(data, size);
-  const int kind = src.next() % 12;
+  const int kind = src.next() % 13;
   const index_t M = 1 + src.next() % 9;
   const index_t K = 1 + src.next() % 96;
   const index_t N = 1 + src.next() % 40;
@@ -185,9 +185,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           mxint<8, 16, mx_rule::lqer>>(src, M, K, N, rank, flags);
       break;
     case 10: run<q4_1, q8_0, q8_0>(src, M, K, N, rank, flags); break;  // llama.cpp's Q4_1: block minima
-    default:  // block minima on every weight-side operand (fp32 weights', fp16 factors' widened to bytes)
+    case 11:  // block minima on every weight-side operand (fp32 weights', fp16 factors' widened to bytes)
       run<intq<4, 16, int_scheme::with_min, scale_dtype::f32>, intq<4, 16, int_scheme::with_min, scale_dtype::f16>,
           mxint<8, 16, mx_rule::lqer>>(src, M, K, N, rank, flags);
+      break;
+    default:  // 8-bit zero points (codes down to -128) on the weights and on A and B
+      run<intq<8, 16, int_scheme::asymmetric, scale_dtype::f16>, intq<8, 16, int_scheme::asymmetric, scale_dtype::f32>,
+          intq<8, 16, int_scheme::symmetric, scale_dtype::f16>>(src, M, K, N, rank, flags);
       break;
   }
   return 0;

@@ -232,8 +232,22 @@ TEST_CASE("linear == reference: scaled-integer families with real scales (Q4_0, 
   SUBCASE("2- and 3-bit asymmetric weights under MXINT8 activations") {
     check_family<intq<2, 16, int_scheme::asymmetric, scale_dtype::f16>, mxint<8, 16, mx_rule::lqer>,
                  mxint<8, 16, mx_rule::lqer>>("int2_g16_asym/mxint8", 1900, pool);
-    check_family<intq<3, 32, int_scheme::asymmetric, scale_dtype::f32>, q8_0, mxint8_ocp<32>>(
-        "int3_g32_asym/mxint8", 2000, pool);
+    check_family<intq<3, 32, int_scheme::asymmetric, scale_dtype::f32>, q8_0, mxint8_ocp<32>>("int3_g32_asym/mxint8",
+                                                                                              2000, pool);
+  }
+  SUBCASE("INT8 asymmetric (codes -128 … 127) on the weights and on A and B") {
+    using W8 = intq<8, 32, int_scheme::asymmetric, scale_dtype::f16>;
+    check_family<W8, W8, q8_0>("int8_g32_asym", 2500, pool);
+    // Code -128 (u = 0) is what AVX2's swapped sign trick exists for: check that it occurs.
+    using W8r = intq<8, 128, int_scheme::asymmetric, scale_dtype::f32>;
+    const auto layer = random_layer<W8r, W8r>(33, 512, 8, true, 2600);
+    int lowest = 0;
+    for (index_t n = 0; n < 33; ++n)
+      for (index_t k = 0; k < 512; ++k) lowest += layer.wq.code(n, k) == -128 ? 1 : 0;
+    CHECK(lowest > 0);
+    using A8 = intq<8, 128, int_scheme::symmetric, scale_dtype::f16>;
+    check_all_paths<A8>(layer, random_matrix(6, 512, 1.0f, 2601, true), 6, "int8_g128_asym f32", pool);
+    check_all_paths<A8>(layer, random_matrix(1, 512, 1.0f, 2602, true), 1, "int8_g128_asym f32 M=1", pool);
   }
   SUBCASE("llama.cpp's Q4_1 (a block minimum: u·d + m) under Q8_0 activations, with a Q8_0 correction") {
     check_family<q4_1, q8_0, q8_0>("q4_1/q8_0", 2200, pool);

@@ -174,14 +174,16 @@ TEST_CASE("pack: real-scale formats (Q4_0, Q8_0, INT4 fp32) keep their codes and
   CHECK_FALSE(packed_layer<mxint4_ocp<32>, mxint8_ocp<32>, mxint8_ocp<32>>::kRealScales);
   // Formats without a fused kernel are a compile-time error (pack.hpp's
   // static_assert); kernel_supports_formats says which, in a constant.
-  CHECK(kernel_supports_formats<int4_g128_asym, intq<8, 128>, intq<8, 128>>);  // weight zero points
-  CHECK_FALSE(kernel_supports_formats<intq<8, 32, int_scheme::asymmetric>, q8_0, q8_0>);  // 8-bit zero: −128
-  CHECK_FALSE(kernel_supports_formats<intq<4, 32>, q8_0, intq<4, 32, int_scheme::asymmetric>>);  // act zero
+  CHECK(kernel_supports_formats<int4_g128_asym, intq<8, 128>, intq<8, 128>>);       // weight zero points
+  CHECK(kernel_supports_formats<intq<8, 32, int_scheme::asymmetric>, q8_0, q8_0>);  // 8-bit zero points: −128 too
+  CHECK(kernel_supports_formats<q4_0, intq<8, 32, int_scheme::asymmetric>, q8_0>);  // … on A and B as well
+  CHECK_FALSE(kernel_supports_formats<intq<8, 32, int_scheme::signed_extreme>, q8_0, q8_0>);  // −128 without a zero
+  CHECK_FALSE(kernel_supports_formats<intq<4, 32>, q8_0, intq<4, 32, int_scheme::asymmetric>>);      // act zero
   CHECK_FALSE(kernel_supports_formats<intq<4, 32>, q8_0, intq<8, 32, int_scheme::signed_extreme>>);  // act −128
   CHECK_FALSE(kernel_supports_formats<intq<8, kPerRow>, q8_0, q8_0>);  // one scale per row
-  CHECK(kernel_supports_formats<q4_1, q8_0, q8_0>);        // a block minimum (Q4_1) on the weights
-  CHECK(kernel_supports_formats<q4_0, q4_1, q8_0>);        // … and on A and B (4-bit, widened to bytes)
-  CHECK_FALSE(kernel_supports_formats<q4_0, q8_0, q4_1>);  // but not on the activations
+  CHECK(kernel_supports_formats<q4_1, q8_0, q8_0>);                    // a block minimum (Q4_1) on the weights
+  CHECK(kernel_supports_formats<q4_0, q4_1, q8_0>);                    // … and on A and B (4-bit, widened to bytes)
+  CHECK_FALSE(kernel_supports_formats<q4_0, q8_0, q4_1>);              // but not on the activations
 }
 
 TEST_CASE("pack: invalid layers are rejected") {

@@ -74,9 +74,9 @@ class packed_layer {
                     detail::is_kernel_operand_format<ActFormat>(),
                 "packed_layer: the fused kernels take MX integers (mxint) and scaled integers with an fp16 or "
                 "fp32 scale per block of a multiple of 8 up to 4096 whose codes fit [-127, 127] (intq symmetric, "
-                "signed-extreme, asymmetric of at most 4 bits, and with a block minimum; Q4_0, Q4_1, Q8_0); 8-bit "
-                "codes with a zero point (-128 … 127) and one scale per row have no fused kernel yet: run them "
-                "with reference_forward");
+                "signed-extreme and with a block minimum of at most 4 bits; asymmetric, whose 8-bit codes reach "
+                "-128; Q4_0, Q4_1, Q8_0); one scale per row has no fused kernel yet: run it with "
+                "reference_forward");
   static_assert(detail::kActivationCodesFit<ActFormat>,
                 "packed_layer: activation codes must be int8 in [-127, 127] without a zero point or block "
                 "minimum (the dot products' signed operand; zero points and minima are taken on the weight side "

@@ -277,11 +277,13 @@ static_assert(std::int64_t{2} * 255 * 127 * kMaxGroup < (std::int64_t{1} << 31))
 
 /// One operand format the kernels take: linear integer codes, |q| ≤ 127 in a
 /// byte (the u8 × s8 and sign-trick bounds above; a 4-bit code's nibble
-/// u = q + 8 ≤ 15 covers q = −8 too), blocks along the reduction (not one
-/// scale per row), and a scale that is a power of two (E8M0: MX integers) or
-/// a real fp16 / fp32 number (intq's three schemes, llama.cpp's Q4_0 and
-/// Q8_0). Weight-side operands (Wq, A, B) may have a zero point (intq
-/// asymmetric, GPTQ/AWQ): see kMaxGroup.
+/// u = q + 8 ≤ 15 covers q = −8 too; 8-bit codes with a zero point reach
+/// −128, which every path's byte dot takes: u = q + 128 ≤ 255 for vpdpbusd,
+/// s8 × s8 for SDOT, and AVX2's sign trick with swapped roles, x86_ymm.inl),
+/// blocks along the reduction (not one scale per row), and a scale that is a
+/// power of two (E8M0: MX integers) or a real fp16 / fp32 number (intq's
+/// schemes, llama.cpp's Q4_0, Q4_1 and Q8_0). Weight-side operands (Wq, A, B)
+/// may have a zero point (intq asymmetric, GPTQ/AWQ): see kMaxGroup.
 /// Codes that stand for q + c with one constant c (linear codes: c = 0; a block
 /// minimum's unsigned u = q + 2^(bits−1)): the dot products see q (plus the
 /// path's offset) and the shift is a multiple of Σqx, like a zero point.
@@ -298,8 +300,8 @@ consteval bool is_kernel_operand_format() {
   } else {
     // Shifted codes only with a block minimum (Q4_1), never with a zero point as well.
     return (has_linear_codes<F>() || (F::kHasMin && has_shifted_codes<F>() && !F::kHasZeroPoint)) && F::kBlock > 0 &&
-           F::kBlock <= kMaxGroup && (F::kBits <= 4 ? F::kQmin >= -8 : F::kQmin >= -127) && F::kQmax <= 127 &&
-           (F::kScaleKind == scale_kind::f16 || F::kScaleKind == scale_kind::f32);
+           F::kBlock <= kMaxGroup && (F::kBits <= 4 ? F::kQmin >= -8 : F::kQmin >= (F::kHasZeroPoint ? -128 : -127)) &&
+           F::kQmax <= 127 && (F::kScaleKind == scale_kind::f16 || F::kScaleKind == scale_kind::f32);
   }
 }
 /// True when any of the formats has a real scale: the layer then runs scale_mode::real.

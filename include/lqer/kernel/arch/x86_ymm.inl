@@ -21,6 +21,10 @@
 //             (2·255·127 > 32767), so the signed code q = u ^ 0x80 is used with
 //             the sign trick d += madd(maddubs(|x|, sign(q, x)), 1): |x|·(±q) =
 //             x·q, pair sums ≤ 2·127·127 = 32258 < 32767, exact (off = 0).
+//             Byte weights with a zero point (8-bit asymmetric codes reach
+//             q = −128, whose sign(q, x) = +128 does not fit int8) swap the
+//             roles: maddubs(|q|, sign(x, q)), |q| ≤ 128 unsigned, |x| ≤ 127,
+//             pair sums ≤ 2·128·127 = 32512 < 32767, exact too.
 //             (XNNPACK's `<< 4` nibble trick would overflow int16 here.)
 //
 // 16 ymm registers (AVX2 / AVX-VNNI machines have no more): the GEMM tile is
@@ -82,6 +86,13 @@ LQER_YMM_INLINE __m256i dot_byte(__m256i d, __m256i w, __m256i x, [[maybe_unused
 #else
   return _mm256_dpbusd_epi32(d, w, x);
 #endif
+}
+
+/// d + Σ_{4 lanes} q·x for byte weights q that may be −128 (prepared by
+/// prepare_byte; aq = |q|, where abs_epi8(−128) is the unsigned byte 128):
+/// the sign trick with the roles swapped (maddubs form only; see the top).
+LQER_YMM_INLINE __m256i dot_byte_wide(__m256i d, __m256i q, __m256i aq, __m256i x) {
+  return _mm256_add_epi32(d, _mm256_madd_epi16(_mm256_maddubs_epi16(aq, _mm256_sign_epi8(x, q)), _mm256_set1_epi16(1)));
 }
 
 /// The prefetch hints are not followed: on Zen 5 the avx2 path streams a GEMV
@@ -172,19 +183,28 @@ LQER_YMM_INLINE void segment(__m256 (&acc)[MR][2 * NV], const act_operand& x, co
         }
       }
     } else {
+      // Zero-point codes may be −128 (8-bit asymmetric): the swapped sign trick.
+      constexpr bool kWide = !kVnni && WR.zero_point;
       LQER_UNROLL(32)
       for (int c = 0; c < Block / 4; ++c) {
-        __m256i u[H];
+        __m256i u[H], au[H];
         LQER_UNROLL(8)
-        for (int h = 0; h < H; ++h)
+        for (int h = 0; h < H; ++h) {
           u[h] = prepare_byte(
               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb + (h / 2) * gstride + c * 64 + (h % 2) * 32)));
+          if constexpr (kWide) au[h] = _mm256_abs_epi8(u[h]);
+        }
         LQER_UNROLL(8)
         for (int m = 0; m < MR; ++m) {
           const __m256i xc = broadcast4(xblk + m * Block + 4 * c);
-          const __m256i ax = kVnni ? xc : _mm256_abs_epi8(xc);
-          LQER_UNROLL(8)
-          for (int h = 0; h < H; ++h) d[m][h] = dot_byte(d[m][h], u[h], xc, ax);
+          if constexpr (kWide) {
+            LQER_UNROLL(8)
+            for (int h = 0; h < H; ++h) d[m][h] = dot_byte_wide(d[m][h], u[h], au[h], xc);
+          } else {
+            const __m256i ax = kVnni ? xc : _mm256_abs_epi8(xc);
+            LQER_UNROLL(8)
+            for (int h = 0; h < H; ++h) d[m][h] = dot_byte(d[m][h], u[h], xc, ax);
+          }
         }
       }
     }

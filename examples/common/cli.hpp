@@ -139,10 +139,10 @@ struct format_options {
 /// `blocks`: the block lengths the engine builds, for the help text.
 inline void add_format_options(CLI::App* cmd, format_options& f, const std::string& blocks) {
   cmd->add_option("--weight-format", f.weight_format,
-                  "Weight format: mxint4 or mxint3 (MX integers), or q4_0 (llama.cpp's; with --lowrank-format q8_0 "
-                  "--block 32, Q8_0 activations)")
+                  "Weight format: mxint4 or mxint3 (MX integers), or q4_0 / q4_1 (llama.cpp's; with --lowrank-format "
+                  "q8_0 --block 32, Q8_0 activations)")
       ->capture_default_str();
-  cmd->add_option("--lowrank-format", f.lowrank_format, "A/B format: mxint8 or mxint4; q8_0 with q4_0 weights")
+  cmd->add_option("--lowrank-format", f.lowrank_format, "A/B format: mxint8 or mxint4; q8_0 with q4_0 or q4_1 weights")
       ->capture_default_str();
   cmd->add_option("--rule", f.rule,
                   "MX exponent rule of every format: lqer (the LQER reference's ceil/half-even) or ocp (OCP MX "

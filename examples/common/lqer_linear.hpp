@@ -120,9 +120,9 @@ class lqer_linear final : public linear_op {
 // gives the same 4-bit codes except on rounding ties and blocks whose largest
 // magnitude is a power of two (measured on USE-lite: identical table rows), so
 // each further combination would only add build time. And at block 32
-// llama.cpp's pair, Q4_0 weights with Q8_0 A/B and activations (fp16 scales,
-// the fused kernel's real-scale mode): an LQER correction on top of the
-// format most 4-bit GGUF files hold.
+// the format table's llama.cpp layers, Q4_0 or Q4_1 weights with Q8_0 A/B and
+// activations (fp16 scales, the fused kernel's real-scale mode): an LQER
+// correction on top of the formats 4-bit GGUF files hold.
 
 template <class WF, class AF, class LF>
 struct format_triple {
@@ -159,11 +159,13 @@ template <int B, class V>
 void for_each_format(V&& visit) {
   detail::visit_weights<B, lqer::mx_rule::lqer>(visit, closed_weight_bits{});
   detail::visit_weights<B, lqer::mx_rule::ocp>(visit, closed_weight_bits{});
-  if constexpr (B == lqer::kGgmlBlock) visit(format_triple<lqer::q4_0, lqer::q8_0, lqer::q8_0>{});
+  if constexpr (B == lqer::kGgmlBlock)
+    lqer::for_each_ggml_layer(
+        [&]<class L>(L) { visit(format_triple<typename L::weight, typename L::activation, typename L::lowrank>{}); });
 }
 
 /// Whether the triple T is built for exponent rule `rule`: MX weights for
-/// their own rule; llama.cpp's pair (no exponent rule) for any.
+/// their own rule; llama.cpp's layers (no exponent rule) for any.
 template <class T>
 bool triple_has_rule(std::string_view rule) {
   if constexpr (requires { T::weight::kRule; })
@@ -193,10 +195,14 @@ void with_formats(std::string_view weight_format, std::string_view lowrank_forma
     throw lqer::value_error("unknown weight format '" + std::string(weight_format) + "' (" + supported_formats() + ")");
   if (!lowrank_known)
     throw lqer::value_error("unknown A/B format '" + std::string(lowrank_format) + "' (" + supported_formats() + ")");
-  if (weight_format == kGgmlWeightName || lowrank_format == kGgmlLowrankName)
-    throw lqer::value_error(std::string(kGgmlWeightName) + " is built with " + std::string(kGgmlLowrankName) +
-                            " A/B (and activations) at block " + std::to_string(lqer::kGgmlBlock) + " only, not " +
-                            std::string(weight_format) + " with " + std::string(lowrank_format));
+  const auto is_ggml = [](std::string_view name) {
+    const lqer::format_entry* f = lqer::find_format(name);
+    return f && f->family == lqer::format_family::ggml;
+  };
+  if (is_ggml(weight_format) || is_ggml(lowrank_format))
+    throw lqer::value_error("llama.cpp's formats are built as " + lqer::ggml_layers_text() + " only, not " +
+                            std::string(weight_format) + " with " + std::string(lowrank_format) + " at block " +
+                            std::to_string(B));
   throw lqer::value_error("the OCP rule is built for mxint" + std::to_string(kOcpWeightBits) + " weights with mxint" +
                           std::to_string(kOcpLowrankBits) + " A/B only, not " + std::string(weight_format) + " with " +
                           std::string(lowrank_format));

@@ -70,10 +70,10 @@ static_assert(lqer::mx_blocks::contains(16) && lqer::mx_blocks::contains(32) && 
 /// The one combination built with the OCP rule too: the paper's.
 inline constexpr int kOcpWeightBits = 4, kOcpLowrankBits = 8;
 
-/// llama.cpp's pair, built at block 32 (its block) beside the MX list: Q4_0
-/// weights with Q8_0 A/B and Q8_0 activations — fp16 scales, the fused
-/// kernel's real-scale mode. The exponent rule does not apply to them.
-inline constexpr std::string_view kGgmlWeightName = "q4_0", kGgmlLowrankName = "q8_0";
+/// llama.cpp's layers are the format table's (lqer::for_each_ggml_layer: Q4_0
+/// or Q4_1 weights with Q8_0 A/B and activations — fp16 scales, the fused
+/// kernel's real-scale mode), built at block 32 (its block) beside the MX
+/// list. The exponent rule does not apply to them.
 
 /// Whether the closed list has weights of `w` bits with A/B of `lr` bits under `rule`.
 constexpr bool in_closed_list(int w, int lr, lqer::mx_rule rule) noexcept {
@@ -100,8 +100,7 @@ inline std::string supported_formats() {
   return "weights " + detail::alternatives(closed_weight_bits{}, "mxint") + "; A/B " +
          detail::alternatives(closed_lowrank_bits{}, "mxint") + "; block " + detail::alternatives(closed_blocks{}) +
          "; exponent rule lqer (every combination) | ocp (mxint" + std::to_string(kOcpWeightBits) + " with mxint" +
-         std::to_string(kOcpLowrankBits) + "); and llama.cpp's " + std::string(kGgmlWeightName) + " weights with " +
-         std::string(kGgmlLowrankName) + " A/B and activations, block " + std::to_string(lqer::kGgmlBlock);
+         std::to_string(kOcpLowrankBits) + "); and llama.cpp's " + lqer::ggml_layers_text();
 }
 
 }  // namespace engine

@@ -66,8 +66,8 @@ calibration calibrate(const model& fp32, std::span<const std::int32_t> tokens, i
 
 /// What to quantize with (see use_lite's quant_config, whose fields these are).
 struct quant_config {
-  std::string weight_format = "mxint4";   ///< mxint4 | mxint3; q4_0 (with q8_0 A/B, block 32)
-  std::string lowrank_format = "mxint8";  ///< A and B: mxint8 | mxint4; q8_0 (with q4_0 weights)
+  std::string weight_format = "mxint4";   ///< mxint4 | mxint3; q4_0 | q4_1 (with q8_0 A/B, block 32)
+  std::string lowrank_format = "mxint8";  ///< A and B: mxint8 | mxint4; q8_0 (with q4_0 or q4_1 weights)
   std::string rule = "lqer";              ///< the MX exponent rule of every format: lqer | ocp (mxint4 + mxint8 only)
   int block = 16;                         ///< 16 | 32
   scale_policy_kind policy = scale_policy_kind::identity;

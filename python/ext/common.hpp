@@ -118,6 +118,8 @@ struct layer_base {
   virtual std::string weight_format() const = 0;   ///< Format::name(), e.g. "mxint4_b16_lqer"
   virtual std::string lowrank_format() const = 0;  ///< of A and B
   virtual int block() const = 0;
+  /// The activation format name Linear uses when none is given ("mxint8"; "q8_0" for llama.cpp's layers).
+  virtual std::string default_activation() const = 0;
   virtual index_t in_features() const = 0;
   virtual index_t out_features() const = 0;
   virtual index_t rank() const = 0;
@@ -142,6 +144,7 @@ struct layer_impl final : layer_base {
   std::string weight_format() const override { return W::name(); }
   std::string lowrank_format() const override { return Lr::name(); }
   int block() const override { return W::kBlock; }
+  std::string default_activation() const override { return cli::default_activation_name<W, Lr>(); }
   index_t in_features() const override { return layer.in_features(); }
   index_t out_features() const override { return layer.out_features(); }
   index_t rank() const override { return layer.rank(); }
@@ -165,35 +168,14 @@ struct factorize_args {
   std::vector<float> bias;
 };
 
-/// Calls visit(type_identity<WF>{}, type_identity<LF>{}) for the weight and
-/// A/B formats `w`, `lr` of block Block, from the package's closed list: the
-/// `lqer` CLI's MX subsets (cli::with_mx), and at llama.cpp's block llama.cpp's
-/// pair — Q4_0 weights with Q8_0 A/B (and Q8_0 activations in Linear), the
-/// example engines' one non-MX combination: an LQER correction on top of the
-/// format most 4-bit GGUF files hold. value_error/usage_error otherwise.
-template <int Block, class Visit>
-void with_layer_formats(const cli::mx_spec& w, const cli::mx_spec& lr, Visit&& visit) {
-  const bool ggml_w = w.format == short_name<q4_0>(), ggml_lr = lr.format == short_name<q8_0>();
-  if (ggml_w || ggml_lr) {
-    if (!ggml_w || !ggml_lr)
-      throw value_error("q4_0 weights are built with q8_0 A/B only (llama.cpp's pair), not " + w.format + " with " +
-                        lr.format);
-    if constexpr (Block == kGgmlBlock) visit(std::type_identity<q4_0>{}, std::type_identity<q8_0>{});
-    return;
-  }
-  cli::with_mx<Block>(w, "the weight", cli::detail::weight_bits{}, [&](auto wf) {
-    cli::with_mx<Block>(lr, "the low-rank", cli::detail::lowrank_bits{}, [&](auto lf) { visit(wf, lf); });
-  });
-}
+/// The package's closed list of layer formats is the `lqer` CLI's
+/// (tools/lqer/layer_dir.hpp): its MX subsets, and the format table's
+/// llama.cpp layers (Q4_0 or Q4_1 weights with Q8_0 A/B and activations).
+using cli::with_activation_format;
+using cli::with_layer_formats;
 
-/// The format spec of a stored layer's format name (Format::name(): "mxint4_b16_lqer", "q4_0").
+/// The format spec of a stored layer's format name (Format::name(): "mxint4_b16_lqer", "int4_g32_sext_f16").
 inline cli::mx_spec spec_from_stored_name(const std::string& name, const std::string& where) {
-  if (name == q4_0::name() || name == q8_0::name()) {
-    cli::mx_spec s;
-    s.format = name == q4_0::name() ? short_name<q4_0>() : short_name<q8_0>();
-    s.block = kGgmlBlock;
-    return s;
-  }
   return cli::mx_spec_from_name(name, where);
 }
 
@@ -223,7 +205,8 @@ struct linear_base {
 enum class linear_mode { kernel, reference_fused, reference_paper };
 
 /// The Linear for `layer` with activations `act_format` — mxint8 or mxint4 of
-/// the weight's block and rule for MX weights, q8_0 for q4_0 weights;
+/// the weight's block and rule for MX weights, the activations of the format
+/// table's llama.cpp layer (q8_0) for q4_0 and q4_1 weights;
 /// nullptr when layer is not of this block (linear_b16.cpp, …).
 template <int Block>
 std::shared_ptr<linear_base> make_linear_block(const std::shared_ptr<const layer_base>& layer,

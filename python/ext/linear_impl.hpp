@@ -52,19 +52,15 @@ std::shared_ptr<linear_base> make_linear_block(const std::shared_ptr<const layer
   with_layer_formats<Block>(w, lr, [&]<class WF, class LF>(std::type_identity<WF>, std::type_identity<LF>) {
     const auto* impl = dynamic_cast<const layer_impl<WF, LF>*>(layer.get());
     if (!impl) return;
-    if constexpr (std::is_same_v<WF, q4_0>) {
-      if (act_format != short_name<q8_0>())
-        throw value_error("Linear: q4_0 layers take act_format 'q8_0' (llama.cpp's pair), not '" + act_format + "'");
-      out = std::make_shared<linear_impl<WF, LF, q8_0>>(layer, impl->layer, mode);
-    } else {
-      cli::mx_spec act = w;  // the weight's block and rule
-      act.format = act_format;
-      if (act.bits() != 4 && act.bits() != 8)
-        throw value_error("Linear: act_format must be 'mxint8' or 'mxint4' (of the weight's block and rule) for " +
-                          layer->weight_format() + " weights, not '" + act_format + "'");
-      cli::with_mx<Block>(act, "the activation", cli::detail::activation_bits{}, [&]<class AF>(std::type_identity<AF>) {
+    cli::mx_spec act = w;  // the weight's block and rule (MX activations)
+    act.format = act_format;
+    try {
+      with_activation_format<Block, WF, LF>(act, [&]<class AF>(std::type_identity<AF>) {
         out = std::make_shared<linear_impl<WF, LF, AF>>(layer, impl->layer, mode);
       });
+    } catch (const cli::usage_error& e) {
+      throw value_error("Linear: act_format: " + std::string(e.what()) + " (" + layer->weight_format() +
+                        " weights; MX activations take the weight's block and rule)");
     }
   });
   return out;

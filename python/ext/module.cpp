@@ -92,7 +92,7 @@ cli::mx_spec parse_mx(const std::string& format, int block, const std::string& r
   const std::optional<mx_rule> r = parse_mx_rule(rule);
   if (!r) throw value_error(std::string(role) + ": rule must be 'ocp' or 'lqer', not '" + rule + "'");
   s.rule = *r;
-  if (format == short_name<q4_0>() || format == short_name<q8_0>()) {  // llama.cpp's pair: no exponent rule
+  if (const format_entry* f = find_format(format); f && f->family == format_family::ggml) {  // no exponent rule
     if (block != kGgmlBlock)
       throw value_error(std::string(role) + ": " + format + " has blocks of " + std::to_string(kGgmlBlock) + ", not " +
                         std::to_string(block) + " (pass block=" + std::to_string(kGgmlBlock) + ")");
@@ -100,7 +100,7 @@ cli::mx_spec parse_mx(const std::string& format, int block, const std::string& r
   }
   if (s.bits() == 0)  // not an MX name of the format table
     throw value_error(std::string(role) + ": '" + format + "' is not an MX integer format (" +
-                      list_text(mx_bits{}, "mxint") + ") nor llama.cpp's q4_0 / q8_0 pair");
+                      list_text(mx_bits{}, "mxint") + ") nor one of llama.cpp's (" + ggml_layers_text() + ")");
   return s;
 }
 
@@ -116,7 +116,8 @@ std::shared_ptr<layer_base> load_any(const io::checkpoint_file& f, const io::che
   if (auto l = load_block<16>(f, info)) return l;
   if (auto l = load_block<32>(f, info)) return l;
   throw value_error(f.name() + ": layer '" + info.name + "' is stored as " + info.weight_format + " with A/B " +
-                    info.lowrank_format + ": the Python package reads MX weights of block 16 or 32 and q4_0 with q8_0 A/B");
+                    info.lowrank_format + ": the Python package reads MX weights of block 16 or 32 and llama.cpp's " +
+                    ggml_layers_text());
 }
 
 nb::dict report_dict(const layer_base& l) {
@@ -180,9 +181,9 @@ linear_object make_linear(const layer_ptr& layer, const std::string& act_format,
     mode = linear_mode::reference_paper;
   else if (!reference.empty())
     throw value_error("Linear: reference must be None, 'fused' or 'paper', not '" + reference + "'");
-  // Empty: the weight's natural activations (q8_0 under q4_0, llama.cpp's pair; else mxint8).
-  const std::string act =
-      !act_format.empty() ? act_format : layer->weight_format() == q4_0::name() ? short_name<q8_0>() : "mxint8";
+  // Empty: the weight's natural activations (llama.cpp's layers: their table
+  // entry's, q8_0; else mxint8).
+  const std::string act = !act_format.empty() ? act_format : layer->default_activation();
   std::shared_ptr<linear_base> impl;
   {
     const nb::gil_scoped_release release;  // packing a large layer takes a while

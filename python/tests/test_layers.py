@@ -148,16 +148,41 @@ def test_q4_0_weights_with_a_q8_0_correction(tmp_path, rng):
     assert np.array_equal(lqer.Linear(b)(x), lqer.Linear(l)(x))
 
 
-def test_q4_0_needs_its_pair_and_block(rng):
+def test_q4_1_weights_with_a_q8_0_correction(tmp_path, rng):
+    # The same on top of llama.cpp's Q4_1 (u·d + m, fp16 d and m per 32): Wq
+    # is fake_quantize's q4_1 (which test_formats checks against ggml's rule
+    # in numpy); weights all of one sign give minima far from zero.
+    w = (rng.standard_normal((40, 64)) * 0.05 + 0.02).astype(np.float32)
+    w[:8] = np.abs(w[:8]) + 0.1
+    st = lqer.ActivationStats(64)
+    st.add(rng.standard_normal((150, 64)).astype(np.float32))
+    l = lqer.factorize(w, st, rank=6, w_format="q4_1", lr_format="q8_0", block=32)
+    assert l.weight_format.startswith("int4_g32_min_") and l.lowrank_format.startswith("int8_g32_")
+    assert np.array_equal(l.wq, lqer.fake_quantize(w, "q4_1"))
+    assert l.report["residual_norm"] < l.report["error_norm"]
+    p = tmp_path / "q41.lqer.safetensors"
+    lqer.save(p, {"blk.0.q": l})
+    b = lqer.load(p, "blk.0.q")
+    assert (b.weight_format, b.lowrank_format, b.rank) == (l.weight_format, l.lowrank_format, 6)
+    assert np.array_equal(b.wq, l.wq) and np.array_equal(b.a, l.a) and np.array_equal(b.b, l.b)
+    x = rng.standard_normal((5, 64)).astype(np.float32)
+    assert lqer.Linear(b).act_format.startswith("int8_g32_")  # q8_0, the table's pairing
+    assert np.array_equal(lqer.Linear(b)(x), lqer.Linear(l, reference="fused")(x))
+
+
+@pytest.mark.parametrize("w_format", ["q4_0", "q4_1"])
+def test_llama_cpp_formats_need_their_pair_and_block(rng, w_format):
     w = (rng.standard_normal((16, 64)) * 0.05).astype(np.float32)
     st = lqer.ActivationStats(64)
     st.add(rng.standard_normal((8, 64)).astype(np.float32))
     with pytest.raises(ValueError, match="blocks of 32"):
-        lqer.factorize(w, st, rank=4, w_format="q4_0", lr_format="q8_0", block=16)
-    with pytest.raises(ValueError, match="q8_0 A/B only"):
-        lqer.factorize(w, st, rank=4, w_format="q4_0", lr_format="mxint8", block=32)
-    with pytest.raises(ValueError, match="q8_0 A/B only"):
+        lqer.factorize(w, st, rank=4, w_format=w_format, lr_format="q8_0", block=16)
+    with pytest.raises(ValueError, match="built as .* only, not " + w_format + " weights with mxint8"):
+        lqer.factorize(w, st, rank=4, w_format=w_format, lr_format="mxint8", block=32)
+    with pytest.raises(ValueError, match="built as .* only, not mxint4 weights with q8_0"):
         lqer.factorize(w, st, rank=4, w_format="mxint4", lr_format="q8_0", block=32)
+    with pytest.raises(ValueError, match="only, not " + w_format + " weights with " + w_format):
+        lqer.factorize(w, st, rank=4, w_format=w_format, lr_format=w_format, block=32)
 
 
 def test_checkpoint_round_trip_many_layers(tmp_path, rng):

@@ -35,6 +35,8 @@ def test_kernel_paths_are_reported():
         ({"lr_rule": "ocp"}, "mxint8"),
         ({"w_format": "q4_0", "lr_format": "q8_0", "block": 32}, "q8_0"),  # llama.cpp's pair + LQER
         ({"w_format": "q4_0", "lr_format": "q8_0", "block": 32, "policy": "identity"}, None),  # default: q8_0
+        ({"w_format": "q4_1", "lr_format": "q8_0", "block": 32}, "q8_0"),  # llama.cpp's Q4_1 + LQER
+        ({"w_format": "q4_1", "lr_format": "q8_0", "block": 32, "policy": "rms"}, None),
     ],
 )
 def test_kernel_equals_the_fused_reference_bit_for_bit(rng, kw, act):
@@ -183,10 +185,11 @@ def test_bad_construction():
         lqer.Linear(layer, reference="exact")
 
 
-def test_q4_0_layers_take_q8_0_activations_only(rng):
-    _, layer = make_layer(rng, w_format="q4_0", lr_format="q8_0", block=32)
-    for act in ("mxint8", "mxint4", "int8"):
-        with pytest.raises(ValueError, match="q8_0"):
+@pytest.mark.parametrize("w_format", ["q4_0", "q4_1"])
+def test_llama_cpp_layers_take_q8_0_activations_only(rng, w_format):
+    _, layer = make_layer(rng, w_format=w_format, lr_format="q8_0", block=32)
+    for act in ("mxint8", "mxint4", "int8", "q4_1"):
+        with pytest.raises(ValueError, match=w_format + " layers take activations in q8_0"):
             lqer.Linear(layer, act_format=act)
     _, mx = make_layer(rng)
     with pytest.raises(ValueError, match="mxint8"):

@@ -91,36 +91,48 @@ TEST_CASE("llama quantize: calibrate, factorize all 210 linears, run W4A8 on 1 a
   CHECK(quant_nll - float_nll < n * std::log(2.0));
 }
 
-TEST_CASE("llama quantize: llama.cpp's Q4_0 with a Q8_0 correction through the fused kernel (real scales)") {
+TEST_CASE("llama quantize: llama.cpp's Q4_0 and Q4_1 with a Q8_0 correction through the fused kernel (real scales)") {
   const fs::path path = model_path();
   if (skipped_without(path)) return;
   engine::thread_pool pool(2), one(1);
   const auto w = std::make_shared<const llama::model_weights>(llama::model_weights::load(path, pool));
   llama::model m(w);
   const auto eval_ids = sequences().front();
-  const double float_nll = m.evaluate(eval_ids, static_cast<llama::index_t>(eval_ids.size()), pool, 0).nll_sum;
-  llama::quant_config cfg;
-  cfg.weight_format = "q4_0";
-  cfg.lowrank_format = "q8_0";
-  cfg.block = 32;
-  cfg.set_rank(8, m.num_linears());  // LQER (identity scale): no calibration needed
-  auto q = llama::quantize_linears(*w, llama::calibration{}, cfg);
-  // Q4_0: 4 bits + an fp16 scale per 32 = 4.5 bits per weight; A [in, 8] in
-  // Q8_0 blocks of 32 along `in`: 8.5 · 8 · in bits; B [8, out] in blocks of
-  // 32 along k = 8, one zero-padded block per column: out · (32·8 + 16).
-  double expected_bits = 0;
-  for (const auto& d : w->linears)
-    expected_bits += 4.5 * double(d.in * d.out) + 8.5 * 8 * double(d.in) + (32 * 8 + 16) * double(d.out);
-  CHECK(q.bits_per_weight() == doctest::Approx(expected_bits / double(q.weights)).epsilon(1e-12));
-  llama::install(m, q);
-  CHECK(m.linear(0).describe().find("int4_g32_sext_f16") != std::string::npos);
-  const auto l2 = m.logits(eval_ids, pool);
-  CHECK(l2 == m.logits(eval_ids, one));
-  const double quant_nll = m.evaluate(eval_ids, static_cast<llama::index_t>(eval_ids.size()), pool, 0).nll_sum;
   const double n = double(eval_ids.size() - 1);
-  MESSAGE("float perplexity " << std::exp(float_nll / n) << ", Q4_0 + LQER rank 8 (Q8_0) " << std::exp(quant_nll / n));
-  CHECK(std::isfinite(quant_nll));
-  CHECK(quant_nll - float_nll < n * std::log(2.0));  // the sanity bound of the W4A8 case above
+  const double float_nll = m.evaluate(eval_ids, static_cast<llama::index_t>(eval_ids.size()), pool, 0).nll_sum;
+  // Q4_0: 4 bits + an fp16 scale per 32 = 4.5 bits per weight. Q4_1: + an fp16
+  // minimum = 5; SmolLM2's file is Q4_1, so its float weights are decoded Q4_1
+  // blocks and encoding them in Q4_1 again gives back (nearly) every code.
+  struct variant {
+    const char* format;
+    double bits;
+    int rank;
+    const char* stored;
+  };
+  for (const variant v : {variant{"q4_0", 4.5, 8, "int4_g32_sext_f16"}, variant{"q4_1", 5.0, 4, "int4_g32_min_f16"}}) {
+    CAPTURE(v.format);
+    llama::quant_config cfg;
+    cfg.weight_format = v.format;
+    cfg.lowrank_format = "q8_0";
+    cfg.block = 32;
+    cfg.set_rank(v.rank, m.num_linears());  // LQER (identity scale): no calibration needed
+    auto q = llama::quantize_linears(*w, llama::calibration{}, cfg);
+    // A [in, k] in Q8_0 blocks of 32 along `in`: 8.5 · k · in bits; B [k, out]
+    // in blocks of 32 along k ≤ 32: one zero-padded block per column, out · (32·8 + 16).
+    double expected_bits = 0;
+    for (const auto& d : w->linears)
+      expected_bits += v.bits * double(d.in * d.out) + 8.5 * v.rank * double(d.in) + (32 * 8 + 16) * double(d.out);
+    CHECK(q.bits_per_weight() == doctest::Approx(expected_bits / double(q.weights)).epsilon(1e-12));
+    llama::model mq(w);
+    llama::install(mq, q);
+    CHECK(mq.linear(0).describe().find(v.stored) != std::string::npos);
+    CHECK(mq.logits(eval_ids, pool) == mq.logits(eval_ids, one));
+    const double quant_nll = mq.evaluate(eval_ids, static_cast<llama::index_t>(eval_ids.size()), pool, 0).nll_sum;
+    MESSAGE("float perplexity " << std::exp(float_nll / n) << ", " << v.format << " + LQER rank " << v.rank
+                                << " (Q8_0) " << std::exp(quant_nll / n));
+    CHECK(std::isfinite(quant_nll));
+    CHECK(quant_nll - float_nll < n * std::log(2.0));  // the sanity bound of the W4A8 case above
+  }
 }
 
 TEST_CASE("llama quantize: the output projection W8A8 is within the MXINT8 rounding bound of float") {

@@ -386,7 +386,9 @@ TEST_CASE("bad-input matrix: lqer forward DIR/report.json") {
       {"unknown weight format", unknown_format, false, "mxint9"},
       // Formats a layer file may name but forward does not take, and block
       // lengths that are not shared or not supported: the file's fault, said so.
-      {"4-bit low-rank format", edited("\"mxint8\"", "\"mxint4\""), false, "report.json: the layer's low-rank"},
+      {"4-bit low-rank format", edited("\"mxint8\"", "\"mxint4\""), false, "report.json: the low-rank format must be mxint8"},
+      {"llama.cpp weights with MX factors", edited("\"mxint4\"", "\"q4_0\""), false,
+       "report.json: llama.cpp's formats are built as"},
       {"unsupported block length in both", edited("\"block\": 16", "\"block\": 24").replace(
            good.rfind("\"block\": 16"), std::string("\"block\": 16").size(), "\"block\": 24"), false, "report.json: the block length must be"},
       {"low-rank and weight blocks differ", edited("\"block\": 16", "\"block\": 32"), false,

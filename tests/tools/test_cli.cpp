@@ -34,6 +34,7 @@
 #include "lqer/calib/activation_stats.hpp"
 #include "lqer/io/checkpoint.hpp"
 #include "lqer/io/npy.hpp"
+#include "lqer/layer/reference_forward.hpp"
 #include "lqer/lqer.hpp"
 #include "support/files.hpp"
 #include "support/process.hpp"
@@ -453,34 +454,118 @@ TEST_CASE("factorize writes layer.safetensors — forward reads either form to t
   CHECK(nv.exit_code == 0);
   CHECK(contains(nv.out, "not verified"));
 
-  // A file of several layers: forward needs --name, and a layer in a format
-  // forward does not run is refused naming it; inspect lists and decodes all.
+  // A file of several layers: forward needs --name, runs a llama.cpp layer
+  // (Q4_0 with Q8_0 A/B, rank 0) with its Q8_0 activations, and refuses a
+  // layer in a format it does not run, naming it; inspect lists and decodes all.
   io::checkpoint_writer w;
   w.add("blk.0.attn_q", layer);
   lqer_layer<q4_0, q8_0> ggml;
   const auto wv = test_matrix(out, in);
   ggml.wq = quantized_matrix<q4_0>::quantize(matrix_view<const float>(wv.data(), out, in));
-  w.add("ggml", std::move(ggml));
+  lqer_layer<int4_g128_asym, q8_0> gptq;
+  gptq.wq = quantized_matrix<int4_g128_asym>::quantize(matrix_view<const float>(wv.data(), out, in));
+  w.add("ggml", ggml);
+  w.add("gptq", std::move(gptq));
   w.write(s / "two.safetensors");
   const run_result two = s.run({"inspect", (s / "two.safetensors").string()});
   INFO(two.err);
   CHECK(two.exit_code == 0);
   CHECK(contains(two.out, "int4_g32_sext_f16"));
-  CHECK(contains(two.out, "matrices: 4 decoded"));
+  CHECK(contains(two.out, "matrices: 5 decoded"));
   CHECK(contains(two.out, "all layers:"));
   run_result fw = s.run({"forward", "-q", "--layer", (s / "two.safetensors").string(), "--x", (s / "X.npy").string(),
                          "--out", (s / "Y2.npy").string()});
   CHECK(fw.exit_code == 2);
-  CHECK(contains(fw.err, "holds 2 layers: choose one with --name"));
+  CHECK(contains(fw.err, "holds 3 layers: choose one with --name"));
   fw = s.run({"forward", "-q", "--layer", (s / "two.safetensors").string(), "--name", "ggml", "--x",
+              (s / "X.npy").string(), "--mode", "fused", "--out", (s / "Y2.npy").string()});
+  INFO(fw.err);
+  REQUIRE(fw.exit_code == 0);
+  {
+    const auto x = test_matrix(tokens, in);
+    std::vector<float> want(static_cast<std::size_t>(tokens * out));
+    reference_forward<q8_0>(ggml, matrix_view<const float>(x.data(), tokens, in),
+                            matrix_view<float>(want.data(), tokens, out), correction_mode::fused);
+    CHECK(read_floats(s / "Y2.npy") == want);
+  }
+  fw = s.run({"forward", "-q", "--layer", (s / "two.safetensors").string(), "--name", "ggml", "--x",
+              (s / "X.npy").string(), "--act-format", "mxint8", "--out", (s / "Y2.npy").string()});
+  CHECK(fw.exit_code == 2);
+  CHECK(contains(fw.err, "q4_0 layers take activations in q8_0"));
+  fw = s.run({"forward", "-q", "--layer", (s / "two.safetensors").string(), "--name", "gptq", "--x",
               (s / "X.npy").string(), "--out", (s / "Y2.npy").string()});
   CHECK(fw.exit_code == 2);
-  CHECK(contains(fw.err, "int4_g32_sext_f16"));
-  CHECK(contains(fw.err, "not an MX integer format"));
+  CHECK(contains(fw.err, "int4_g128_asym_f16"));
+  CHECK(contains(fw.err, "neither an MX integer format"));
   fw = s.run({"forward", "-q", "--layer", (s / "two.safetensors").string(), "--name", "blk.0.attn_q", "--x",
               (s / "X.npy").string(), "--mode", "fused", "--out", (s / "Y2.npy").string()});
   CHECK(fw.exit_code == 0);
   CHECK(slurp(s / "Y2.npy") == slurp(s / "Y.npy"));  // Y.npy: the last run above, fused
+}
+
+TEST_CASE("factorize and forward take llama.cpp's layers: Q4_1 or Q4_0 weights with a Q8_0 correction, block 32") {
+  scratch s("ggml_layers");
+  constexpr index_t out = 24, in = 96, tokens = 30;
+  auto wv = test_matrix(out, in);
+  for (index_t c = 0; c < in; ++c) wv[static_cast<std::size_t>(c)] = 0.5f + 0.01f * float(c);  // a one-signed row
+  write_bytes(s / "W.npy", npy_bytes("<f4", shape2(out, in), raw(wv)));
+  const auto x = test_matrix(tokens, in);
+  write_bytes(s / "X.npy", npy_bytes("<f4", shape2(tokens, in), raw(x)));
+  for (const char* wf : {"q4_1", "q4_0"}) {
+    CAPTURE(wf);
+    const fs::path dir = s / wf;
+    // Block 32 by default for llama.cpp's formats (the MX default is 16).
+    factorize_into(s, {"--calib", (s / "X.npy").string(), "--rank", "6", "--w-format", wf, "--lr-format", "q8_0"},
+                   dir);
+    const auto report = slurp(dir / "report.json");
+    CHECK(contains(report, std::string("\"format\": \"") + wf + "\""));
+    CHECK(contains(report, "\"block\": 32"));
+    // Wq.npy is llama.cpp's own encoding of W (the library's q4_0 / q4_1, checked against ggml's vectors).
+    const std::vector<float> want_wq =
+        std::string(wf) == "q4_1"
+            ? quantized_matrix<q4_1>::quantize(matrix_view<const float>(wv.data(), out, in)).dequantize()
+            : quantized_matrix<q4_0>::quantize(matrix_view<const float>(wv.data(), out, in)).dequantize();
+    CHECK(read_floats(dir / "Wq.npy") == want_wq);
+    // forward: the directory (re-encoded from its .npy files) and the checkpoint give the same bytes, the
+    // library's reference_forward with Q8_0 activations.
+    std::vector<std::string> ys;
+    for (const fs::path& layer : {dir, dir / "layer.safetensors"}) {
+      const run_result r = s.run({"forward", "--layer", layer.string(), "--x", (s / "X.npy").string(), "--mode",
+                                  "fused", "--out", (s / "Y.npy").string()});
+      INFO(r.err);
+      REQUIRE(r.exit_code == 0);
+      CHECK(r.err.empty());  // no "not representable" warning: the round trip was exact
+      CHECK(contains(r.out, "activations q8_0 block 32)"));
+      ys.push_back(slurp(s / "Y.npy"));
+    }
+    CHECK(ys[0] == ys[1]);
+    std::vector<float> want(static_cast<std::size_t>(tokens * out));
+    const auto run = [&]<class WF>(std::type_identity<WF>) {
+      const auto layer = load<WF, q8_0>(dir / "layer.safetensors", "layer");
+      reference_forward<q8_0>(layer, matrix_view<const float>(x.data(), tokens, in),
+                              matrix_view<float>(want.data(), tokens, out), correction_mode::fused);
+    };
+    if (std::string(wf) == "q4_1")
+      run(std::type_identity<q4_1>{});
+    else
+      run(std::type_identity<q4_0>{});
+    CHECK(read_floats(s / "Y.npy") == want);
+  }
+  // The pairing and the block are the table's: anything else is a usage error naming it.
+  const auto refused = [&](const std::vector<std::string>& middle, const std::string& needle) {
+    std::vector<std::string> args = {"factorize", "-q", "--weight", (s / "W.npy").string(), "--calib",
+                                     (s / "X.npy").string()};
+    args.insert(args.end(), middle.begin(), middle.end());
+    args.insert(args.end(), {"--out", (s / "bad").string()});
+    const run_result r = s.run(args);
+    CHECK(r.exit_code == 2);
+    CHECK_MESSAGE(contains(r.err, needle), r.err);
+    CHECK_FALSE(fs::exists(s / "bad"));
+  };
+  refused({"--w-format", "q4_1"}, "only, not q4_1 weights with mxint8 A/B");
+  refused({"--w-format", "mxint4", "--lr-format", "q8_0"}, "only, not mxint4 weights with q8_0 A/B");
+  refused({"--w-format", "q4_0", "--lr-format", "q8_0", "--w-block", "16"}, "q4_0 has blocks of 32 only, not 16");
+  refused({"--w-format", "q8_0", "--lr-format", "q8_0"}, "only, not q8_0 weights");
 }
 
 TEST_CASE("stats collect + merge equal one collect — factorize --stats equals factorize --calib") {

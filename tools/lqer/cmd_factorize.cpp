@@ -66,7 +66,7 @@ struct factorize_cli {
   index_t rank = 32;
   index_t batch_tokens = 0;
   std::string policy = "mean_abs", solver = "randomized";
-  mx_spec w{"mxint4", 16, mx_rule::lqer}, lr{"mxint8", 16, mx_rule::lqer};
+  mx_spec w{"mxint4", 0, mx_rule::lqer}, lr{"mxint8", 0, mx_rule::lqer};  // block 0: the format's default
   std::string w_rule = "lqer", lr_rule = "lqer";
   double damping = policy::whiten{}.damping;
   std::string whiten_factorization = "cholesky";
@@ -83,8 +83,7 @@ struct factorize_cli {
 /// content on destruction unless committed.
 class staging_dir {
  public:
-  explicit staging_dir(const fs::path& target)
-      : target_(target), dir_(make(target)) {}
+  explicit staging_dir(const fs::path& target) : target_(target), dir_(make(target)) {}
   staging_dir(const staging_dir&) = delete;
   staging_dir& operator=(const staging_dir&) = delete;
   const fs::path& path() const { return dir_.path(); }
@@ -94,8 +93,7 @@ class staging_dir {
   void commit(std::span<const std::string_view> owned) {
     std::error_code ec;
     const bool exists = fs::exists(target_, ec);
-    if (exists && !fs::is_directory(target_, ec))
-      throw io_error(target_.string() + ": exists and is not a directory");
+    if (exists && !fs::is_directory(target_, ec)) throw io_error(target_.string() + ": exists and is not a directory");
     if (exists && fs::is_empty(target_, ec)) fs::remove(target_, ec);
     if (!fs::exists(target_, ec)) {
       fs::rename(path(), target_, ec);
@@ -131,8 +129,8 @@ class staging_dir {
   io::detail::temporary_guard dir_;  // removes the staging directory unless it was renamed into place
 };
 
-constexpr std::string_view kOwnedFiles[] = {"Wq.npy",   "A.npy",    "B.npy",          "scale.npy",
-                                            "bias.npy", "layer.safetensors", "report.json"};
+constexpr std::string_view kOwnedFiles[] = {
+    "Wq.npy", "A.npy", "B.npy", "scale.npy", "bias.npy", "layer.safetensors", "report.json"};
 
 // ---------------------------------------------------------------------------
 
@@ -150,7 +148,10 @@ int run_factorize(factorize_cli o) {
   const auto t_start = clock::now();
   o.w.rule = parse_rule(o.w_rule);
   o.lr.rule = parse_rule(o.lr_rule);
-  // Every option is checked before any file is read.
+  // Every option is checked before any file is read. Default blocks: 16 (the
+  // paper's), 32 for llama.cpp's formats (their only one); A/B: the weight's.
+  if (o.w.block == 0) o.w.block = is_ggml_name(o.w.format) ? kGgmlBlock : 16;
+  if (o.lr.block == 0) o.lr.block = o.w.block;
   if (o.w.block != o.lr.block)
     throw usage_error("--w-block and --lr-block must be equal (" + std::to_string(o.w.block) + " vs " +
                       std::to_string(o.lr.block) +
@@ -165,11 +166,10 @@ int run_factorize(factorize_cli o) {
     throw usage_error("--power-iterations must be in [0, 64], got " + std::to_string(o.power_iterations));
   if (o.oversampling < 0 || o.oversampling > 4096)
     throw usage_error("--oversampling must be in [0, 4096], got " + std::to_string(o.oversampling));
-  if (!(o.damping >= 0.0) || !std::isfinite(o.damping))
-    throw usage_error("--damping must be a finite number >= 0");
-  with_block(o.w.block, [&](auto) {});
-  with_mx<16>(o.w, "the weight", detail::weight_bits{}, [](auto) {});
-  with_mx<16>(o.lr, "the low-rank", detail::lowrank_bits{}, [](auto) {});
+  if (!(o.damping >= 0.0) || !std::isfinite(o.damping)) throw usage_error("--damping must be a finite number >= 0");
+  with_block(o.w.block, [&]<int Block>(std::integral_constant<int, Block>) {
+    with_layer_formats<Block>(o.w, o.lr, [](auto, auto) {});
+  });
   const bool tty = ::isatty(::fileno(stderr)) != 0 && !o.quiet;
 
   // W [out, in].
@@ -180,9 +180,9 @@ int run_factorize(factorize_cli o) {
                       "); expected a non-empty [out, in] matrix");
   require_finite(w.data, w.cols, o.weight);
   if (o.rank > std::min(w.rows, w.cols))
-    throw value_error("--rank " + std::to_string(o.rank) + " exceeds min(out, in) = " +
-                      std::to_string(std::min(w.rows, w.cols)) + " of " + o.weight + " [" + std::to_string(w.rows) +
-                      ", " + std::to_string(w.cols) + "]");
+    throw value_error("--rank " + std::to_string(o.rank) +
+                      " exceeds min(out, in) = " + std::to_string(std::min(w.rows, w.cols)) + " of " + o.weight + " [" +
+                      std::to_string(w.rows) + ", " + std::to_string(w.cols) + "]");
   std::vector<float> bias;
   if (!o.bias.empty()) {
     bias = io::read_npy_vector(o.bias, io::npy_convert::any_to_float32);
@@ -209,7 +209,8 @@ int run_factorize(factorize_cli o) {
       stats.merge(s);
     }
     if (whiten && !stats.has_gram())
-      throw value_error(o.stats.front() + ": has no Gram matrix, which --policy whiten needs (collect it with lqer "
+      throw value_error(o.stats.front() +
+                        ": has no Gram matrix, which --policy whiten needs (collect it with lqer "
                         "stats collect --gram)");
   }
   for (std::size_t f = 0; f < o.calib.size(); ++f) {
@@ -244,90 +245,88 @@ int run_factorize(factorize_cli o) {
   json report;
   t0 = clock::now();
   with_block(o.w.block, [&]<int Block>(std::integral_constant<int, Block>) {
-    with_mx<Block>(o.w, "the weight", detail::weight_bits{}, [&]<class WF>(std::type_identity<WF>) {
-      with_mx<Block>(o.lr, "the low-rank", detail::lowrank_bits{}, [&]<class LF>(std::type_identity<LF>) {
-        const auto run = [&](const auto& opt) {
-          using opt_t = std::decay_t<decltype(opt)>;
-          auto r = factorize<decltype(opt_t::policy), decltype(opt_t::solver), WF, LF>(wv, stats, o.rank, opt);
-          if (tty) fmt::print(stderr, "\n");
-          r.report.policy = o.policy;
-          r.report.solver = o.solver;
-          const auto t_write = clock::now();
-          write_matrix(stage.path() / "Wq.npy", r.layer.wq.dequantize(), w.rows, w.cols);
-          if (o.rank > 0) {
-            write_matrix(stage.path() / "A.npy", r.layer.a.dequantize(), w.cols, o.rank);
-            write_matrix(stage.path() / "B.npy", r.layer.b.dequantize(), o.rank, w.rows);
-          }
-          if (!r.scale.empty()) io::write_npy_vector(stage.path() / "scale.npy", r.scale);
-          if (!bias.empty()) io::write_npy_vector(stage.path() / "bias.npy", bias);
-          save(r.layer, stage.path() / "layer.safetensors", o.name, io::layer_info{o.policy, o.solver});
-          const factorize_report& rep = r.report;
-          // Member by member rather than `pp = {{...}}`: clang 14 leaks the
-          // temporary of an initializer-list assignment to an existing json
-          // (LeakSanitizer reports it in the asan stage).
-          json pp = json::object();
-          if (whiten) {
-            pp["damping"] = o.damping;
-            pp["lambda"] = rep.whiten_lambda;
-            pp["factorization"] = o.whiten_factorization;
-          } else if (o.policy != "identity") {
-            pp["clamp_min"] = policy::mean_abs{}.clamp_min;
-          }
-          json sp = json::object();
-          if (!solver.exact) {
-            sp["oversampling"] = o.oversampling;
-            sp["power_iterations"] = o.power_iterations;
-            sp["seed"] = solver.randomized.seed;
-          }
-          report = {
-              {"lqer_version", fmt::format("{}.{}.{}", LQER_VERSION_MAJOR, LQER_VERSION_MINOR, LQER_VERSION_PATCH)},
-              {"weight", o.weight},
-              {"bias", o.bias.empty() ? json(nullptr) : json(o.bias)},
-              {"calibration",
-               {{"files", o.calib},
-                {"stats_files", o.stats},
-                {"tokens", stats.tokens()},
-                {"batches", stats.batches()},
-                {"gram", stats.has_gram()}}},
-              {"checkpoint", {{"file", "layer.safetensors"}, {"name", o.name}}},
-              {"in_features", rep.in_features},
-              {"out_features", rep.out_features},
-              {"rank", rep.rank},
-              {"policy", rep.policy},
-              {"policy_parameters", pp},
-              {"solver", rep.solver},
-              {"solver_parameters", sp},
-              {"formats", {{"weight", to_json(o.w, rep.weight_format)}, {"lowrank", to_json(o.lr, rep.lowrank_format)}}},
-              {"storage_bytes", r.layer.storage_bytes()},
-              {"error_norm", rep.error_norm},
-              {"residual_norm", rep.residual_norm},
-              {"residual_norm_quantized", rep.residual_norm_quantized},
-              {"activation",
-               {{"basis", rep.activation_basis},
-                {"error", rep.activation_error},
-                {"residual", rep.activation_residual},
-                {"residual_quantized", rep.activation_residual_quantized}}},
-              {"singular_values", rep.singular_values},
+    with_layer_formats<Block>(o.w, o.lr, [&]<class WF, class LF>(std::type_identity<WF>, std::type_identity<LF>) {
+      const auto run = [&](const auto& opt) {
+        using opt_t = std::decay_t<decltype(opt)>;
+        auto r = factorize<decltype(opt_t::policy), decltype(opt_t::solver), WF, LF>(wv, stats, o.rank, opt);
+        if (tty) fmt::print(stderr, "\n");
+        r.report.policy = o.policy;
+        r.report.solver = o.solver;
+        const auto t_write = clock::now();
+        write_matrix(stage.path() / "Wq.npy", r.layer.wq.dequantize(), w.rows, w.cols);
+        if (o.rank > 0) {
+          write_matrix(stage.path() / "A.npy", r.layer.a.dequantize(), w.cols, o.rank);
+          write_matrix(stage.path() / "B.npy", r.layer.b.dequantize(), o.rank, w.rows);
+        }
+        if (!r.scale.empty()) io::write_npy_vector(stage.path() / "scale.npy", r.scale);
+        if (!bias.empty()) io::write_npy_vector(stage.path() / "bias.npy", bias);
+        save(r.layer, stage.path() / "layer.safetensors", o.name, io::layer_info{o.policy, o.solver});
+        const factorize_report& rep = r.report;
+        // Member by member rather than `pp = {{...}}`: clang 14 leaks the
+        // temporary of an initializer-list assignment to an existing json
+        // (LeakSanitizer reports it in the asan stage).
+        json pp = json::object();
+        if (whiten) {
+          pp["damping"] = o.damping;
+          pp["lambda"] = rep.whiten_lambda;
+          pp["factorization"] = o.whiten_factorization;
+        } else if (o.policy != "identity") {
+          pp["clamp_min"] = policy::mean_abs{}.clamp_min;
+        }
+        json sp = json::object();
+        if (!solver.exact) {
+          sp["oversampling"] = o.oversampling;
+          sp["power_iterations"] = o.power_iterations;
+          sp["seed"] = solver.randomized.seed;
+        }
+        report = {
+          {"lqer_version", fmt::format("{}.{}.{}", LQER_VERSION_MAJOR, LQER_VERSION_MINOR, LQER_VERSION_PATCH)},
+          {"weight", o.weight},
+          {"bias", o.bias.empty() ? json(nullptr) : json(o.bias)},
+          {"calibration",
+           {{"files", o.calib},
+            {"stats_files", o.stats},
+            {"tokens", stats.tokens()},
+            {"batches", stats.batches()},
+            {"gram", stats.has_gram()}}},
+          {"checkpoint", {{"file", "layer.safetensors"}, {"name", o.name}}},
+          {"in_features", rep.in_features},
+          {"out_features", rep.out_features},
+          {"rank", rep.rank},
+          {"policy", rep.policy},
+          {"policy_parameters", pp},
+          {"solver", rep.solver},
+          {"solver_parameters", sp},
+          {"formats", {{"weight", to_json(o.w, rep.weight_format)}, {"lowrank", to_json(o.lr, rep.lowrank_format)}}},
+          {"storage_bytes", r.layer.storage_bytes()},
+          {"error_norm", rep.error_norm},
+          {"residual_norm", rep.residual_norm},
+          {"residual_norm_quantized", rep.residual_norm_quantized},
+          {"activation",
+           {{"basis", rep.activation_basis},
+            {"error", rep.activation_error},
+            {"residual", rep.activation_residual},
+            {"residual_quantized", rep.activation_residual_quantized}}},
+          {"singular_values", rep.singular_values},
 #if defined(_OPENMP)
-              {"threads", omp_get_max_threads()},
+          {"threads", omp_get_max_threads()},
 #else
               {"threads", 1},
 #endif
-              {"seconds",
-               {{"read", read_s},
-                {"stats", rep.seconds.stats},
-                {"quantize", rep.seconds.quantize},
-                {"svd", rep.seconds.svd},
-                {"lowrank_quantize", rep.seconds.lowrank_quantize},
-                {"report", rep.seconds.report},
-                {"factorize", rep.seconds.total},
-                {"write", since(t_write)}}},
-          };
+          {"seconds",
+           {{"read", read_s},
+            {"stats", rep.seconds.stats},
+            {"quantize", rep.seconds.quantize},
+            {"svd", rep.seconds.svd},
+            {"lowrank_quantize", rep.seconds.lowrank_quantize},
+            {"report", rep.seconds.report},
+            {"factorize", rep.seconds.total},
+            {"write", since(t_write)}}},
         };
-        with_policy(o.policy, solver, o.damping,
-                    o.whiten_factorization == "eigen" ? whiten_factorization::eigen : whiten_factorization::cholesky,
-                    bias, progress, run);
-      });
+      };
+      with_policy(o.policy, solver, o.damping,
+                  o.whiten_factorization == "eigen" ? whiten_factorization::eigen : whiten_factorization::cholesky,
+                  bias, progress, run);
     });
   });
   report["seconds"]["total"] = since(t_start);
@@ -341,12 +340,13 @@ int run_factorize(factorize_cli o) {
   stage.commit(kOwnedFiles);
 
   if (!o.quiet)
-    fmt::print("{} [{}x{}] rank {} ({}, {}): ||Eq|| {:.4e}, ||Eq - AB|| {:.4e} ({:.4e} with quantized A, B), "
-               "activation-weighted {:.4e} -> {:.4e} ({}), {:.3f} s -> {}\n",
-               o.weight, w.rows, w.cols, o.rank, o.policy, o.solver, report["error_norm"].get<double>(),
-               report["residual_norm"].get<double>(), report["residual_norm_quantized"].get<double>(),
-               report["activation"]["error"].get<double>(), report["activation"]["residual_quantized"].get<double>(),
-               report["activation"]["basis"].get<std::string>(), report["seconds"]["total"].get<double>(), o.out);
+    fmt::print(
+        "{} [{}x{}] rank {} ({}, {}): ||Eq|| {:.4e}, ||Eq - AB|| {:.4e} ({:.4e} with quantized A, B), "
+        "activation-weighted {:.4e} -> {:.4e} ({}), {:.3f} s -> {}\n",
+        o.weight, w.rows, w.cols, o.rank, o.policy, o.solver, report["error_norm"].get<double>(),
+        report["residual_norm"].get<double>(), report["residual_norm_quantized"].get<double>(),
+        report["activation"]["error"].get<double>(), report["activation"]["residual_quantized"].get<double>(),
+        report["activation"]["basis"].get<std::string>(), report["seconds"]["total"].get<double>(), o.out);
   return 0;
 }
 
@@ -374,14 +374,22 @@ command add_factorize_command(CLI::App& parent) {
   sub->add_option("--solver", o->solver, "SVD solver: exact (BDCSVD, slow on large layers) or randomized")
       ->check(CLI::IsMember({"exact", "randomized"}))
       ->default_str("randomized");
-  sub->add_option("--w-format", o->w.format, "Weight format: " + list_text(detail::weight_bits{}, "mxint", ", "))->default_str("mxint4");
-  sub->add_option("--w-block", o->w.block, "Weight block length along `in`: 16 or 32")->default_str("16");
-  sub->add_option("--w-rule", o->w_rule, "Weight MX rule: lqer (the LQER reference) or ocp (OCP MX v1.0)")
+  sub->add_option("--w-format", o->w.format,
+                  "Weight format: " + list_text(detail::weight_bits{}, "mxint", ", ") +
+                      "; or llama.cpp's q4_0 or q4_1 (with --lr-format q8_0, block 32)")
+      ->default_str("mxint4");
+  sub->add_option("--w-block", o->w.block, "Weight block length along `in`: 16 or 32")
+      ->default_str("16; 32 for q4_0 and q4_1");
+  sub->add_option("--w-rule", o->w_rule,
+                  "Weight MX rule: lqer (the LQER reference) or ocp (OCP MX v1.0); llama.cpp's formats have none")
       ->check(CLI::IsMember({"ocp", "lqer"}))
       ->default_str("lqer");
-  sub->add_option("--lr-format", o->lr.format, "Format of A and B: " + list_text(detail::lowrank_bits{}, "mxint", ", ") + " (LQER keeps the factors in 8 bits)")->default_str("mxint8");
+  sub->add_option("--lr-format", o->lr.format,
+                  "Format of A and B: " + list_text(detail::lowrank_bits{}, "mxint", ", ") +
+                      " (LQER keeps the factors in 8 bits); q8_0 with llama.cpp's weights")
+      ->default_str("mxint8");
   sub->add_option("--lr-block", o->lr.block, "Block length of A (along `in`) and B (along k); must equal --w-block")
-      ->default_str("16");
+      ->default_str("--w-block's");
   sub->add_option("--lr-rule", o->lr_rule, "MX rule of A and B: lqer or ocp")
       ->check(CLI::IsMember({"ocp", "lqer"}))
       ->default_str("lqer");

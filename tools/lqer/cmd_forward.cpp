@@ -43,7 +43,7 @@ using json = nlohmann::json;
 
 struct forward_cli {
   std::string layer, name, x, out;
-  mx_spec act{"mxint8", 0, mx_rule::lqer};  // block 0: the layer's
+  mx_spec act{"", 0, mx_rule::lqer};  // format "": the layer's (mxint8; q8_0 for llama.cpp's); block 0: the layer's
   std::string act_rule = "lqer";
   std::string mode = "paper";
   bool quiet = false;
@@ -63,10 +63,10 @@ json read_report(const fs::path& dir) {
 /// The layer to run: where it comes from and what its metadata says.
 struct layer_source {
   bool checkpoint = false;
-  fs::path dir;              // a layer directory
-  io::checkpoint_file file;  // a checkpoint
-  std::string name;          // the layer's name in the checkpoint
-  std::string where;         // names the layer in messages: DIR or "FILE (layer 'x')"
+  fs::path dir;               // a layer directory
+  io::checkpoint_file file;   // a checkpoint
+  std::string name;           // the layer's name in the checkpoint
+  std::string where;          // names the layer in messages: DIR or "FILE (layer 'x')"
   std::string formats_where;  // names the format metadata: DIR/report.json or "FILE: layer 'x'"
   mx_spec wspec, lrspec;
 };
@@ -121,20 +121,27 @@ int run_forward(forward_cli o) {
     throw value_error(where + ": formats.lowrank.block " + std::to_string(lrspec.block) +
                       " differs from formats.weight.block " + std::to_string(wspec.block) +
                       " (lqer factorize writes one shared block length)");
+  std::string default_act;
   try {
     with_block(wspec.block, [&]<int Block>(std::integral_constant<int, Block>) {
-      with_mx<Block>(wspec, "the layer's weight", detail::weight_bits{}, [](auto) {});
-      with_mx<Block>(lrspec, "the layer's low-rank", detail::lowrank_bits{}, [](auto) {});
+      with_layer_formats<Block>(wspec, lrspec, [&]<class WF, class LF>(std::type_identity<WF>, std::type_identity<LF>) {
+        default_act = default_activation_name<WF, LF>();
+      });
     });
   } catch (const usage_error& e) {
     throw value_error(where + ": " + e.what());
   }
   o.act.rule = parse_rule(o.act_rule);
+  if (o.act.format.empty()) o.act.format = default_act;
   if (o.act.block == 0) o.act.block = wspec.block;
   if (o.act.block != wspec.block)
     throw usage_error("--act-block " + std::to_string(o.act.block) + " must equal the layer's block length " +
                       std::to_string(wspec.block) + " (products are computed block by block)");
-  with_mx<16>(o.act, "the activation", detail::activation_bits{}, [](auto) {});
+  with_block(wspec.block, [&]<int Block>(std::integral_constant<int, Block>) {
+    with_layer_formats<Block>(wspec, lrspec, [&]<class WF, class LF>(std::type_identity<WF>, std::type_identity<LF>) {
+      with_activation_format<Block, WF, LF>(o.act, [](auto) {});
+    });
+  });
   const correction_mode mode = o.mode == "fused" ? correction_mode::fused : correction_mode::paper;
 
   // A layer directory's files (a checkpoint's tensors are read by load() below).
@@ -195,32 +202,30 @@ int run_forward(forward_cli o) {
   std::vector<float> y(static_cast<std::size_t>(x.rows * out));
   index_t changed = 0;
   with_block(wspec.block, [&]<int Block>(std::integral_constant<int, Block>) {
-    with_mx<Block>(wspec, "the layer's weight", detail::weight_bits{}, [&]<class WF>(std::type_identity<WF>) {
-      with_mx<Block>(lrspec, "the layer's low-rank", detail::lowrank_bits{}, [&]<class LF>(std::type_identity<LF>) {
-        with_mx<Block>(o.act, "the activation", detail::activation_bits{}, [&]<class AF>(std::type_identity<AF>) {
-          lqer_layer<WF, LF> layer;
-          if (src.checkpoint) {
-            layer = src.file.load<WF, LF>(src.name);  // the stored codes: nothing to re-quantize
-          } else {
-            index_t n = 0;
-            layer.wq = read_quantized<WF>(wq, block_axis::cols, (dir / "Wq.npy").string(), n);
+    with_layer_formats<Block>(wspec, lrspec, [&]<class WF, class LF>(std::type_identity<WF>, std::type_identity<LF>) {
+      with_activation_format<Block, WF, LF>(o.act, [&]<class AF>(std::type_identity<AF>) {
+        lqer_layer<WF, LF> layer;
+        if (src.checkpoint) {
+          layer = src.file.load<WF, LF>(src.name);  // the stored codes: nothing to re-quantize
+        } else {
+          index_t n = 0;
+          layer.wq = read_quantized<WF>(wq, block_axis::cols, (dir / "Wq.npy").string(), n);
+          changed += n;
+          if (has_a) {
+            layer.a = read_quantized<LF>(a, block_axis::rows, (dir / "A.npy").string(), n);
             changed += n;
-            if (has_a) {
-              layer.a = read_quantized<LF>(a, block_axis::rows, (dir / "A.npy").string(), n);
-              changed += n;
-              layer.b = read_quantized<LF>(b, block_axis::rows, (dir / "B.npy").string(), n);
-              changed += n;
-            }
-            layer.bias = bias;
+            layer.b = read_quantized<LF>(b, block_axis::rows, (dir / "B.npy").string(), n);
+            changed += n;
           }
-          try {
-            reference_forward<AF>(layer, matrix_view<const float>(x.data.data(), x.rows, x.cols),
-                                  matrix_view<float>(y.data(), x.rows, out), mode);
-          } catch (const value_error& e) {
-            // Finite inputs whose correction overflows float: name both files.
-            throw value_error(o.x + " through " + src.where + ": " + e.what());
-          }
-        });
+          layer.bias = bias;
+        }
+        try {
+          reference_forward<AF>(layer, matrix_view<const float>(x.data.data(), x.rows, x.cols),
+                                matrix_view<float>(y.data(), x.rows, out), mode);
+        } catch (const value_error& e) {
+          // Finite inputs whose correction overflows float: name both files.
+          throw value_error(o.x + " through " + src.where + ": " + e.what());
+        }
       });
     });
   });
@@ -233,9 +238,10 @@ int run_forward(forward_cli o) {
   const std::array<index_t, 2> shape{x.rows, out};
   io::write_npy(o.out, y.data(), std::span<const index_t>(shape));
   if (!o.quiet)
-    fmt::print("{} [{}x{}] through {} (rank {}, {} mode, activations {} block {} rule {}) -> {} [{}x{}]\n", o.x,
-               x.rows, x.cols, src.where, rank, to_string(mode), o.act.format, o.act.block, to_string(o.act.rule),
-               o.out, x.rows, out);
+    fmt::print("{} [{}x{}] through {} (rank {}, {} mode, activations {} block {}{}) -> {} [{}x{}]\n", o.x, x.rows,
+               x.cols, src.where, rank, to_string(mode), o.act.format, o.act.block,
+               is_ggml_name(o.act.format) ? std::string() : std::string(" rule ") + to_string(o.act.rule), o.out,
+               x.rows, out);
   return 0;
 }
 
@@ -253,7 +259,10 @@ command add_forward_command(CLI::App& parent) {
       ->required();
   sub->add_option("--name", o->name, "The layer's name in a checkpoint FILE (needed when it holds several)");
   sub->add_option("--x", o->x, "X.npy: activations [tokens, in], float32")->required();
-  sub->add_option("--act-format", o->act.format, "Activation format: " + list_text(detail::activation_bits{}, "mxint"))->default_str("mxint8");
+  sub->add_option("--act-format", o->act.format,
+                  "Activation format: " + list_text(detail::activation_bits{}, "mxint") +
+                      "; q8_0 for llama.cpp's q4_0 / q4_1 layers (their only one)")
+      ->default_str("mxint8; q8_0 for llama.cpp's layers");
   sub->add_option("--act-block", o->act.block, "Activation block length (default and only allowed value: the layer's)");
   sub->add_option("--act-rule", o->act_rule, "Activation MX rule: lqer or ocp")
       ->check(CLI::IsMember({"ocp", "lqer"}))

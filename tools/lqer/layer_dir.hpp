@@ -20,7 +20,9 @@
 // each with --*-rule ocp|lqer, and one block length shared by all of them,
 // 16 or 32: products are computed block by block, so the weight's, the
 // factors' and the activations' blocks must have the same length (the
-// reference forward and the kernels require it).
+// reference forward and the kernels require it). Beside them the format
+// table's llama.cpp layers (lqer::for_each_ggml_layer): q4_0 or q4_1 weights
+// with q8_0 A/B and q8_0 activations, block 32, no rule.
 //
 // Reading a directory back re-quantizes the dequantized values in their
 // format. For the LQER rule that is not the identity on every block: a block
@@ -28,7 +30,12 @@
 // (its code 2^(Bits−2)), but re-quantizing picks ceil(log2 2^p) = p and
 // saturates that code. preimage_for_requantize() nudges such elements one ulp
 // away from zero, which makes quantize() pick p + 1 again and reproduce every
-// code; read_quantized() then checks that the round trip is exact.
+// code; read_quantized() then checks that the round trip is exact. Q4_0 and
+// Q8_0 re-encode their own decoding exactly (the block's extreme is its code
+// ±8 or 127 times d, so d comes back); Q4_1 does too unless a block lies
+// thousands of its own spreads away from zero (hi − lo of the decoded values
+// then rounds in float): read_quantized() counts such values, and the
+// layer's checkpoint (layer.safetensors) holds the codes exactly anyway.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -54,7 +61,7 @@ namespace lqer::cli {
 
 /// One MX format as the command line names it.
 struct mx_spec {
-  std::string format = "mxint4";  ///< mxint2 / mxint3 / mxint4 / mxint8
+  std::string format = "mxint4";  ///< mxint2 / mxint3 / mxint4 / mxint8; llama.cpp's q4_0 / q4_1 / q8_0
   int block = 16;
   mx_rule rule = mx_rule::lqer;
 
@@ -65,8 +72,16 @@ struct mx_spec {
 /// "ocp" → ocp, anything else → lqer (CLI11 has checked the value already).
 inline mx_rule parse_rule(const std::string& r) { return parse_mx_rule(r).value_or(mx_rule::lqer); }
 
+/// Whether `format` is one of the format table's llama.cpp names (q4_0, q4_1, q8_0).
+inline bool is_ggml_name(std::string_view format) {
+  const format_entry* f = find_format(format);
+  return f != nullptr && f->family == format_family::ggml;
+}
+
 inline nlohmann::json to_json(const mx_spec& s, const std::string& full_name) {
-  return {{"name", full_name}, {"format", s.format}, {"block", s.block}, {"rule", to_string(s.rule)}};
+  nlohmann::json j = {{"name", full_name}, {"format", s.format}, {"block", s.block}};
+  if (!is_ggml_name(s.format)) j["rule"] = to_string(s.rule);  // llama.cpp's formats have no exponent rule
+  return j;
 }
 
 inline mx_spec mx_spec_from_json(const nlohmann::json& j, const std::string& where) {
@@ -74,6 +89,7 @@ inline mx_spec mx_spec_from_json(const nlohmann::json& j, const std::string& whe
     mx_spec s;
     s.format = j.at("format").get<std::string>();
     s.block = j.at("block").get<int>();
+    if (is_ggml_name(s.format)) return s;  // no exponent rule
     const std::string rule = j.at("rule").get<std::string>();
     const std::optional<mx_rule> r = parse_mx_rule(rule);
     if (!r) throw value_error(where + ": unknown rule '" + rule + "'");
@@ -84,12 +100,20 @@ inline mx_spec mx_spec_from_json(const nlohmann::json& j, const std::string& whe
   }
 }
 
-/// The mx_spec of a format name as Format::name() writes it ("mxint4_b16_lqer"),
-/// as checkpoints record it; value_error naming `where` for any other name.
+/// The mx_spec of a format name as Format::name() writes it ("mxint4_b16_lqer",
+/// or llama.cpp's "int4_g32_sext_f16" = q4_0), as checkpoints record it;
+/// value_error naming `where` for any other name.
 inline mx_spec mx_spec_from_name(const std::string& name, const std::string& where) {
+  if (const std::string_view ggml = ggml_name_of_stored(name); !ggml.empty()) {
+    mx_spec s;
+    s.format = std::string(ggml);
+    s.block = kGgmlBlock;
+    return s;
+  }
   const auto bad = [&] {
     return value_error(where + ": format '" + name +
-                       "' is not an MX integer format (mxint<bits>_b<block>_<ocp|lqer>), which lqer forward runs");
+                       "' is neither an MX integer format (mxint<bits>_b<block>_<ocp|lqer>) nor one of llama.cpp's "
+                       "(q4_0, q4_1, q8_0), which lqer forward runs");
   };
   const std::optional<lqer::mx_name> m = parse_mx_name(name);
   if (!m) throw bad();
@@ -129,6 +153,69 @@ void with_mx(const mx_spec& s, const char* role, Bits bits_list, Visit&& visit) 
                       "'");
 }
 
+/// Calls visit(std::type_identity<WF>{}, std::type_identity<LF>{}) for the
+/// weight and A/B formats `w`, `lr` of block Block: the MX subsets above
+/// (with_mx), or one of the format table's llama.cpp layers
+/// (for_each_ggml_layer: Q4_0 or Q4_1 weights with Q8_0 A/B), whose block is 32.
+/// usage_error naming what exists otherwise.
+template <int Block, class Visit>
+void with_layer_formats(const mx_spec& w, const mx_spec& lr, Visit&& visit) {
+  if (is_ggml_name(w.format) || is_ggml_name(lr.format)) {
+    bool found = false;
+    for_each_ggml_layer([&]<class L>(L) {
+      using WF = typename L::weight;
+      using LF = typename L::lowrank;
+      if (found || short_name<WF>() != w.format || short_name<LF>() != lr.format) return;
+      found = true;
+      if constexpr (Block == kGgmlBlock)
+        visit(std::type_identity<WF>{}, std::type_identity<LF>{});
+      else
+        throw usage_error(w.format + " has blocks of " + std::to_string(kGgmlBlock) + " only, not " +
+                          std::to_string(Block));
+    });
+    if (!found)
+      throw usage_error("llama.cpp's formats are built as " + ggml_layers_text() + " only, not " + w.format +
+                        " weights with " + lr.format + " A/B");
+    return;
+  }
+  with_mx<Block>(w, "the weight", detail::weight_bits{}, [&](auto wf) {
+    with_mx<Block>(lr, "the low-rank", detail::lowrank_bits{}, [&](auto lf) { visit(wf, lf); });
+  });
+}
+
+/// The activation format a layer of weight format WF and A/B format LF takes
+/// when none is named: the llama.cpp layer's (q8_0), else "mxint8".
+template <class WF, class LF>
+std::string default_activation_name() {
+  std::string name = "mxint8";
+  for_each_ggml_layer([&]<class L>(L) {
+    if constexpr (std::is_same_v<typename L::weight, WF> && std::is_same_v<typename L::lowrank, LF>)
+      name = short_name<typename L::activation>();
+  });
+  return name;
+}
+
+/// Calls visit(std::type_identity<AF>{}) for the activations `act` of a layer
+/// in WF and LF: MX (activation_bits, block Block, act.rule) for MX weights;
+/// for a llama.cpp layer its own activations only (ggml's pairing, the fused
+/// kernel's). usage_error otherwise.
+template <int Block, class WF, class LF, class Visit>
+void with_activation_format(const mx_spec& act, Visit&& visit) {
+  if constexpr (!kGgmlNameOf<WF>.empty()) {
+    for_each_ggml_layer([&]<class L>(L) {
+      using AF = typename L::activation;
+      if constexpr (std::is_same_v<typename L::weight, WF> && std::is_same_v<typename L::lowrank, LF>) {
+        if (act.format != short_name<AF>())
+          throw usage_error(short_name<WF>() + " layers take activations in " + short_name<AF>() +
+                            " (llama.cpp's pairing), not '" + act.format + "'");
+        visit(std::type_identity<AF>{});
+      }
+    });
+  } else {
+    with_mx<Block>(act, "the activation", detail::activation_bits{}, visit);
+  }
+}
+
 /// Calls visit(std::integral_constant<int, Block>{}) for the shared block length.
 template <class Visit>
 void with_block(int block, Visit&& visit) {
@@ -144,7 +231,13 @@ void with_block(int block, Visit&& visit) {
 /// reproduces the encoding they were decoded from (see the file comment).
 template <class F>
 std::vector<float> preimage_for_requantize(std::vector<float> v, index_t rows, index_t cols, block_axis axis) {
-  if constexpr (F::kRule == mx_rule::lqer) {
+  constexpr bool kLqerRule = [] {
+    if constexpr (requires { F::kRule; })
+      return F::kRule == mx_rule::lqer;
+    else
+      return false;  // llama.cpp's formats: see the file comment
+  }();
+  if constexpr (kLqerRule) {
     const index_t lanes = axis == block_axis::cols ? rows : cols, depth = axis == block_axis::cols ? cols : rows;
     const auto at = [&](index_t lane, index_t i) -> float& {
       return axis == block_axis::cols ? v[static_cast<std::size_t>(lane * cols + i)]

@@ -100,11 +100,63 @@ template <>
 inline constexpr std::string_view kGgmlNameOf<q4_1>{"q4_1"};
 template <>
 inline constexpr std::string_view kGgmlNameOf<q8_0>{"q8_0"};
+/// Calls visit(std::type_identity<F>{}) for each ggml row's type, in table order.
+template <class Visit>
+void for_each_ggml_type(Visit&& visit) {
+  visit(std::type_identity<q4_0>{});
+  visit(std::type_identity<q4_1>{});
+  visit(std::type_identity<q8_0>{});
+}
 /// Calls visit(std::type_identity<F>{}) for the ggml row named `name`; false when there is none.
 template <class Visit>
 bool visit_ggml_type(std::string_view name, Visit& visit) {
-  const auto one = [&]<class F>(std::type_identity<F> t) { return kGgmlNameOf<F> == name ? (visit(t), true) : false; };
-  return one(std::type_identity<q4_0>{}) || one(std::type_identity<q4_1>{}) || one(std::type_identity<q8_0>{});
+  bool found = false;
+  for_each_ggml_type([&]<class F>(std::type_identity<F> t) {
+    if (!found && kGgmlNameOf<F> == name) {
+      found = true;
+      visit(t);
+    }
+  });
+  return found;
+}
+/// The table name of the ggml type whose F::name() is `stored` ("int4_g32_sext_f16"
+/// → "q4_0"), as checkpoints record formats; empty for any other name.
+inline std::string_view ggml_name_of_stored(std::string_view stored) {
+  std::string_view out;
+  for_each_ggml_type([&]<class F>(std::type_identity<F>) {
+    if (F::name() == stored) out = kGgmlNameOf<F>;
+  });
+  return out;
+}
+
+/// One of llama.cpp's layer formats as an LQER layer and the fused kernel take
+/// it: the weight format, the factors' (A, B) and the activations'. ggml
+/// multiplies Q4_0 weights with Q8_0 activations and Q4_1 with Q8_1 — Q8_0's
+/// codes and scale plus d·Σq, a sum the fused kernel forms itself, so Q8_0
+/// serves both. LQER keeps A and B in 8 bits: Q8_0, at ggml's block.
+template <class W, class LR, class Act>
+struct ggml_layer {
+  using weight = W;
+  using lowrank = LR;
+  using activation = Act;
+};
+/// Calls visit(ggml_layer<…>{}) for each of llama.cpp's layer formats — the one
+/// list that the Python package, the example engines and the CLI build.
+template <class Visit>
+void for_each_ggml_layer(Visit&& visit) {
+  visit(ggml_layer<q4_0, q8_0, q8_0>{});
+  visit(ggml_layer<q4_1, q8_0, q8_0>{});
+}
+/// "q4_0 or q4_1 weights with q8_0 A/B and activations": for_each_ggml_layer in words.
+inline std::string ggml_layers_text() {
+  std::string s;
+  for_each_ggml_layer([&]<class L>(L) {
+    if (!s.empty()) s += ", or ";
+    s += std::string(kGgmlNameOf<typename L::weight>) + " weights with " +
+         std::string(kGgmlNameOf<typename L::lowrank>) + " A/B and " +
+         std::string(kGgmlNameOf<typename L::activation>) + " activations";
+  });
+  return s + " (block " + std::to_string(kGgmlBlock) + ")";
 }
 
 namespace detail {

@@ -109,7 +109,7 @@ def fake_quantize(
     along `in`). format: one of format_names() — mxint2/3/4/8 (rule 'ocp',
     the default, block 32; or 'lqer', block 16), int4/int8 (scheme 'sym' or
     'asym', scale 'f32' or 'f16', block 8–128 or 0 for one scale per row),
-    q4_0/q8_0 (llama.cpp's, block 32). Options that do not apply to the format
+    q4_0/q4_1/q8_0 (llama.cpp's, block 32). Options that do not apply to the format
     are an error, as in `lqer quantize`; format_help() lists them.
     """
     xin = _in(x)
@@ -166,9 +166,9 @@ def factorize(
     Gram matrix's Cholesky factor). solver: 'randomized' or 'exact'.
     w_format: mxint2/3/4/8; lr_format (A and B): mxint8; block 16 or 32 for
     all of them; rule 'lqer' (the LQER reference's exponent rule) or 'ocp'.
-    Or llama.cpp's pair: w_format 'q4_0' with lr_format 'q8_0' and block 32
-    (fp16 scales, no rule): an LQER correction on top of Q4_0, Wq exactly
-    llama.cpp's Q4_0 of w.
+    Or llama.cpp's formats: w_format 'q4_0' or 'q4_1' with lr_format 'q8_0'
+    and block 32 (fp16 scales, no rule): an LQER correction on top of Q4_0
+    or Q4_1, Wq exactly llama.cpp's encoding of w.
     bias [out] passes through to the layer. oversampling and
     power_iterations tune the randomized solver (None: lqer's defaults, 10
     and 3, the C++ side's). Returns a Layer (its .report says what was
@@ -230,8 +230,9 @@ class Linear:
     """A factorized layer as a callable: y = layer(x) for x [..., in] float32.
 
     The fused W4A8 kernel by default: x is quantized to `act_format` (mxint8,
-    or mxint4, of the weight's block and rule; q8_0 for q4_0 weights; None:
-    mxint8, or q8_0 for q4_0 weights), and Q(x)·Wqᵀ + Q(Q(x)·A)·B +
+    or mxint4, of the weight's block and rule; q8_0 for q4_0 and q4_1
+    weights; None: mxint8, or q8_0 for q4_0 and q4_1 weights), and
+    Q(x)·Wqᵀ + Q(Q(x)·A)·B +
     bias is computed in one pass. reference='fused' runs lqer's scalar
     reference of the same computation (bit for bit the kernel's result);
     reference='paper' the LQER paper's simulation (A·B's product rounded on

@@ -140,7 +140,7 @@ struct ggml_layer {
   using lowrank = LR;
   using activation = Act;
 };
-/// Calls visit(ggml_layer<…>{}) for each of llama.cpp's layer formats — the one
+/// Calls visit(L{}) for each of llama.cpp's layer formats L = ggml_layer<W, LR, Act> — the one
 /// list that the Python package, the example engines and the CLI build.
 template <class Visit>
 void for_each_ggml_layer(Visit&& visit) {
